@@ -1,0 +1,158 @@
+"""Every setting the bot reads, from the environment and an optional `.env`.
+
+The environment names are a contract: other tooling drives the bot with them, and the README and
+`.env.example` list each one with its default. Commands ask for the settings they need with
+`require()`, so a missing one stops the program with a single message naming all of them.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PHASE2_REVISION = "20260201_000006"
+PHASE3_REVISIONS = ("20260208_000007", "0c6d1a600bb1", "9ddfdd63af30")
+
+
+class MailerKind(StrEnum):
+    SMTP = "smtp"
+    OUTBOX = "outbox"
+
+
+class SmtpSecurity(StrEnum):
+    NONE = "none"
+    STARTTLS = "starttls"
+    TLS = "tls"
+
+
+class KeyFormat(StrEnum):
+    UUID4 = "uuid4"
+    TOKEN = "token"
+
+
+class RestartStrategy(StrEnum):
+    DOCKER = "docker"
+    COMMAND = "command"
+
+
+CommaList = Annotated[tuple[str, ...], NoDecode]
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # Slack
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    rollback_channel: str = "oncall-engineering"
+    approver_user_ids: CommaList = ()
+    approver_usergroup_id: str | None = None
+    allow_self_approval: bool = False
+
+    # The bot's own state
+    database_url: SecretStr | None = None
+    log_level: str = "INFO"
+
+    # The service being rolled back
+    target_database_url: SecretStr = SecretStr(
+        "postgresql://postgres@localhost:54432/claude_agent_api"
+    )
+    phase2_revision: str = PHASE2_REVISION
+    phase3_revisions: CommaList = PHASE3_REVISIONS
+    step_timeout_seconds: float = Field(default=1800.0, gt=0)
+
+    # Step 1: backup
+    backup_dir: Path = Path("backups")
+    pg_dump_path: str = "pg_dump"
+    pg_restore_path: str = "pg_restore"
+
+    # Step 2: downgrade
+    downgrade_command: str = f"alembic downgrade {PHASE2_REVISION}"
+    downgrade_workdir: Path = Path(".")
+    downgrade_env: dict[str, str] = Field(default_factory=dict)
+    downgrade_database_url_scheme: str = "postgresql+asyncpg"
+
+    # Step 3: restore Phase 2 code and restart
+    code_restore_command: str = ""
+    code_restore_workdir: Path = Path(".")
+    restart_strategy: RestartStrategy = RestartStrategy.DOCKER
+    restart_command: str = ""
+    api_compose_project: str = ""
+    api_compose_service: str = "api"
+    api_container_name: str = ""
+    api_health_path: str = "/health"
+    health_timeout_seconds: float = Field(default=120.0, gt=0)
+
+    # Step 4: new keys
+    key_format: KeyFormat = KeyFormat.UUID4
+    rotation_batch_size: int = Field(default=1000, gt=0)
+
+    # Step 5: email
+    mailer: MailerKind = MailerKind.SMTP
+    client_directory: Path | None = None
+    client_directory_query: str = ""
+    email_template: Path | None = None
+    mail_from: str = "noreply@localhost"
+    outbox_dir: Path = Path("outbox")
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    smtp_security: SmtpSecurity = SmtpSecurity.NONE
+    smtp_username: str = ""
+    smtp_password: SecretStr | None = None
+    email_concurrency: int = Field(default=8, gt=0)
+    email_max_attempts: int = Field(default=4, gt=0)
+
+    # Step 6: verify
+    api_base_url: str = "http://localhost:54000"
+    verify_sample_size: int = Field(default=5, gt=0)
+    verify_log_patterns: CommaList = ("ownership_check_failed",)
+
+    _split = field_validator(
+        "approver_user_ids", "phase3_revisions", "verify_log_patterns", mode="before"
+    )(_split_commas)
+
+    @field_validator("downgrade_env", mode="before")
+    @classmethod
+    def _json_env(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    def require(self, *names: str) -> None:
+        """Stop with one message naming every setting in `names` that is not set."""
+        missing = [name.upper() for name in names if getattr(self, name.lower()) in (None, "")]
+        if missing:
+            raise SettingsError(
+                "missing required setting" + ("s" if len(missing) > 1 else "") + ": "
+                + ", ".join(missing)
+                + " (set them in the environment or in .env; see README.md)"
+            )
+
+
+class SettingsError(Exception):
+    """A configuration problem worth one clear line to the operator, not a traceback."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        ]
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None

@@ -1,0 +1,73 @@
+"""The one small protocol every runbook step implements, and the values it trades in.
+
+A step says what it would do (`plan`, no side effects), whether its effect is already in place
+(`check`), and does it (`run`), streaming output lines to a sink. The engine owns timeouts,
+approvals and the incident log; a step owns only its piece of the outside world.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bot.domain.fingerprint import plan_fingerprint
+from bot.domain.steps import StepName
+from bot.settings import Settings
+from steps.ledgers import NotificationLedger, RotationLedger
+
+# Receives each output line as it happens. Must not block: the engine buffers and mirrors.
+OutputSink = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a step will do. `facts` are what approvers approve: they form the fingerprint."""
+
+    step: StepName
+    summary: str
+    facts: Mapping[str, Any]
+    details: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def fingerprint(self) -> str:
+        return plan_fingerprint({"step": self.step.value, **self.facts})
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    done: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Structured facts of a finished step, for the thread and the post-mortem summary."""
+
+    summary: str
+    facts: Mapping[str, Any] = field(default_factory=dict)
+
+
+class StepError(Exception):
+    """A step failed in a way worth one clear sentence to the engineers (no traceback)."""
+
+
+@dataclass(frozen=True)
+class StepContext:
+    run_id: str
+    settings: Settings
+    rotations: RotationLedger
+    notifications: NotificationLedger
+    # Facts of the steps already done in this run, e.g. the restart time for the log scan.
+    earlier_facts: Mapping[StepName, Mapping[str, Any]] = field(default_factory=dict)
+
+
+class Step(Protocol):
+    name: StepName
+
+    async def plan(self, ctx: StepContext) -> Plan: ...
+
+    async def check(self, ctx: StepContext) -> CheckResult: ...
+
+    async def run(self, ctx: StepContext, emit: OutputSink) -> Outcome: ...

@@ -1,0 +1,6 @@
+"""Fixtures live in tests/fixtures/, one module per outside dependency."""
+
+pytest_plugins = [
+    "tests.fixtures.postgres",
+    "tests.fixtures.docker",
+]
