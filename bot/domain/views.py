@@ -1,0 +1,60 @@
+"""Read-only pictures of a run, built by the engine from the incident log and drawn by a front
+(Slack blocks or the terminal). No front reads the database itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from bot.domain.states import RunStatus, StepStatus
+from bot.domain.steps import StepName
+
+
+@dataclass(frozen=True)
+class ApproverView:
+    user_id: str
+    user_name: str
+
+
+@dataclass(frozen=True)
+class PlanView:
+    summary: str
+    details: tuple[str, ...]
+    warnings: tuple[str, ...]
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class StepView:
+    step: StepName
+    execution_id: str | None  # None: not reached yet
+    attempt: int
+    status: StepStatus | None  # None: not reached yet
+    plan: PlanView | None
+    approvers: tuple[ApproverView, ...] = ()
+    approvals_needed: int = 2
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    output_tail: tuple[str, ...] = ()  # latest output lines, already safe to show
+    output_line_count: int = 0
+    summary: str | None = None  # outcome summary or error sentence
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    error_tail: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunView:
+    run_id: str
+    status: RunStatus
+    initiator_id: str
+    initiator_name: str
+    reason: str
+    created_at: datetime
+    finished_at: datetime | None
+    steps: tuple[StepView, ...]
+    abort_reason: str | None = None
+    channel_id: str | None = None
+    thread_ts: str | None = None
