@@ -36,10 +36,16 @@ _ALLOWED: dict[StepStatus, frozenset[StepStatus]] = {
         {StepStatus.RUNNING, StepStatus.REJECTED, StepStatus.ABORTED, StepStatus.ALREADY_DONE}
     ),
     StepStatus.RUNNING: frozenset(
-        {StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.INTERRUPTED, StepStatus.ABORTED}
+        {
+            StepStatus.SUCCEEDED,
+            StepStatus.ALREADY_DONE,
+            StepStatus.FAILED,
+            StepStatus.INTERRUPTED,
+            StepStatus.ABORTED,
+        }
     ),
     StepStatus.FAILED: frozenset({StepStatus.ABORTED}),
-    StepStatus.INTERRUPTED: frozenset({StepStatus.ABORTED, StepStatus.SUCCEEDED}),
+    StepStatus.INTERRUPTED: frozenset({StepStatus.ABORTED}),
 }
 
 
