@@ -126,6 +126,14 @@ class Settings(BaseSettings):
         "approver_user_ids", "phase3_revisions", "verify_log_patterns", mode="before"
     )(_split_commas)
 
+    @field_validator(
+        "slack_bot_token", "slack_signing_secret", "slack_app_token", "approver_usergroup_id",
+        "database_url", "client_directory", "email_template", "smtp_password", mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("downgrade_env", mode="before")
     @classmethod
     def _json_env(cls, value: Any) -> Any:

@@ -59,3 +59,14 @@ def test_cli_reports_invalid_values(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "MAILER" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_env_example_lists_every_setting_and_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    example = Path(__file__).resolve().parents[1] / ".env.example"
+    listed = set(re.findall(r"^([A-Z0-9_]+)=", example.read_text(), re.MULTILINE))
+    assert listed == {name.upper() for name in Settings.model_fields}
+    loaded = Settings(_env_file=example)  # type: ignore[call-arg]
+    assert loaded.client_directory is None  # an empty value means "not set", not "."
+    assert loaded.database_url is None
