@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     approver_user_ids: CommaList = ()
     approver_usergroup_id: str | None = None
     allow_self_approval: bool = False
+    slack_write_interval_seconds: float = Field(default=1.0, ge=0)
 
     # The bot's own state
     database_url: SecretStr | None = None
