@@ -1,0 +1,26 @@
+"""What the people at a terminal decide about a step, and where those decisions come from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from bot.domain.views import RunView, StepView
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the people at the terminal decided about one step."""
+
+    approvers: tuple[str, ...] = ()
+    reject_reason: str | None = None  # set: stop the run instead of approving
+
+
+class ApprovalSource(Protocol):
+    interactive: bool  # a refused approval is asked again (True) or ends the front (False)
+
+    async def verdict(self, view: RunView, step: StepView) -> Verdict: ...
+
+    async def after_failure(self, view: RunView, step: StepView) -> bool:
+        """True: retry the step (two fresh approvals follow); False: abort the run."""
+        ...

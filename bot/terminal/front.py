@@ -1,0 +1,146 @@
+"""The terminal as a second front to the engine: the rehearsal, and the break-glass path when
+Slack is down.
+
+Like the Slack mirror, it is a view of the incident log: when the engine says a run changed, it
+reads the entries after its cursor and prints each exactly once, in log order. Approvals come
+from an `ApprovalSource` (names given on the command line, or people typing at a prompt) and are
+recorded with the source "terminal" and the names given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TextIO
+
+from bot.db import repo_events
+from bot.domain.approvals import REFUSAL_TEXT, Refusal
+from bot.domain.events import Source
+from bot.domain.states import FINAL_RUN_STATUSES, RETRYABLE_STEP_STATUSES, StepStatus
+from bot.domain.views import RunView, StepView
+from bot.engine.engine import Actor, Click, Engine
+from bot.terminal.decisions import ApprovalSource
+from bot.terminal.render import entry_of, render_entry, status_board, step_heading
+
+POLL_SECONDS = 1.0  # a safety net only: the engine's change notice normally wakes us first
+
+
+def terminal_actor(name: str) -> Actor:
+    return Actor(f"terminal:{name}", name, Source.TERMINAL, True)
+
+
+class FrontError(Exception):
+    """The engine refused to start or continue; the message says why."""
+
+
+class TerminalFront:
+    def __init__(self, engine: Engine, out: TextIO, approvals: ApprovalSource) -> None:
+        self.engine = engine
+        self.out = out
+        self.approvals = approvals
+        self._wake = asyncio.Event()
+        self._cursor = 0
+        self._decided: set[tuple[str, str]] = set()  # (execution id, fingerprint) handled
+        engine.subscribe(self._notify)
+
+    def _notify(self, run_id: str) -> None:
+        self._wake.set()
+
+    def say(self, *lines: str) -> None:
+        for line in lines:
+            print(line, file=self.out, flush=True)
+
+    async def run(self, initiator: str, reason: str, channel_id: str | None = None) -> RunView:
+        """Start a rollback and drive it to its end; returns the final view."""
+        answer = await self.engine.start_run(terminal_actor(initiator), reason, channel_id)
+        if not answer.accepted or answer.run_id is None:
+            raise FrontError(answer.message)
+        return await self.follow(answer.run_id)
+
+    async def follow(self, run_id: str) -> RunView:
+        """Print the log as it grows and hand each waiting step to the approval source."""
+        while True:
+            self._wake.clear()
+            await self.print_new(run_id)
+            view = await self.engine.run_view(run_id)
+            if view.status in FINAL_RUN_STATUSES:
+                await self.engine.wait_idle()
+                await self.print_new(run_id)
+                view = await self.engine.run_view(run_id)
+                self.say("", *status_board(view))
+                return view
+            current = _current_step(view)
+            if current is not None and await self._act(view, current):
+                continue  # we changed something: read the log again at once
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+
+    async def print_new(self, run_id: str) -> None:
+        while True:
+            async with self.engine.sessions() as session:
+                events = await repo_events.events_after(session, run_id, self._cursor, limit=500)
+            if not events:
+                return
+            view = await self.engine.run_view(run_id)
+            for event in events:
+                entry = entry_of(event)
+                self.say(*render_entry(entry, view))
+                self._cursor = entry.id
+
+    async def _act(self, view: RunView, step: StepView) -> bool:
+        assert step.execution_id is not None
+        if step.status is StepStatus.AWAITING_APPROVAL and step.plan is not None:
+            key = (step.execution_id, step.plan.fingerprint)
+            if key in self._decided:
+                return False
+            self._decided.add(key)
+            verdict = await self.approvals.verdict(view, step)
+            if verdict.reject_reason is not None:
+                actor = terminal_actor(verdict.approvers[0] if verdict.approvers else "terminal")
+                await self.engine.reject(self._click(actor, view, step), verdict.reject_reason)
+                return True
+            already = {a.user_name for a in step.approvers}
+            for name in verdict.approvers:
+                if name in already:
+                    continue
+                answer = await self.engine.approve(self._click(terminal_actor(name), view, step))
+                if not answer.accepted:
+                    self.say(f"  {name}: {answer.message}")
+                    if answer.message == REFUSAL_TEXT[Refusal.PLAN_CHANGED]:
+                        break  # the new plan has a new fingerprint: it is asked for afresh
+                    if not self.approvals.interactive:
+                        raise FrontError(f"approval by {name} refused: {answer.message}")
+                    self._decided.discard(key)  # ask the people at the keyboard again
+                    break
+            return True
+        if step.status in RETRYABLE_STEP_STATUSES:
+            key = (step.execution_id, "after-failure")
+            if key in self._decided:
+                return False
+            self._decided.add(key)
+            actor = terminal_actor(view.initiator_name)
+            if await self.approvals.after_failure(view, step):
+                answer = await self.engine.retry(self._click(actor, view, step))
+            else:
+                answer = await self.engine.abort(
+                    self._click(actor, view, step),
+                    f"{step_heading(step.step)} {step.status.value if step.status else ''}; "
+                    "aborted at the terminal")
+            if not answer.accepted:
+                self.say(f"  {answer.message}")
+            return True
+        return False
+
+    @staticmethod
+    def _click(actor: Actor, view: RunView, step: StepView) -> Click:
+        assert step.execution_id is not None
+        fingerprint = step.plan.fingerprint if step.plan else ""
+        return Click(actor, view.run_id, step.execution_id, fingerprint)
+
+
+def _current_step(view: RunView) -> StepView | None:
+    """The step that needs people: waiting for approval, or failed and waiting for a decision."""
+    for step in view.steps:
+        if step.status is StepStatus.AWAITING_APPROVAL or step.status in RETRYABLE_STEP_STATUSES:
+            return step
+    return None

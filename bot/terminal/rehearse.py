@@ -1,0 +1,242 @@
+"""`rollback-bot rehearse`: the real engine and the six real steps, driven from the terminal.
+
+With no target configured it stands up the sandbox (bot/rehearsal) and runs the whole rollback on
+it; with a target configured and `--real`, it is the break-glass front when Slack is down.
+Everything a rehearsal produces lands in one folder: backups, outbox, timeline, transcript, logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO
+
+from bot.domain.states import RunStatus
+from bot.domain.views import RunView
+from bot.settings import Settings, SettingsError
+from bot.terminal.approvals import NamedApprovers, PromptApprovers
+from bot.terminal.decisions import ApprovalSource
+from bot.terminal.front import FrontError, TerminalFront
+from bot.terminal.summary import summary_text, timeline_markdown
+
+DEFAULT_REASON = "rehearsal of the Phase 3 emergency rollback"
+
+
+@dataclass
+class RehearsalOptions:
+    approvers: tuple[str, ...] = ()
+    initiator: str = "operator"
+    reason: str = DEFAULT_REASON
+    clients: int = 20
+    folder: Path | None = None
+    keep: bool = False  # leave the sandbox's databases and api running afterwards
+    use_docker: bool | None = None  # None: a container when an engine answers
+
+
+@dataclass
+class RehearsalResult:
+    view: RunView | None
+    folder: Path
+    transcript: Path
+    timeline: Path | None
+    settings: Settings
+    teardown: list[object] = field(default_factory=list)
+
+    @property
+    def completed(self) -> bool:
+        return self.view is not None and self.view.status is RunStatus.COMPLETED
+
+
+class Tee:
+    """Writes to the terminal and the transcript file at once."""
+
+    def __init__(self, *streams: TextIO) -> None:
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
+
+
+def _log_to_file(path: Path) -> logging.Handler:
+    """The bot's logs go to the folder (scanned for keys by the tests), not over the transcript."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if isinstance(old, logging.StreamHandler) and not isinstance(old, logging.FileHandler):
+            root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(min(root.level or logging.INFO, logging.INFO))
+    return handler
+
+
+async def drive(settings: Settings, out: TextIO, approvals: ApprovalSource, initiator: str,
+                reason: str) -> RunView:
+    """Run one rollback to its end through the terminal front on the configured bot DB."""
+    from bot.db.session import make_engine, make_sessionmaker
+
+    from bot.engine.engine import Engine
+    from bot.engine.registry import default_steps
+    from bot.serve import ensure_schema
+
+    settings.require("database_url")
+    assert settings.database_url is not None
+    url = settings.database_url.get_secret_value()
+    await ensure_schema(url)
+    db = make_engine(url)
+    engine = Engine(make_sessionmaker(db), settings, default_steps())
+    try:
+        await engine.recover(watch=False)
+        front = TerminalFront(engine, out, approvals)
+        active = await engine.active_run_id()
+        if active is not None:
+            print(f"Following the active rollback {active}.", file=out)
+            return await front.follow(active)
+        return await front.run(initiator, reason)
+    finally:
+        await engine.shutdown()
+        await db.dispose()
+
+
+async def finish(view: RunView, settings: Settings, timeline: Path, out: TextIO) -> None:
+    """Write the markdown timeline and print the post-mortem summary."""
+    from bot.db.session import make_engine, make_sessionmaker
+
+    from bot.db import repo_events
+
+    assert settings.database_url is not None
+    db = make_engine(settings.database_url.get_secret_value())
+    try:
+        async with make_sessionmaker(db)() as session:
+            events = await repo_events.all_events(session, view.run_id)
+    finally:
+        await db.dispose()
+    await asyncio.to_thread(timeline.write_text, timeline_markdown(view, events), "utf-8")
+    print("", summary_text(view), sep="\n", file=out)
+
+
+async def rehearse(options: RehearsalOptions, base: Settings, out: TextIO,
+                   approvals: ApprovalSource | None = None) -> RehearsalResult:
+    """Stand up the sandbox, run the whole rollback on it, write every artefact to one folder.
+
+    Approvals come from `approvals`, else from the named `options.approvers`.
+    """
+    source = approvals or NamedApprovers(options.approvers)
+    from bot.rehearsal.sandbox import stand_up
+
+    folder = (options.folder or Path("demo") / datetime.now().strftime("%Y%m%d-%H%M%S")).resolve()
+    (folder / "logs").mkdir(parents=True, exist_ok=True)
+    handler = _log_to_file(folder / "logs" / "bot.log")
+    transcript_path = folder / "transcript.txt"
+    with transcript_path.open("w", encoding="utf-8") as transcript:
+        tee: TextIO = Tee(out, transcript)  # type: ignore[assignment]
+        sandbox = await stand_up(base, folder, options.clients, tee, options.use_docker)
+        result = RehearsalResult(None, folder, transcript_path, None, sandbox.settings)
+        try:
+            view = await drive(sandbox.settings, tee, source, options.initiator,
+                               options.reason)
+            result.view = view
+            result.timeline = folder / f"timeline-{view.run_id[:8]}.md"
+            await finish(view, sandbox.settings, result.timeline, tee)
+            await sandbox.collect_logs()
+        finally:
+            if not options.keep:
+                await sandbox.tear_down()
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+        _print_artefacts(result, tee)
+    return result
+
+
+def _print_artefacts(result: RehearsalResult, out: TextIO) -> None:
+    s = result.settings
+    emails = sorted(s.outbox_dir.glob("*.eml")) if s.outbox_dir.exists() else []
+    backups = sorted(s.backup_dir.glob("*.dump")) if s.backup_dir.exists() else []
+    print("", "Artefacts of this rehearsal:", sep="\n", file=out)
+    print(f"  backup:     {backups[-1] if backups else '(none) in ' + str(s.backup_dir)}",
+          file=out)
+    print(f"  outbox:     {s.outbox_dir} ({len(emails)} emails)", file=out)
+    print(f"  timeline:   {result.timeline or '(none)'}", file=out)
+    print(f"  transcript: {result.transcript}", file=out)
+    print(f"  logs:       {result.folder / 'logs'}", file=out)
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+def add_rehearse_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--approver", action="append", default=[], metavar="NAME",
+                        help="an engineer who approves every step (give it twice); "
+                        "without it, approvers are asked at a prompt")
+    parser.add_argument("--initiator", default=None, metavar="NAME",
+                        help="who starts the rollback (default: your login name)")
+    parser.add_argument("--reason", default=DEFAULT_REASON, help="why the rollback is run")
+    parser.add_argument("--clients", type=int, default=20,
+                        help="sandbox clients to seed (default 20, one without a contact)")
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="folder for every artefact (default ./demo/<timestamp>/)")
+    parser.add_argument("--keep", action="store_true",
+                        help="leave the sandbox databases and api running afterwards")
+    parser.add_argument("--no-docker", action="store_true",
+                        help="run the sandbox api as a local process even if Docker answers")
+    parser.add_argument("--real", action="store_true",
+                        help="break-glass: run the rollback on the CONFIGURED target "
+                        "(TARGET_DATABASE_URL) from this terminal, e.g. while Slack is down")
+
+
+def _initiator(args: argparse.Namespace) -> str:
+    name: str = args.initiator or getpass.getuser() or "operator"
+    return name if name not in args.approver else f"{name}-initiator"
+
+
+def rehearse_command(args: argparse.Namespace, settings: Settings) -> int:
+    target_configured = "target_database_url" in settings.model_fields_set
+    if target_configured and not args.real:
+        raise SettingsError(
+            "TARGET_DATABASE_URL is configured: `rehearse` would act on that database. Unset it "
+            "for a sandbox rehearsal, or pass --real to roll back the configured target")
+    if args.real and not target_configured:
+        raise SettingsError("--real needs TARGET_DATABASE_URL (the database to roll back)")
+    approvals: ApprovalSource
+    if args.approver:
+        approvals = NamedApprovers(args.approver)
+    elif sys.stdin.isatty():
+        approvals = PromptApprovers(sys.stdout)
+    else:
+        raise SettingsError("give two approvers (--approver NAME twice) or run at a terminal")
+    try:
+        if args.real:
+            print("⚠ LOSSY ROLLBACK of the configured target, from the terminal.")
+            timeline = Path.cwd() / f"rollback-{datetime.now():%Y%m%d-%H%M%S}-timeline.md"
+            view = asyncio.run(_real(settings, approvals, _initiator(args), args.reason,
+                                     timeline))
+            return 0 if view.status is RunStatus.COMPLETED else 1
+        options = RehearsalOptions(
+            approvers=tuple(args.approver), initiator=_initiator(args), reason=args.reason,
+            clients=args.clients, folder=args.dir, keep=args.keep,
+            use_docker=False if args.no_docker else None)
+        result = asyncio.run(rehearse(options, settings, sys.stdout, approvals))
+    except (FrontError, ValueError) as exc:
+        print(f"rollback-bot rehearse: {exc}", file=sys.stderr)
+        return 1
+    return 0 if result.completed else 1
+
+
+async def _real(settings: Settings, approvals: ApprovalSource, initiator: str,
+                reason: str, timeline: Path) -> RunView:
+    view = await drive(settings, sys.stdout, approvals, initiator, reason)
+    await finish(view, settings, timeline, sys.stdout)
+    print(f"timeline: {timeline}")
+    return view

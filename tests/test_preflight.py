@@ -1,0 +1,178 @@
+"""`rollback-bot check`: each dependency gets a line; a problem names itself and its fix."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiodocker
+import pytest
+from aiohttp import web
+from aiosmtpd.controller import Controller
+
+from bot.preflight import (
+    CheckLine,
+    check_api,
+    check_directory,
+    check_mailer,
+    check_pg_dump,
+    check_restart,
+    check_target_revision,
+    stops_rollback,
+)
+from bot.preflight import _target_facts as target_facts
+from bot.settings import Settings
+from tests.fixtures.postgres import DatabaseFactory, admin_execute
+
+
+def settings(**values: object) -> Settings:
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def sha(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+async def target_at(databases: DatabaseFactory, revision: str | None) -> str:
+    url = await databases.create("preflight")
+    statements = [
+        "CREATE TABLE sessions (id serial PRIMARY KEY, owner_api_key_hash varchar(64))",
+        "CREATE TABLE assistants (id text PRIMARY KEY, owner_api_key_hash varchar(64))",
+        f"INSERT INTO sessions (owner_api_key_hash) VALUES ('{sha('a')}'), ('{sha('b')}'), "
+        f"('{sha('a')}')",
+        f"INSERT INTO assistants VALUES ('asst_1', '{sha('c')}')",
+    ]
+    if revision:
+        statements += ["CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)",
+                       f"INSERT INTO alembic_version VALUES ('{revision}')"]
+    await admin_execute(url, *statements)
+    return url
+
+
+async def revision_line(url: str) -> CheckLine:
+    s = settings(target_database_url=url)
+    revision, _, problem = await target_facts(s)
+    return check_target_revision(s, revision, problem)
+
+
+async def test_target_at_phase3_head_is_ok_and_at_phase2_is_ok_with_a_note(
+    databases: DatabaseFactory,
+) -> None:
+    line = await revision_line(await target_at(databases, "9ddfdd63af30"))
+    assert line.ok and "Phase 3 head 9ddfdd63af30" in line.detail
+    line = await revision_line(await target_at(databases, "20260201_000006"))
+    assert line.ok and "downgrade will be skipped" in line.detail
+
+
+async def test_target_at_wrong_revision_is_a_problem_naming_both_revisions(
+    databases: DatabaseFactory,
+) -> None:
+    line = await revision_line(await target_at(databases, "20260201_000007"))
+    assert not line.ok and line.blocking and stops_rollback([line])
+    assert "20260201_000007" in line.detail and "9ddfdd63af30" in line.detail
+    assert "PROBLEM target database" in line.text() and "fix:" in line.text()
+
+
+async def test_target_down_is_a_problem() -> None:
+    line = await revision_line(f"postgresql://postgres:s3cret@127.0.0.1:{free_port()}/x")
+    assert not line.ok and "unreachable" in line.detail
+    assert "s3cret" not in line.text()
+
+
+async def test_pg_dump_older_than_the_server_is_a_problem() -> None:
+    assert (await check_pg_dump(settings(), 15)).ok
+    old = await check_pg_dump(settings(), 99)
+    assert not old.ok and "older than the target server 99" in old.detail
+
+
+async def test_client_directory_counts_hashes_with_a_contact(
+    databases: DatabaseFactory, tmp_path: Path
+) -> None:
+    url = await target_at(databases, "9ddfdd63af30")
+    directory = tmp_path / "clients.csv"
+    directory.write_text("name,email,api_key_sha256\n"
+                         f"A,a@example.com,{sha('a')}\nB,,{sha('b')}\nC,c@example.com,{sha('c')}\n")
+    line = await check_directory(settings(target_database_url=url, client_directory=directory))
+    assert line.ok and "2 of 3 client hashes have a contact" in line.detail
+    missing = await check_directory(settings(target_database_url=url))
+    assert not missing.ok and "CLIENT_DIRECTORY" in missing.detail
+
+
+async def test_smtp_answers_ehlo_and_a_closed_port_is_a_problem() -> None:
+    class Sink:
+        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+            raise AssertionError("the check must not send mail")
+
+    port = free_port()
+    controller = Controller(Sink(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        line = await check_mailer(settings(smtp_host="127.0.0.1", smtp_port=port))
+    finally:
+        controller.stop()
+    assert line.ok and "answered EHLO" in line.detail
+    down = await check_mailer(settings(smtp_host="127.0.0.1", smtp_port=free_port()))
+    assert not down.ok and "unreachable" in down.detail
+
+
+async def test_outbox_mailer_needs_a_writable_folder(tmp_path: Path) -> None:
+    line = await check_mailer(settings(mailer="outbox", outbox_dir=tmp_path / "out"))
+    assert line.ok and (tmp_path / "out").is_dir()
+
+
+@pytest.fixture
+async def health_server() -> AsyncIterator[str]:
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+async def test_api_health_answers_and_a_dead_url_is_a_problem(health_server: str) -> None:
+    assert (await check_api(settings(api_base_url=health_server))).ok
+    dead = await check_api(settings(api_base_url=f"http://127.0.0.1:{free_port()}"))
+    assert not dead.ok and "unreachable" in dead.detail
+
+
+async def test_restart_command_must_exist() -> None:
+    assert (await check_restart(settings(restart_strategy="command",
+                                         restart_command="sh -c true"))).ok
+    line = await check_restart(settings(restart_strategy="command",
+                                        restart_command="/nonexistent/restart-api"))
+    assert not line.ok and "not found" in line.detail
+
+
+async def test_docker_matches_api_containers_by_compose_labels(
+    docker: aiodocker.Docker, host_image: str
+) -> None:
+    from tests.fixtures.docker import host_binds
+
+    project = f"rbcheck{free_port()}"
+    container = await docker.containers.run(config={
+        "Image": host_image, "Cmd": ["/bin/sleep", "300"],
+        "Labels": {"com.docker.compose.project": project, "com.docker.compose.service": "api"},
+        "HostConfig": {"NetworkMode": "host", "Binds": host_binds()},
+    })
+    try:
+        line = await check_restart(settings(api_compose_project=project))
+        assert line.ok and "1 running api container(s)" in line.detail
+        none = await check_restart(settings(api_compose_project=project + "-other"))
+        assert not none.ok and "no api container matches" in none.detail
+        assert project + "-other" in none.detail
+    finally:
+        await container.delete(force=True)
