@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint typecheck bench clean
+.PHONY: install test lint typecheck bench clean demo
 
 install: $(STAMP)
 
@@ -20,6 +20,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# A full rehearsal on a sandbox (its own databases, api, outbox): two demo engineers approve.
+demo: $(STAMP)
+	$(BIN)/rollback-bot rehearse --sandbox --approver alice --approver bob --initiator carol --clients 20
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

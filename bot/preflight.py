@@ -13,9 +13,11 @@ import os
 import re
 import shlex
 import shutil
+import sys
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import aiohttp
 import asyncpg
@@ -307,23 +309,26 @@ async def preflight(settings: Settings) -> list[CheckLine]:
     return [line for line in lines if line is not None]
 
 
-async def preflight_text(settings: Settings) -> str:
-    lines = await preflight(settings)
+def _report(lines: list[CheckLine]) -> str:
     verdict = ("Something here would stop a rollback: fix the PROBLEM lines first."
                if stops_rollback(lines) else "Ready: nothing here would stop a rollback.")
     return "\n".join([*(line.text() for line in lines), verdict])
 
 
+async def preflight_text(settings: Settings) -> str:
+    return _report(await preflight(settings))
+
+
+async def check(settings: Settings, out: TextIO) -> int:
+    """Print every line and the verdict; 1 if anything would stop a rollback, else 0."""
+    lines = await preflight(settings)
+    print(_report(lines), file=out)
+    return 1 if stops_rollback(lines) else 0
+
+
 def check_command(args: object, settings: Settings) -> int:
-    """`rollback-bot check`: prints the lines; exit 1 if anything would stop a rollback."""
-    lines = asyncio.run(preflight(settings))
-    for line in lines:
-        print(line.text())
-    if stops_rollback(lines):
-        print("Something here would stop a rollback: fix the PROBLEM lines first.")
-        return 1
-    print("Ready: nothing here would stop a rollback.")
-    return 0
+    """`rollback-bot check`."""
+    return asyncio.run(check(settings, sys.stdout))
 
 
 def _short(exc: BaseException) -> str:

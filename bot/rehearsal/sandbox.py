@@ -81,6 +81,9 @@ async def stand_up(base: Settings, folder: Path, clients: int, out: TextIO,
     try:
         bot_url = await server.create_database(f"{tag}_bot")
         sandbox.databases.append(f"{tag}_bot")
+        from bot.db.migrate import upgrade_to_head
+
+        await upgrade_to_head(bot_url)
         target_url = await server.create_database(f"{tag}_target")
         sandbox.databases.append(f"{tag}_target")
         await _prepare_target(target_url, folder, clients, logs / "sandbox.log")

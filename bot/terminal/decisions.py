@@ -24,3 +24,7 @@ class ApprovalSource(Protocol):
     async def after_failure(self, view: RunView, step: StepView) -> bool:
         """True: retry the step (two fresh approvals follow); False: abort the run."""
         ...
+
+
+class FrontError(Exception):
+    """The engine refused to start or continue; the message says why."""

@@ -19,7 +19,7 @@ from bot.domain.events import Source
 from bot.domain.states import FINAL_RUN_STATUSES, RETRYABLE_STEP_STATUSES, StepStatus
 from bot.domain.views import RunView, StepView
 from bot.engine.engine import Actor, Click, Engine
-from bot.terminal.decisions import ApprovalSource
+from bot.terminal.decisions import ApprovalSource, FrontError
 from bot.terminal.render import entry_of, render_entry, status_board, step_heading
 
 POLL_SECONDS = 1.0  # a safety net only: the engine's change notice normally wakes us first
@@ -27,10 +27,6 @@ POLL_SECONDS = 1.0  # a safety net only: the engine's change notice normally wak
 
 def terminal_actor(name: str) -> Actor:
     return Actor(f"terminal:{name}", name, Source.TERMINAL, True)
-
-
-class FrontError(Exception):
-    """The engine refused to start or continue; the message says why."""
 
 
 class TerminalFront:

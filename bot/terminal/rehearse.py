@@ -12,18 +12,20 @@ import asyncio
 import getpass
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from bot.domain.states import RunStatus
 from bot.domain.views import RunView
 from bot.settings import Settings, SettingsError
 from bot.terminal.approvals import NamedApprovers, PromptApprovers
-from bot.terminal.decisions import ApprovalSource
-from bot.terminal.front import FrontError, TerminalFront
+from bot.terminal.decisions import ApprovalSource, FrontError
 from bot.terminal.summary import summary_text, timeline_markdown
+
+if TYPE_CHECKING:
+    from bot.rehearsal.sandbox import Sandbox
 
 DEFAULT_REASON = "rehearsal of the Phase 3 emergency rollback"
 
@@ -46,7 +48,7 @@ class RehearsalResult:
     transcript: Path
     timeline: Path | None
     settings: Settings
-    teardown: list[object] = field(default_factory=list)
+    sandbox: Sandbox | None = None  # still standing when `keep` was asked for
 
     @property
     def completed(self) -> bool:
@@ -69,17 +71,30 @@ class Tee:
             stream.flush()
 
 
-def _log_to_file(path: Path) -> logging.Handler:
-    """The bot's logs go to the folder (scanned for keys by the tests), not over the transcript."""
+def _log_to_file(path: Path) -> tuple[logging.Handler, list[logging.Handler]]:
+    """The bot's logs go to the folder (scanned for keys by the tests), not over the transcript.
+
+    Returns the new handler and the console handlers it replaced, for `_restore_logging`.
+    """
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
-    for old in list(root.handlers):
-        if isinstance(old, logging.StreamHandler) and not isinstance(old, logging.FileHandler):
-            root.removeHandler(old)
+    removed = [old for old in root.handlers if isinstance(old, logging.StreamHandler)
+               and getattr(old, "stream", None) in (sys.stderr, sys.stdout)]
+    for old in removed:
+        root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(min(root.level or logging.INFO, logging.INFO))
-    return handler
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    return handler, removed
+
+
+def _restore_logging(handler: logging.Handler, removed: list[logging.Handler]) -> None:
+    root = logging.getLogger()
+    root.removeHandler(handler)
+    handler.close()
+    for old in removed:
+        root.addHandler(old)
 
 
 async def drive(settings: Settings, out: TextIO, approvals: ApprovalSource, initiator: str,
@@ -90,6 +105,7 @@ async def drive(settings: Settings, out: TextIO, approvals: ApprovalSource, init
     from bot.engine.engine import Engine
     from bot.engine.registry import default_steps
     from bot.serve import ensure_schema
+    from bot.terminal.front import TerminalFront
 
     settings.require("database_url")
     assert settings.database_url is not None
@@ -138,7 +154,7 @@ async def rehearse(options: RehearsalOptions, base: Settings, out: TextIO,
 
     folder = (options.folder or Path("demo") / datetime.now().strftime("%Y%m%d-%H%M%S")).resolve()
     (folder / "logs").mkdir(parents=True, exist_ok=True)
-    handler = _log_to_file(folder / "logs" / "bot.log")
+    handler, removed = _log_to_file(folder / "logs" / "bot.log")
     transcript_path = folder / "transcript.txt"
     with transcript_path.open("w", encoding="utf-8") as transcript:
         tee: TextIO = Tee(out, transcript)  # type: ignore[assignment]
@@ -152,10 +168,11 @@ async def rehearse(options: RehearsalOptions, base: Settings, out: TextIO,
             await finish(view, sandbox.settings, result.timeline, tee)
             await sandbox.collect_logs()
         finally:
-            if not options.keep:
+            if options.keep:
+                result.sandbox = sandbox
+            else:
                 await sandbox.tear_down()
-            logging.getLogger().removeHandler(handler)
-            handler.close()
+            _restore_logging(handler, removed)
         _print_artefacts(result, tee)
     return result
 
@@ -191,6 +208,8 @@ def add_rehearse_arguments(parser: argparse.ArgumentParser) -> None:
                         help="leave the sandbox databases and api running afterwards")
     parser.add_argument("--no-docker", action="store_true",
                         help="run the sandbox api as a local process even if Docker answers")
+    parser.add_argument("--sandbox", action="store_true",
+                        help="rehearse on a fresh sandbox even if TARGET_DATABASE_URL is set")
     parser.add_argument("--real", action="store_true",
                         help="break-glass: run the rollback on the CONFIGURED target "
                         "(TARGET_DATABASE_URL) from this terminal, e.g. while Slack is down")
@@ -203,7 +222,9 @@ def _initiator(args: argparse.Namespace) -> str:
 
 def rehearse_command(args: argparse.Namespace, settings: Settings) -> int:
     target_configured = "target_database_url" in settings.model_fields_set
-    if target_configured and not args.real:
+    if args.sandbox and args.real:
+        raise SettingsError("--sandbox and --real exclude each other")
+    if target_configured and not (args.real or args.sandbox):
         raise SettingsError(
             "TARGET_DATABASE_URL is configured: `rehearse` would act on that database. Unset it "
             "for a sandbox rehearsal, or pass --real to roll back the configured target")

@@ -1,0 +1,119 @@
+"""The rehearsal end to end on a small sandbox: the real engine and the six real steps, approved
+from the terminal by two named engineers; then what an engineer would check afterwards."""
+
+from __future__ import annotations
+
+import email
+import io
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from bot.db.urls import libpq_url
+from bot.domain.events import Source
+from bot.domain.states import StepStatus
+from bot.settings import Settings
+from bot.terminal.rehearse import RehearsalOptions, RehearsalResult, rehearse
+
+CLIENTS = 4  # one of them without a contact
+
+
+async def _keys(target_url: str) -> set[str]:
+    conn = await asyncpg.connect(libpq_url(target_url))
+    try:
+        rows = await conn.fetch(
+            "SELECT owner_api_key AS k FROM sessions WHERE owner_api_key IS NOT NULL "
+            "UNION SELECT owner_api_key FROM assistants WHERE owner_api_key IS NOT NULL")
+    finally:
+        await conn.close()
+    return {row["k"] for row in rows}
+
+
+async def _bot_rows_text(bot_url: str) -> str:
+    """Every row of every table of the bot's database, as text, for the key scan."""
+    conn = await asyncpg.connect(libpq_url(bot_url))
+    try:
+        tables = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        chunks = []
+        for table in tables:
+            rows = await conn.fetch(f'SELECT * FROM "{table["tablename"]}"')
+            chunks += [json.dumps(dict(row), default=str) for row in rows]
+    finally:
+        await conn.close()
+    return "\n".join(chunks)
+
+
+@pytest.fixture(params=["auto", "local-process"])
+async def rehearsal(
+    request: pytest.FixtureRequest, tmp_path: Path, pg_admin_url: str
+) -> AsyncIterator[tuple[RehearsalResult, str]]:
+    for module in ("bot.db.migrate", "sandbox.api", "sandbox.seed", "steps.backup"):
+        pytest.importorskip(module, reason=f"{module} (another piece) is not there yet")
+    base = Settings(_env_file=None, database_url=pg_admin_url)  # type: ignore[call-arg]
+    out = io.StringIO()
+    options = RehearsalOptions(
+        approvers=("alice", "bob"), initiator="carol", clients=CLIENTS,
+        folder=tmp_path / "demo", keep=True,
+        use_docker=False if request.param == "local-process" else None,
+    )
+    result = await rehearse(options, base, out)
+    try:
+        yield result, out.getvalue()
+    finally:
+        if result.sandbox is not None:
+            await result.sandbox.tear_down()
+
+
+async def test_rehearsal_runs_six_steps_approved_by_two_names_and_leaks_no_key(
+    rehearsal: tuple[RehearsalResult, str],
+) -> None:
+    result, printed = rehearsal
+    transcript = result.transcript.read_text()
+    assert printed == transcript, "the transcript file is what the terminal showed"
+    assert result.completed, transcript[-3000:]
+    view = result.view
+    assert view is not None
+    for step in view.steps:
+        assert step.status is StepStatus.SUCCEEDED, (step.step, step.summary)
+        assert [a.user_name for a in step.approvers] == ["alice", "bob"]
+    assert transcript.count("✔ approved 1/2: alice") == 6
+    assert transcript.count("✔ approved 2/2: bob") == 6
+    assert transcript.count("✓ done:") == 6
+    assert "Rollback completed" in transcript and "Post-mortem summary" in transcript
+
+    settings = result.settings
+    assert settings.database_url is not None
+    bot_url = settings.database_url.get_secret_value()
+    conn = await asyncpg.connect(libpq_url(bot_url))
+    try:
+        approvals = await conn.fetch(
+            "SELECT source, kind, data FROM incident_events WHERE kind = 'approval_given'")
+    finally:
+        await conn.close()
+    assert len(approvals) == 12 and {a["source"] for a in approvals} == {Source.TERMINAL.value}
+
+    keys = await _keys(settings.target_database_url.get_secret_value())
+    assert len(keys) == CLIENTS, "one new key per client"
+    emails = sorted(settings.outbox_dir.glob("*.eml"))
+    assert len(emails) == CLIENTS - 1, "one email per client with a contact"
+    mailed = set()
+    for path in emails:
+        message = email.message_from_bytes(path.read_bytes())
+        body = message.get_payload(decode=True) or b""
+        found = [key for key in keys if key in body.decode(errors="replace")]
+        assert len(found) == 1, path
+        mailed.add(found[0])
+    assert len(mailed) == CLIENTS - 1
+
+    assert sorted(settings.backup_dir.glob("backup_before_rollback_*.dump"))
+    assert result.timeline is not None and result.timeline.exists()
+    scanned = [transcript, result.timeline.read_text(), await _bot_rows_text(bot_url)]
+    scanned += [p.read_text(errors="replace") for p in (result.folder / "logs").iterdir()
+                if p.name != "api.log"]
+    for text in scanned:
+        for key in keys:
+            assert key not in text
