@@ -96,7 +96,7 @@ async def _ensure_host_image(docker: aiodocker.Docker) -> None:
 
 
 async def start_api_container(host: str, project: str, env: dict[str, str],
-                              code_dir: Path) -> str:
+                              code_dir: Path, module: str = "sandbox.api") -> str:
     """Run the api labelled as compose service `api` of `project`; returns the container id."""
     async with aiodocker.Docker(url=host) as docker:
         await _ensure_host_image(docker)
@@ -104,7 +104,7 @@ async def start_api_container(host: str, project: str, env: dict[str, str],
             name=f"{project}-api-1",
             config={
                 "Image": HOST_IMAGE,
-                "Cmd": [sys.executable, "-m", "sandbox.api"],
+                "Cmd": [sys.executable, "-m", module],
                 "Env": [f"{k}={v}" for k, v in env.items()],
                 "WorkingDir": str(REPO_ROOT),
                 "Labels": {"com.docker.compose.project": project,
@@ -145,7 +145,7 @@ if [ -f "$PIDFILE" ]; then
   kill -9 "$OLD" 2>/dev/null
 fi
 cd {workdir}
-{env} nohup {python} -m sandbox.api >> {log} 2>&1 < /dev/null &
+{env} nohup {python} -m {module} >> {log} 2>&1 < /dev/null &
 echo $! > "$PIDFILE"
 echo "sandbox api restarted as process $!"
 """
@@ -166,13 +166,15 @@ class LocalApi:
             os.kill(int(self.pidfile.read_text().strip()), signal.SIGTERM)
 
 
-async def start_local_api(folder: Path, env: dict[str, str], log: Path) -> LocalApi:
+async def start_local_api(folder: Path, env: dict[str, str], log: Path,
+                          module: str = "sandbox.api") -> LocalApi:
     """Write the restart script and run it once to start the api."""
     pidfile, script = folder / "api.pid", folder / "restart-api.sh"
     assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     script.write_text(RESTART_SCRIPT.format(
         pidfile=shlex.quote(str(pidfile)), workdir=shlex.quote(str(REPO_ROOT)),
-        env=assignments, python=shlex.quote(sys.executable), log=shlex.quote(str(log))))
+        env=assignments, python=shlex.quote(sys.executable), module=module,
+        log=shlex.quote(str(log))))
     script.chmod(0o755)
     api = LocalApi(script, pidfile, log)
     proc = await asyncio.create_subprocess_exec("sh", str(script),
