@@ -177,11 +177,11 @@ async def check_restart(settings: Settings) -> CheckLine:
     except (aiodocker.DockerError, OSError, TimeoutError, ValueError) as exc:
         return CheckLine("docker", False, f"engine at {host} unreachable: {_short(exc)}",
                          "start Docker or set DOCKER_HOST (or RESTART_STRATEGY=command)")
-    running = [c for c in found if c._container.get("State") == "running"]
+    running = [c for c in found if c["State"] == "running"]
     if not found:
         return CheckLine("docker", False, f"no api container matches {described} at {host}",
                          "set API_COMPOSE_PROJECT/API_COMPOSE_SERVICE or API_CONTAINER_NAME")
-    names = ", ".join(str(c._container.get("Names", ["?"])[0]).lstrip("/") for c in found)
+    names = ", ".join(str(c["Names"][0]).lstrip("/") for c in found)
     if not running:
         return CheckLine("docker", False, f"matched {names} but none is running",
                          "start the api container", blocking=False)
