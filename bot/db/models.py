@@ -1,0 +1,179 @@
+"""The bot's own schema: runs, step executions, approvals, the incident log, and the ledgers.
+
+Enum values are stored as VARCHAR with CHECK constraints, so adding a state is a small migration.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from bot.domain.events import EventKind, Source
+from bot.domain.states import RunStatus, StepStatus
+from bot.domain.steps import StepName
+from steps.ledgers import NotificationStatus
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def one_of(column: str, enum: type[StrEnum]) -> str:
+    values = ", ".join(f"'{member.value}'" for member in enum)
+    return f"{column} IN ({values})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class RollbackRun(Base):
+    __tablename__ = "rollback_runs"
+    __table_args__ = (
+        CheckConstraint(one_of("status", RunStatus), name="status"),
+        CheckConstraint(one_of("source", Source), name="source"),
+        # "Only one rollback at a time" is this index, not a Python lock.
+        Index("uq_rollback_runs_one_active", "status", unique=True,
+              postgresql_where=text("status = 'active'")),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True,
+                                          default=uuid.uuid4)
+    status: Mapped[str] = mapped_column(String(16))
+    initiator_id: Mapped[str] = mapped_column(String(64))
+    initiator_name: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(16))
+    channel_id: Mapped[str | None] = mapped_column(String(64))
+    thread_ts: Mapped[str | None] = mapped_column(String(32))
+    current_step: Mapped[str | None] = mapped_column(String(32))
+    abort_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
+                                                 server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class StepExecution(Base):
+    __tablename__ = "step_executions"
+    __table_args__ = (
+        UniqueConstraint("run_id", "step", "attempt", name="uq_step_executions_attempt"),
+        CheckConstraint(one_of("status", StepStatus), name="status"),
+        CheckConstraint(one_of("step", StepName), name="step"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True,
+                                          default=uuid.uuid4)
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rollback_runs.id"), index=True)
+    step: Mapped[str] = mapped_column(String(32))
+    attempt: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(32))
+    plan: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    plan_fingerprint: Mapped[str] = mapped_column(String(64))
+    message_ts: Mapped[str | None] = mapped_column(String(32))
+    summary: Mapped[str | None] = mapped_column(Text)
+    facts: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    error: Mapped[str | None] = mapped_column(Text)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
+                                                 server_default=func.now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Approval(Base):
+    __tablename__ = "approvals"
+    __table_args__ = (
+        # The same person twice counts once: enforced by the database.
+        UniqueConstraint("step_execution_id", "user_id", name="uq_approvals_user"),
+        CheckConstraint(one_of("source", Source), name="source"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    step_execution_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("step_executions.id"))
+    user_id: Mapped[str] = mapped_column(String(64))
+    user_name: Mapped[str] = mapped_column(String(255))
+    plan_fingerprint: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
+                                                 server_default=func.now())
+
+
+class IncidentEvent(Base):
+    """Append-only (a trigger refuses UPDATE and DELETE); `id` is the log's order."""
+
+    __tablename__ = "incident_events"
+    __table_args__ = (
+        CheckConstraint(one_of("kind", EventKind), name="kind"),
+        CheckConstraint(one_of("source", Source), name="source"),
+        Index("ix_incident_events_run_id_id", "run_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rollback_runs.id"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    actor: Mapped[str] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(32))
+    step: Mapped[str | None] = mapped_column(String(32))
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB)
+
+
+class SlackOutbox(Base):
+    """How far the Slack thread has caught up with the log, per run."""
+
+    __tablename__ = "slack_outbox"
+
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rollback_runs.id"), primary_key=True)
+    last_delivered_event_id: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
+                                                 server_default=func.now())
+
+
+class Notification(Base):
+    __tablename__ = "notifications"
+    __table_args__ = (CheckConstraint(one_of("status", NotificationStatus), name="status"),)
+
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rollback_runs.id"), primary_key=True)
+    client_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(320))
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
+                                                 server_default=func.now())
+
+
+class KeyRotation(Base):
+    """Old hash -> new hash. Never the key itself."""
+
+    __tablename__ = "key_rotations"
+
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rollback_runs.id"), primary_key=True)
+    old_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    new_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    rotated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
+                                                 server_default=func.now())

@@ -1,0 +1,282 @@
+"""Runs, step executions, approvals and leases. Functions take a session and never commit:
+the caller owns the transaction (so a quorum count and a step start share one)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.db.models import Approval, RollbackRun, StepExecution
+from bot.domain.approvals import APPROVALS_NEEDED
+from bot.domain.states import RunStatus, StepStatus
+from bot.domain.steps import StepName
+
+
+def _uuid(value: str | uuid.UUID) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class ActiveRunExists:
+    run: RollbackRun
+
+
+async def create_run(
+    session: AsyncSession, *, initiator_id: str, initiator_name: str, reason: str, source: str,
+    channel_id: str | None,
+) -> RollbackRun | ActiveRunExists:
+    """A new active run, or the run that is already active (the unique index decides)."""
+    run = RollbackRun(
+        id=uuid.uuid4(), status=RunStatus.ACTIVE.value, initiator_id=initiator_id,
+        initiator_name=initiator_name, reason=reason, source=source, channel_id=channel_id,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(run)
+            await session.flush()
+    except IntegrityError:
+        active = await get_active_run(session)
+        if active is None:  # it finished between our insert and this read
+            raise
+        return ActiveRunExists(active)
+    return run
+
+
+async def get_run(
+    session: AsyncSession, run_id: str | uuid.UUID, for_update: bool = False
+) -> RollbackRun | None:
+    query = select(RollbackRun).where(RollbackRun.id == _uuid(run_id))
+    if for_update:
+        query = query.with_for_update()
+    return (await session.execute(query.execution_options(populate_existing=True))).scalar()
+
+
+async def get_active_run(session: AsyncSession) -> RollbackRun | None:
+    query = select(RollbackRun).where(RollbackRun.status == RunStatus.ACTIVE.value)
+    return (await session.execute(query)).scalar()
+
+
+async def set_run_thread(
+    session: AsyncSession, run_id: str, channel_id: str, thread_ts: str
+) -> None:
+    await session.execute(update(RollbackRun).where(RollbackRun.id == _uuid(run_id))
+                          .values(channel_id=channel_id, thread_ts=thread_ts))
+
+
+async def set_current_step(session: AsyncSession, run_id: str, step: StepName) -> None:
+    await session.execute(update(RollbackRun).where(RollbackRun.id == _uuid(run_id))
+                          .values(current_step=step.value))
+
+
+async def finish_run(
+    session: AsyncSession, run_id: str, status: RunStatus, reason: str | None
+) -> None:
+    await session.execute(
+        update(RollbackRun).where(RollbackRun.id == _uuid(run_id),
+                                  RollbackRun.status == RunStatus.ACTIVE.value)
+        .values(status=status.value, abort_reason=reason, finished_at=_now())
+    )
+
+
+# --- step executions --------------------------------------------------------------------------
+
+async def create_step_execution(
+    session: AsyncSession, run_id: str, step: StepName, attempt: int, plan: dict[str, Any],
+    fingerprint: str,
+) -> StepExecution:
+    execution = StepExecution(
+        id=uuid.uuid4(), run_id=_uuid(run_id), step=step.value, attempt=attempt,
+        status=StepStatus.AWAITING_APPROVAL.value, plan=plan, plan_fingerprint=fingerprint,
+    )
+    session.add(execution)
+    await session.flush()
+    return execution
+
+
+async def get_execution(
+    session: AsyncSession, execution_id: str | uuid.UUID, for_update: bool = False
+) -> StepExecution | None:
+    try:
+        key = _uuid(execution_id)
+    except ValueError:
+        return None
+    query = select(StepExecution).where(StepExecution.id == key)
+    if for_update:
+        query = query.with_for_update()
+    return (await session.execute(query.execution_options(populate_existing=True))).scalar()
+
+
+async def latest_execution(
+    session: AsyncSession, run_id: str | uuid.UUID, step: StepName | str
+) -> StepExecution | None:
+    query = (
+        select(StepExecution)
+        .where(StepExecution.run_id == _uuid(run_id), StepExecution.step == str(step))
+        .order_by(StepExecution.attempt.desc()).limit(1)
+        .execution_options(populate_existing=True)
+    )
+    return (await session.execute(query)).scalar()
+
+
+async def replace_plan(
+    session: AsyncSession, execution_id: uuid.UUID, plan: dict[str, Any], fingerprint: str
+) -> int:
+    """A new plan voids the approvals given to the old one; returns how many were voided."""
+    voided = await session.execute(
+        delete(Approval).where(Approval.step_execution_id == execution_id)
+    )
+    await session.execute(update(StepExecution).where(StepExecution.id == execution_id)
+                          .values(plan=plan, plan_fingerprint=fingerprint))
+    return int(voided.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def set_execution_status(
+    session: AsyncSession, execution_id: str | uuid.UUID, status: StepStatus
+) -> None:
+    values: dict[str, Any] = {"status": status.value}
+    if status in (StepStatus.REJECTED, StepStatus.ABORTED):
+        values["finished_at"] = _now()
+    await session.execute(update(StepExecution)
+                          .where(StepExecution.id == _uuid(execution_id)).values(**values))
+
+
+async def finish_execution(
+    session: AsyncSession, execution_id: str, status: StepStatus, facts: dict[str, Any],
+    error: str | None, summary: str,
+) -> None:
+    await session.execute(
+        update(StepExecution).where(StepExecution.id == _uuid(execution_id))
+        .values(status=status.value, facts=facts, error=error, summary=summary,
+                finished_at=_now())
+    )
+
+
+async def set_execution_message(session: AsyncSession, execution_id: str, ts: str) -> None:
+    await session.execute(update(StepExecution).where(StepExecution.id == _uuid(execution_id))
+                          .values(message_ts=ts))
+
+
+async def executions_for_run(session: AsyncSession, run_id: str) -> list[StepExecution]:
+    query = (select(StepExecution).where(StepExecution.run_id == _uuid(run_id))
+             .order_by(StepExecution.created_at, StepExecution.attempt))
+    return list((await session.execute(query)).scalars())
+
+
+# --- approvals --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ApproverRow:
+    user_id: str
+    user_name: str
+
+
+@dataclass(frozen=True)
+class ApprovalResult:
+    inserted: bool
+    approvers: list[ApproverRow]
+    started: bool
+
+
+async def approvers(session: AsyncSession, execution_id: str | uuid.UUID) -> list[ApproverRow]:
+    query = (select(Approval.user_id, Approval.user_name)
+             .where(Approval.step_execution_id == _uuid(execution_id)).order_by(Approval.id))
+    return [ApproverRow(r.user_id, r.user_name) for r in await session.execute(query)]
+
+
+async def add_approval(
+    session: AsyncSession, execution_id: str | uuid.UUID, user_id: str, user_name: str,
+    fingerprint: str, source: str, needed: int = APPROVALS_NEEDED,
+) -> ApprovalResult:
+    """Record one approval and, on reaching the quorum, start the step — in the caller's
+    transaction, under a row lock, so concurrent clicks give exactly `needed` approvals and one
+    start. A refusal for state or fingerprint is the caller's job (the policy explains it)."""
+    key = _uuid(execution_id)
+    execution = await get_execution(session, key, for_update=True)
+    if (execution is None or execution.status != StepStatus.AWAITING_APPROVAL.value
+            or execution.plan_fingerprint != fingerprint):
+        return ApprovalResult(False, await approvers(session, key), False)
+    inserted = await session.execute(
+        insert(Approval).values(step_execution_id=key, user_id=user_id, user_name=user_name,
+                                plan_fingerprint=fingerprint, source=source)
+        .on_conflict_do_nothing(constraint="uq_approvals_user").returning(Approval.id)
+    )
+    was_inserted = inserted.scalar() is not None
+    count = (await session.execute(
+        select(func.count()).select_from(Approval).where(Approval.step_execution_id == key)
+    )).scalar_one()
+    started = was_inserted and count >= needed
+    if started:
+        await session.execute(update(StepExecution).where(StepExecution.id == key)
+                              .values(status=StepStatus.RUNNING.value, started_at=_now()))
+    return ApprovalResult(was_inserted, await approvers(session, key), started)
+
+
+# --- leases -----------------------------------------------------------------------------------
+
+async def claim_lease(
+    session: AsyncSession, execution_id: str | uuid.UUID, owner: str, ttl_seconds: float
+) -> bool:
+    """Take (or keep) the right to execute a running step: free, expired, or already ours."""
+    now = _now()
+    result = await session.execute(
+        update(StepExecution)
+        .where(
+            StepExecution.id == _uuid(execution_id),
+            StepExecution.status == StepStatus.RUNNING.value,
+            or_(StepExecution.lease_owner.is_(None), StepExecution.lease_owner == owner,
+                StepExecution.lease_expires_at < now),
+        )
+        .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=ttl_seconds))
+        .returning(StepExecution.id)
+    )
+    return result.scalar() is not None
+
+
+async def renew_lease(
+    session: AsyncSession, execution_id: str, owner: str, ttl_seconds: float
+) -> bool:
+    result = await session.execute(
+        update(StepExecution)
+        .where(StepExecution.id == _uuid(execution_id), StepExecution.lease_owner == owner)
+        .values(lease_expires_at=_now() + timedelta(seconds=ttl_seconds))
+        .returning(StepExecution.id)
+    )
+    return result.scalar() is not None
+
+
+async def release_lease(session: AsyncSession, execution_id: str, owner: str) -> None:
+    await session.execute(
+        update(StepExecution)
+        .where(StepExecution.id == _uuid(execution_id), StepExecution.lease_owner == owner)
+        .values(lease_owner=None, lease_expires_at=None)
+    )
+
+
+async def expire_lease(session: AsyncSession, execution_id: str) -> None:
+    """Make a lease look abandoned (what a dead replica leaves behind)."""
+    await session.execute(
+        update(StepExecution).where(StepExecution.id == _uuid(execution_id))
+        .values(lease_expires_at=_now() - timedelta(seconds=1))
+    )
+
+
+async def find_orphaned_running(session: AsyncSession) -> list[StepExecution]:
+    """Running steps nobody holds: no lease, or a lease that was not renewed in time."""
+    query = select(StepExecution).where(
+        StepExecution.status == StepStatus.RUNNING.value,
+        or_(StepExecution.lease_owner.is_(None),
+            and_(StepExecution.lease_expires_at.is_not(None),
+                 StepExecution.lease_expires_at < _now())),
+    )
+    return list((await session.execute(query)).scalars())

@@ -1,0 +1,68 @@
+"""Builds the RunView a front draws, from the bot's database alone (any replica can draw it)."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.db import repo_events, repo_runs
+from bot.domain.approvals import APPROVALS_NEEDED
+from bot.domain.states import RunStatus, StepStatus
+from bot.domain.steps import STEP_ORDER, StepName
+from bot.domain.views import ApproverView, PlanView, RunView, StepView
+
+TAIL_LINES = 12
+
+
+async def build_run_view(session: AsyncSession, run_id: str) -> RunView:
+    run = await repo_runs.get_run(session, run_id)
+    if run is None:
+        raise LookupError(f"no rollback run {run_id}")
+    steps: list[StepView] = []
+    for name in STEP_ORDER:
+        execution = await repo_runs.latest_execution(session, run_id, name)
+        if execution is None:
+            steps.append(StepView(step=name, execution_id=None, attempt=0, status=None, plan=None))
+            continue
+        plan = execution.plan or {}
+        approvers = await repo_runs.approvers(session, execution.id)
+        status = StepStatus(execution.status)
+        tail, count = await repo_events.output_summary(
+            session, run_id, str(execution.id), TAIL_LINES
+        )
+        facts = dict(execution.facts or {})
+        steps.append(
+            StepView(
+                step=StepName(name),
+                execution_id=str(execution.id),
+                attempt=execution.attempt,
+                status=status,
+                plan=PlanView(
+                    summary=plan.get("summary", ""),
+                    details=tuple(plan.get("details", ())),
+                    warnings=tuple(plan.get("warnings", ())),
+                    fingerprint=execution.plan_fingerprint,
+                ),
+                approvers=tuple(ApproverView(a.user_id, a.user_name) for a in approvers),
+                approvals_needed=APPROVALS_NEEDED,
+                started_at=execution.started_at,
+                finished_at=execution.finished_at,
+                output_tail=tuple(tail),
+                output_line_count=count,
+                summary=execution.summary,
+                facts=facts,
+                error_tail=tuple(tail) if status is StepStatus.FAILED else (),
+            )
+        )
+    return RunView(
+        run_id=str(run.id),
+        status=RunStatus(run.status),
+        initiator_id=run.initiator_id,
+        initiator_name=run.initiator_name,
+        reason=run.reason,
+        created_at=run.created_at,
+        finished_at=run.finished_at,
+        steps=tuple(steps),
+        abort_reason=run.abort_reason,
+        channel_id=run.channel_id,
+        thread_ts=run.thread_ts,
+    )
