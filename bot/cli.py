@@ -14,13 +14,42 @@ Command = Callable[[argparse.Namespace, Settings], int]
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    settings.require("database_url")
     from bot.db.migrate import upgrade_to_head
 
-    settings.require("database_url")
     assert settings.database_url is not None
     revision = asyncio.run(upgrade_to_head(settings.database_url.get_secret_value()))
     print(f"bot database at revision {revision}")
     return 0
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.serve import serve
+
+    asyncio.run(serve(settings, http=args.http, host=args.host, port=args.port))
+    return 0
+
+
+def _plan(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.engine.registry import default_steps
+    from bot.engine.reports import plans_text
+    from steps.dry_run import dry_run
+
+    print("Dry run against the configured target; nothing is changed.")
+    print(plans_text(asyncio.run(dry_run(settings, default_steps()))))
+    return 0
+
+
+def _check(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.preflight import check_command
+
+    return check_command(args, settings)
+
+
+def _rehearse(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.terminal.rehearse import rehearse_command
+
+    return rehearse_command(args, settings)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +60,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     migrate = sub.add_parser("migrate", help="bring the bot's own database to the latest schema")
     migrate.set_defaults(handler=_migrate)
+    serve = sub.add_parser("serve", help="run the Slack app (Socket Mode unless --http)")
+    serve.add_argument("--http", action="store_true", help="serve POST /slack/events over HTTP")
+    serve.add_argument("--host", default="0.0.0.0", help="HTTP bind address (default 0.0.0.0)")
+    serve.add_argument("--port", type=int, default=3000, help="HTTP port (default 3000)")
+    serve.set_defaults(handler=_serve)
+    plan = sub.add_parser("plan", help="print every step's plan against the target; change nothing")
+    plan.set_defaults(handler=_plan)
+    check = sub.add_parser("check", help="preflight: every dependency, ok or problem and its fix")
+    check.set_defaults(handler=_check)
+    rehearse = sub.add_parser(
+        "rehearse", help="a full rollback with the terminal as the front (sandbox by default)"
+    )
+    from bot.terminal.rehearse import add_rehearse_arguments
+
+    add_rehearse_arguments(rehearse)
+    rehearse.set_defaults(handler=_rehearse)
     return parser
 
 

@@ -101,7 +101,6 @@ async def drive(settings: Settings, out: TextIO, approvals: ApprovalSource, init
                 reason: str) -> RunView:
     """Run one rollback to its end through the terminal front on the configured bot DB."""
     from bot.db.session import make_engine, make_sessionmaker
-
     from bot.engine.engine import Engine
     from bot.engine.registry import default_steps
     from bot.serve import ensure_schema
@@ -128,9 +127,8 @@ async def drive(settings: Settings, out: TextIO, approvals: ApprovalSource, init
 
 async def finish(view: RunView, settings: Settings, timeline: Path, out: TextIO) -> None:
     """Write the markdown timeline and print the post-mortem summary."""
-    from bot.db.session import make_engine, make_sessionmaker
-
     from bot.db import repo_events
+    from bot.db.session import make_engine, make_sessionmaker
 
     assert settings.database_url is not None
     db = make_engine(settings.database_url.get_secret_value())

@@ -1,0 +1,19 @@
+"""Every step's plan against the live target, with nothing written anywhere."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from bot.domain.steps import STEP_ORDER, StepName
+from bot.engine.plans import safe_plan
+from bot.settings import Settings
+from steps.memory_ledgers import MemoryNotificationLedger, MemoryRotationLedger
+from steps.protocol import Plan, Step, StepContext
+
+
+async def dry_run(settings: Settings, steps: Mapping[StepName, Step]) -> list[Plan]:
+    ctx = StepContext(
+        run_id="dry-run", settings=settings, rotations=MemoryRotationLedger(),
+        notifications=MemoryNotificationLedger(),
+    )
+    return [await safe_plan(steps[name], ctx) for name in STEP_ORDER]
