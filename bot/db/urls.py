@@ -15,8 +15,11 @@ def libpq_url(url: str) -> str:
 
     The password travels separately (`PGPASSWORD`), never in an argument list.
     """
-    parsed = make_url(url).set(drivername="postgresql", password=None)
-    return parsed.render_as_string(hide_password=False)
+    parsed = make_url(url)
+    # URL.set(password=None) means "leave unchanged"; build the URL without it instead.
+    bare = URL.create("postgresql", username=parsed.username, host=parsed.host,
+                      port=parsed.port, database=parsed.database, query=parsed.query)
+    return bare.render_as_string(hide_password=False)
 
 
 def password_of(url: str) -> str | None:

@@ -1,0 +1,98 @@
+"""Running an outside program: output streamed line by line, a timeout, and a clean kill.
+
+The child gets its own process group so a timeout or a cancel takes down everything it started
+(an `alembic` that spawned a helper, a shell pipeline) and nothing is left running unseen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import sys
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from steps.protocol import OutputSink, StepError
+
+TAIL_LINES = 50
+KILL_GRACE_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    returncode: int
+    tail: list[str]
+
+
+class ProcessRunner(Protocol):
+    async def __call__(
+        self, argv: Sequence[str], *, emit: OutputSink, cwd: Path | None = None,
+        env: Mapping[str, str] | None = None, time_limit: float | None = None,
+    ) -> ProcessResult: ...
+
+
+def resolve_program(name: str) -> str:
+    """A program on PATH, else beside this Python (a venv's `alembic`), else a clear error."""
+    if os.sep in name:
+        if Path(name).exists():
+            return name
+    else:
+        found = shutil.which(name) or shutil.which(name, path=str(Path(sys.prefix) / "bin"))
+        if found:
+            return found
+    raise StepError(f"cannot run {name!r}: no such program (check PATH or the configured path)")
+
+
+async def run_process(
+    argv: Sequence[str], *, emit: OutputSink, cwd: Path | None = None,
+    env: Mapping[str, str] | None = None, time_limit: float | None = None,
+) -> ProcessResult:
+    program = resolve_program(argv[0])
+    if cwd is not None and not Path(cwd).is_dir():
+        raise StepError(f"cannot run {argv[0]!r}: working directory {cwd} does not exist")
+    process = await asyncio.create_subprocess_exec(
+        program, *argv[1:], cwd=cwd, env=dict(env) if env is not None else None,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
+    )
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+
+    async def pump() -> None:
+        assert process.stdout is not None
+        async for raw in process.stdout:
+            line = raw.decode(errors="replace").rstrip("\r\n")
+            tail.append(line)
+            emit(line)
+
+    try:
+        async with asyncio.timeout(time_limit):
+            await pump()
+            returncode = await process.wait()
+    except TimeoutError:
+        await _kill_group(process)
+        raise StepError(
+            f"{Path(argv[0]).name} did not finish within {time_limit:g} s and was stopped"
+        ) from None
+    except BaseException:
+        await _kill_group(process)
+        raise
+    return ProcessResult(returncode, list(tail))
+
+
+async def _kill_group(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is not None:
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            await asyncio.wait_for(process.wait(), KILL_GRACE_SECONDS)
+            return
+        except TimeoutError:
+            continue
