@@ -1,0 +1,228 @@
+"""Block Kit drawings of a run (pure functions). Each returns (fallback text, blocks).
+
+Limits that bite (SLACK-WIRE.md): 50 blocks, 3,000 characters of section text, button text 75.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from bot.domain.states import RunStatus, StepStatus
+from bot.domain.steps import STEP_TITLES, step_number
+from bot.domain.views import RunView, StepView
+from bot.slack.actions import ActionId, ButtonValue
+from bot.slack.modal import LOSSY_TEXT
+
+SECTION_LIMIT = 3000
+Block = dict[str, Any]
+
+STATUS_EMOJI: dict[StepStatus | None, str] = {
+    None: ":white_circle:",
+    StepStatus.AWAITING_APPROVAL: ":hourglass:",
+    StepStatus.RUNNING: ":arrows_counterclockwise:",
+    StepStatus.SUCCEEDED: ":white_check_mark:",
+    StepStatus.ALREADY_DONE: ":white_check_mark:",
+    StepStatus.FAILED: ":x:",
+    StepStatus.INTERRUPTED: ":warning:",
+    StepStatus.REJECTED: ":no_entry:",
+    StepStatus.ABORTED: ":no_entry:",
+}
+
+
+def clip(text: str, limit: int = SECTION_LIMIT) -> str:
+    return text if len(text) <= limit else text[: limit - 12] + "\n…[cut]"
+
+
+def section(text: str) -> Block:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text)}}
+
+
+def code_block(lines: Sequence[str], limit: int = 2800) -> str:
+    """The newest lines that fit, in a code block."""
+    kept: list[str] = []
+    size = 0
+    for line in reversed(lines):
+        size += len(line) + 1
+        if size > limit:
+            break
+        kept.insert(0, line)
+    return "```" + ("\n".join(kept) or " ") + "```"
+
+
+def duration(start: datetime | None, end: datetime | None) -> str:
+    if start is None or end is None:
+        return ""
+    seconds = int((end - start).total_seconds())
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def button(text: str, action: ActionId, value: ButtonValue, style: str | None = None,
+           confirm: tuple[str, str] | None = None) -> Block:
+    element: Block = {"type": "button", "text": {"type": "plain_text", "text": text[:75]},
+                      "action_id": action.value, "value": value.to_value()}
+    if style:
+        element["style"] = style
+    if confirm:
+        element["confirm"] = {
+            "title": {"type": "plain_text", "text": confirm[0]},
+            "text": {"type": "mrkdwn", "text": confirm[1]},
+            "confirm": {"type": "plain_text", "text": "Yes"},
+            "deny": {"type": "plain_text", "text": "No"},
+        }
+    return element
+
+
+def step_label(step: StepView) -> str:
+    return f"Step {step_number(step.step)}/6: {STEP_TITLES[step.step]}"
+
+
+def status_board(run: RunView) -> tuple[str, list[Block]]:
+    state = {RunStatus.ACTIVE: "in progress", RunStatus.COMPLETED: "completed",
+             RunStatus.ABORTED: "ABORTED"}[run.status]
+    lines = []
+    for step in run.steps:
+        status = step.status.value.replace("_", " ") if step.status else "not reached"
+        attempt = f" (attempt {step.attempt})" if step.attempt > 1 else ""
+        took = duration(step.started_at, step.finished_at)
+        lines.append(f"{STATUS_EMOJI[step.status]} {step_label(step)} — {status}{attempt}"
+                     + (f", {took}" if took else ""))
+    text = f"Phase 3 rollback {state}: started by {run.initiator_name} — {run.reason}"
+    blocks = [
+        {"type": "header", "text": {"type": "plain_text", "text": "Phase 3 rollback"[:150]}},
+        section(f":warning: *LOSSY rollback*: {LOSSY_TEXT}."),
+        section(f"*Started by* <@{run.initiator_id}> · *Status:* {state}\n*Reason:* {run.reason}"
+                + (f"\n*Stopped:* {run.abort_reason}" if run.abort_reason else "")),
+        section("\n".join(lines)),
+        {"type": "context", "elements": [{"type": "mrkdwn",
+                                          "text": f"run `{run.run_id}` · details in the thread"}]},
+    ]
+    return text, blocks
+
+
+def facts_text(facts: Mapping[str, Any]) -> str:
+    lines = []
+    for key, value in facts.items():
+        shown = value if isinstance(value, str | int | float) or value is None \
+            else json.dumps(value, default=str)
+        lines.append(f"• *{key}*: {shown}")
+    return "\n".join(lines)
+
+
+def step_message(run: RunView, step: StepView, now: datetime) -> tuple[str, list[Block]]:
+    status = step.status
+    header = f"{STATUS_EMOJI[status]} *{step_label(step)}*" + (
+        f" (attempt {step.attempt})" if step.attempt > 1 else "")
+    blocks: list[Block] = [section(header)]
+    if step.plan is not None:
+        plan_lines = [f"*Plan:* {step.plan.summary}", *step.plan.details]
+        plan_lines += [f":warning: {w}" for w in step.plan.warnings]
+        blocks.append(section("\n".join(plan_lines)))
+    approvers = ", ".join(f"<@{a.user_id}>" for a in step.approvers) or "none yet"
+    blocks.append(section(f"*Approvals* {len(step.approvers)}/{step.approvals_needed}: "
+                          f"{approvers}"))
+    value = ButtonValue(run_id=run.run_id, execution_id=step.execution_id or "",
+                        fingerprint=step.plan.fingerprint if step.plan else "")
+    live = run.status is RunStatus.ACTIVE
+    if status is StepStatus.AWAITING_APPROVAL and live:
+        blocks.append({"type": "actions", "block_id": f"approve-{step.execution_id}",
+                       "elements": [
+            button("Approve", ActionId.APPROVE, value, "primary"),
+            button("Reject", ActionId.REJECT, value, "danger",
+                   ("Reject this step?", "The rollback stops and your reason is recorded.")),
+        ]})
+    elif status is StepStatus.RUNNING:
+        blocks.append(section(f"Running for {duration(step.started_at, now)} · "
+                              f"{step.output_line_count} output lines"))
+        if step.output_tail:
+            blocks.append(section(code_block(step.output_tail)))
+    elif status in (StepStatus.SUCCEEDED, StepStatus.ALREADY_DONE):
+        took = duration(step.started_at, step.finished_at)
+        blocks.append(section(f"*Done* in {took}: {step.summary or ''}"))
+        if step.facts:
+            blocks.append(section(facts_text(step.facts)))
+    elif status in (StepStatus.FAILED, StepStatus.INTERRUPTED):
+        blocks.append(section(f"*{status.value.title()}:* {step.summary or ''}"))
+        if step.error_tail:
+            blocks.append(section(code_block(step.error_tail)))
+        if live:
+            blocks.append({"type": "actions", "block_id": f"retry-{step.execution_id}",
+                           "elements": [
+                button("Retry (needs 2 new approvals)", ActionId.RETRY, value, "primary"),
+                button("Abort rollback", ActionId.ABORT, value, "danger",
+                       ("Abort the rollback?", "The run stops here; what is done stays done.")),
+            ]})
+    elif status in (StepStatus.REJECTED, StepStatus.ABORTED):
+        blocks.append(section(f"*Stopped:* {run.abort_reason or status.value}"))
+    state = status.value.replace("_", " ") if status else "not reached"
+    return f"{step_label(step)}: {state}", blocks[:50]
+
+
+def run_summary(run: RunView) -> tuple[str, list[Block]]:
+    """The post-mortem summary: durations, approvers, counts, backup location."""
+    lines = []
+    for step in run.steps:
+        approvers = ", ".join(a.user_name for a in step.approvers) or "—"
+        took = duration(step.started_at, step.finished_at) or "—"
+        state = step.status.value if step.status else "not reached"
+        lines.append(f"{step_label(step)}: {state} in {took}; approved by {approvers}")
+    facts = {s.step: s.facts for s in run.steps}
+    key_facts = []
+    for step_view in run.steps:
+        f = facts.get(step_view.step) or {}
+        for key in ("path", "sha256", "size_bytes", "revision_before", "revision_after",
+                    "clients_rotated", "sent", "failed", "no_contact", "uncertain", "passed",
+                    "bogus_key_status"):
+            if key in f:
+                key_facts.append(f"• {step_view.step.value}.{key}: "
+                                 f"{json.dumps(f[key], default=str)}")
+    state = run.status.value
+    text = f"Rollback {state}: summary for the post-mortem"
+    blocks = [
+        section(f"*Rollback {state}* — total {duration(run.created_at, run.finished_at)}"
+                + (f"\n*Stopped:* {run.abort_reason}" if run.abort_reason else "")),
+        section("\n".join(lines)),
+    ]
+    if key_facts:
+        blocks.append(section("\n".join(key_facts)))
+    return text, blocks
+
+
+class EventLike(Protocol):
+    id: int
+    at: datetime
+    actor: str
+    source: str
+    kind: str
+    step: str | None
+    data: dict[str, Any]
+
+
+def timeline_markdown(run: RunView, events: Iterable[EventLike]) -> str:
+    lines = [f"# Phase 3 rollback {run.run_id}", "",
+             f"- started by {run.initiator_name} ({run.initiator_id}) at {run.created_at}",
+             f"- reason: {run.reason}", f"- status: {run.status.value}", "",
+             "| # | time (UTC) | actor | source | event | step | details |",
+             "|---|---|---|---|---|---|---|"]
+    for e in events:
+        data = dict(e.data)
+        if e.kind == "step_output":
+            details = f"{len(data.get('lines', []))} output lines from line {data.get('first')}"
+        else:
+            details = json.dumps(data, default=str, sort_keys=True)
+        details = details.replace("|", "\\|")[:500]
+        lines.append(f"| {e.id} | {e.at:%Y-%m-%d %H:%M:%S} | {e.actor} | {e.source} | "
+                     f"{e.kind} | {e.step or ''} | {details} |")
+    return "\n".join(lines) + "\n"
+
+
+def help_text() -> str:
+    return ("*/rollback-phase3* — the Phase 3 emergency rollback (LOSSY: every API key is lost)\n"
+            "• `/rollback-phase3 <reason>` start a rollback (opens a confirmation)\n"
+            "• `/rollback-phase3 plan` every step's plan with live facts; nothing changes\n"
+            "• `/rollback-phase3 status` the active rollback\n"
+            "• `/rollback-phase3 check` preflight of every dependency\n"
+            "• `/rollback-phase3 help` this text\n"
+            "Each step needs two engineers' approval; the thread is the incident log.")

@@ -1,0 +1,179 @@
+"""The Slack front driven exactly as Slack drives it: signed form posts in, Web API calls out.
+
+Steps are scripted here (the full-sandbox run is in test_rollback_on_sandbox.py); what is under
+test is what engineers see and can do in the channel and the thread.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.domain.states import RunStatus, StepStatus
+from bot.domain.steps import StepName
+from bot.slack.actions import ActionId
+from tests.engine.fake_steps import ScriptedStep, as_steps, scripted_steps
+from tests.slack.harness import (
+    SECRET,
+    SlackBot,
+    button_of,
+    button_value,
+    message_text,
+    running_bot,
+)
+from tests.slackwire.fake_web_api import FakeSlack, Message
+from tests.slackwire.requests import sign, slash_command
+
+
+@pytest.fixture
+def steps() -> dict[StepName, ScriptedStep]:
+    return scripted_steps()
+
+
+@pytest.fixture
+async def bot(
+    fake_slack: FakeSlack, bot_sessionmaker: async_sessionmaker[AsyncSession],
+    steps: dict[StepName, ScriptedStep],
+) -> AsyncIterator[SlackBot]:
+    async with running_bot(fake_slack, bot_sessionmaker, as_steps(steps)) as running:
+        yield running
+
+
+async def start_rollback(bot: SlackBot, reason: str = "Phase 3 broke auth") -> Message:
+    status, _ = await bot.command(reason)
+    assert status == 200
+    await bot.fake.wait_for(lambda: bot.fake.calls_to("views.open"))
+    status, _ = await bot.submit_start("U_ALICE", reason)
+    assert status == 200
+    return await bot.fake.wait_for(bot.root)  # type: ignore[no-any-return]
+
+
+async def waiting_message(bot: SlackBot, number: int) -> Message:
+    def find() -> Message | None:
+        for message in reversed(bot.step_messages(number)):
+            if button_of(message, ActionId.APPROVE):
+                return message
+        return None
+
+    return await bot.fake.wait_for(find)  # type: ignore[no-any-return]
+
+
+async def approve(bot: SlackBot, number: int, *users: str) -> Message:
+    message = await waiting_message(bot, number)
+    for user in users:
+        status, _ = await bot.click(user, ActionId.APPROVE, message)
+        assert status == 200
+    return message
+
+
+async def test_full_rollback_in_one_thread(bot: SlackBot, steps: dict[StepName, ScriptedStep]
+                                           ) -> None:
+    root = await start_rollback(bot)
+    assert "LOSSY" in message_text(root)
+    for number in range(1, 7):
+        message = await approve(bot, number, "U_BOB", "U_CAROL")
+        await bot.fake.wait_for(lambda m=message: "succeeded" in m.text)  # type: ignore[misc]
+        assert "Approvals* 2/2" in message_text(message)
+        assert "<@U_BOB>" in message_text(message) and "<@U_CAROL>" in message_text(message)
+    assert all(step.runs == 1 for step in steps.values())
+    await bot.fake.wait_for(lambda: any(u.get("title") == "Incident timeline"
+                                        for u in bot.fake.uploads.values()))
+    thread = bot.fake.thread(root.channel, root.ts)
+    summary = [m for m in thread if m.text.startswith("Rollback completed")]
+    assert len(summary) == 1
+    assert "approved by u_bob, u_carol" in message_text(summary[0])
+    timeline = next(u for u in bot.fake.uploads.values() if u.get("title") == "Incident timeline")
+    assert timeline["thread_ts"] == root.ts
+    assert timeline["content"].count("approval_given") == 12
+    await bot.fake.wait_for(lambda: "completed" in bot.root().text)  # type: ignore[union-attr]
+    view = await bot.engine.run_view(await bot.the_run_id())
+    assert view.status is RunStatus.COMPLETED
+
+
+async def test_refusals_are_ephemeral_and_change_nothing(
+    bot: SlackBot, steps: dict[StepName, ScriptedStep]
+) -> None:
+    await bot.command("rollback please", channel="C_RANDOM", channel_name="random")
+    await bot.command("rollback please", user="U_MALLORY")
+    assert "only in #oncall-engineering" in bot.ephemerals("U_ALICE")[-1]
+    assert "not an authorised engineer" in bot.ephemerals("U_MALLORY")[-1]
+    assert bot.fake.calls_to("views.open") == []
+
+    await start_rollback(bot)
+    message = await waiting_message(bot, 1)
+    stale = button_value(message, ActionId.APPROVE)
+    await bot.click("U_ALICE", ActionId.APPROVE, message)  # the initiator
+    await bot.click("U_MALLORY", ActionId.APPROVE, message)  # not an engineer
+    await bot.click("U_BOB", ActionId.APPROVE, message)
+    await bot.click("U_BOB", ActionId.APPROVE, message)  # the same engineer twice
+    await bot.fake.wait_for(lambda: len(bot.ephemerals("U_BOB")) >= 1)
+    assert "started this rollback" in bot.ephemerals("U_ALICE")[-1]
+    assert "not an authorised approver" in bot.ephemerals("U_MALLORY")[-1]
+    assert "already approved" in bot.ephemerals("U_BOB")[-1]
+    assert steps[StepName.BACKUP].runs == 0
+
+    await bot.command("second rollback", user="U_CAROL")
+    await bot.fake.wait_for(lambda: bot.ephemerals("U_CAROL"))
+    assert "already active" in bot.ephemerals("U_CAROL")[-1]
+    assert "slack.com/archives/C_ONCALL/p" in bot.ephemerals("U_CAROL")[-1]
+
+    await bot.click("U_CAROL", ActionId.APPROVE, message)
+    await bot.fake.wait_for(lambda: steps[StepName.BACKUP].runs == 1)
+    await waiting_message(bot, 2)
+    await bot.click("U_ALICE", ActionId.APPROVE, message, stale)  # step 1 no longer waits
+    await bot.fake.wait_for(lambda: len(bot.ephemerals("U_ALICE")) >= 3)
+    assert "not waiting" in bot.ephemerals("U_ALICE")[-1]
+    assert steps[StepName.BACKUP].runs == 1
+
+
+async def test_start_needs_the_lossy_acknowledgement(bot: SlackBot) -> None:
+    status, body = await bot.submit_start("U_ALICE", "Phase 3 broke auth", acknowledged=False)
+    assert status == 200
+    answer = json.loads(body)
+    assert answer["response_action"] == "errors" and "lossy_ack" in answer["errors"]
+    assert bot.root() is None and await bot.engine.active_run_id() is None
+
+
+async def test_reason_mentioning_payload_still_opens_the_modal(bot: SlackBot) -> None:
+    status, _ = await bot.command("payload signing broke after Phase 3")
+    assert status == 200
+    opened = await bot.fake.wait_for(lambda: bot.fake.calls_to("views.open"))
+    view = opened[0].args["view"]
+    assert "payload signing broke" in json.dumps(view)
+
+
+@pytest.mark.parametrize("tamper", ["bad_signature", "stale"])
+async def test_unsigned_or_stale_requests_get_401(bot: SlackBot, tamper: str) -> None:
+    body = slash_command("Phase 3 broke auth", "U_ALICE", "C_ONCALL", "oncall-engineering")
+    if tamper == "bad_signature":
+        headers = sign(body, "not-the-secret")
+    else:
+        headers = sign(body, SECRET, timestamp=int(time.time()) - 6 * 60)
+    status, _ = await bot.post(body, headers)
+    assert status == 401
+    assert bot.fake.calls_to("views.open") == []
+
+
+async def test_failed_step_offers_retry_with_fresh_approvals(
+    bot: SlackBot, steps: dict[StepName, ScriptedStep]
+) -> None:
+    steps[StepName.BACKUP].fail_times = 1
+    await start_rollback(bot)
+    await approve(bot, 1, "U_BOB", "U_CAROL")
+    failed = await bot.fake.wait_for(
+        lambda: next((m for m in bot.step_messages(1) if "failed" in m.text), None))
+    assert "failed on purpose" in message_text(failed)
+    assert button_of(failed, ActionId.RETRY) and button_of(failed, ActionId.ABORT)
+    await bot.click("U_BOB", ActionId.RETRY, failed)
+    retry = await waiting_message(bot, 1)
+    assert retry.ts != failed.ts and "attempt 2" in message_text(retry)
+    assert steps[StepName.BACKUP].runs == 1
+    await approve(bot, 1, "U_BOB", "U_CAROL")
+    await bot.fake.wait_for(lambda: steps[StepName.BACKUP].runs == 2)
+    await waiting_message(bot, 2)
+    view = await bot.engine.run_view(await bot.the_run_id())
+    assert view.steps[0].status is StepStatus.SUCCEEDED
