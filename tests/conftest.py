@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.docker",
     "tests.fixtures.botdb",
     "tests.fixtures.slack",
+    "tests.fixtures.sandbox",
 ]

@@ -102,10 +102,12 @@ async def stand_up(base: Settings, folder: Path, clients: int, out: TextIO,
         "outbox_dir": folder / "outbox",
         "client_directory": folder / "clients.csv",
         "client_directory_query": "",
-        "downgrade_command": f"{PY} -m sandbox migrate --to {base.phase2_revision}",
-        "downgrade_workdir": REPO_ROOT,
+        # The service's own way: `alembic downgrade` in its checkout, DATABASE_URL in the env.
+        "downgrade_command": f"{Path(sys.prefix) / 'bin' / 'alembic'} downgrade "
+                             f"{base.phase2_revision}",
+        "downgrade_workdir": REPO_ROOT / "sandbox",
         "downgrade_env": {},
-        "code_restore_command": "git checkout --quiet phase2",
+        "code_restore_command": "git checkout --quiet phase-2",
         "code_restore_workdir": folder / "code",
         "api_base_url": f"http://127.0.0.1:{port}",
         "api_health_path": "/health",
@@ -127,10 +129,11 @@ def _secret(value: str) -> object:
 
 
 async def _prepare_target(target_url: str, folder: Path, clients: int, log: Path) -> None:
-    env = {"DATABASE_URL": target_url}
-    await sandbox_command(["migrate"], env, log)
-    await sandbox_command(["seed", "--clients", str(clients), "--without-contact", "1",
-                           "--directory", str(folder / "clients.csv")], env, log)
+    env: dict[str, str] = {}
+    await sandbox_command(["migrate", "--database-url", target_url], env, log)
+    await sandbox_command(["seed", "--database-url", target_url, "--clients", str(clients),
+                           "--without-contact", "1",
+                           "--directory-csv", str(folder / "clients.csv")], env, log)
     await sandbox_command(["make-code-dir", str(folder / "code")], env, log)
 
 

@@ -1,0 +1,49 @@
+"""`python -m sandbox migrate | seed | make-code-dir`: stand up the stand-in service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+
+from sandbox.code_dir import make_code_dir
+from sandbox.migrate import migrate
+from sandbox.seed import seed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m sandbox")
+    sub = parser.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("migrate", help="run the sandbox's Alembic chain")
+    m.add_argument("--database-url", required=True)
+    m.add_argument("--revision", "--to", dest="revision", default="head")
+    m.add_argument("--down", action="store_true", help="downgrade to the revision")
+    s = sub.add_parser("seed", help="seed N clients at the Phase 3 head + their directory CSV")
+    s.add_argument("--database-url", required=True)
+    s.add_argument("--clients", type=int, required=True)
+    s.add_argument("--sessions-per-client", type=int, default=3)
+    s.add_argument("--assistants-per-client", type=int, default=1)
+    s.add_argument("--without-contact", type=int, default=0)
+    s.add_argument("--directory-csv", "--directory", dest="directory_csv", type=Path,
+                   required=True)
+    s.add_argument("--keys-out", type=Path, help="write the Phase 3 keys (tests only)")
+    c = sub.add_parser("make-code-dir", help="a git repo tagged phase-2 / phase-3")
+    c.add_argument("path", type=Path)
+    args = parser.parse_args()
+    if args.command == "migrate":
+        asyncio.run(migrate(args.database_url, args.revision, down=args.down))
+    elif args.command == "seed":
+        result = asyncio.run(seed(
+            args.database_url, args.clients, sessions_per_client=args.sessions_per_client,
+            assistants_per_client=args.assistants_per_client,
+            without_contact=args.without_contact, directory_csv=args.directory_csv))
+        if args.keys_out:
+            args.keys_out.write_text(json.dumps({c.key_hash: c.key for c in result.clients}))
+        print(f"seeded {len(result.clients)} clients; directory {args.directory_csv}")
+    else:
+        print(make_code_dir(args.path))
+
+
+if __name__ == "__main__":
+    main()
