@@ -1,7 +1,7 @@
 """Step 6: the new keys work, a random key does not, and the api's logs since the restart.
 
 Keys are read from the target and kept in memory only for the probes; the thread sees hash
-prefixes. Verification is read-only, so `check` is the same probe.
+prefixes.
 """
 
 from __future__ import annotations
@@ -99,10 +99,9 @@ class VerifyStep:
         )
 
     async def check(self, ctx: StepContext) -> CheckResult:
-        facts = await probe_keys(ctx.settings, lambda _line: None)
-        ok = facts["sampled"] > 0 and not facts["failed"] and facts["bogus_key_status"] == 401
-        return CheckResult(ok, f"{len(facts['passed'])}/{facts['sampled']} keys work, random key "
-                               f"answered {facts['bogus_key_status']}")
+        """Never 'already done': verifying changes nothing, so an approved verification runs,
+        and after a crash it is simply run again (its probes are the evidence)."""
+        return CheckResult(False, "verification is read-only and is always run when approved")
 
     async def run(self, ctx: StepContext, emit: OutputSink) -> Outcome:
         s = ctx.settings

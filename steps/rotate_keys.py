@@ -1,0 +1,150 @@
+"""Step 4: one new API key per client, generated inside the target database.
+
+A client is a distinct old `owner_api_key_hash` across sessions AND assistants (the runbook's SQL
+gives every ROW its own key — a bug). Each batch of clients is one transaction of set-based SQL
+that writes the new key and its hash on all the client's rows together; only hashes come back.
+Per batch: UPDATE (uncommitted) -> record old->new in the bot's ledger -> commit. A crash between
+the two commits leaves ledger entries whose new hash never reached the target; `reconcile`
+forgets those before the rest is resumed.
+"""
+
+from __future__ import annotations
+
+from bot.domain.steps import StepName
+from bot.settings import KeyFormat
+from steps.protocol import CheckResult, Outcome, OutputSink, Plan, StepContext, StepError
+from steps.target_db import connect
+
+KEY_SQL = {
+    KeyFormat.UUID4: "gen_random_uuid()::text",
+    # 244 random bits (two UUID4s) hashed to 43 URL-safe characters; no pgcrypto needed.
+    KeyFormat.TOKEN: "rtrim(translate(encode(sha256((gen_random_uuid()::text || "
+                     "gen_random_uuid()::text)::bytea), 'base64'), '+/', '-_'), '=')",
+}
+
+PENDING_SQL = """
+    SELECT owner_api_key_hash AS old_hash FROM sessions
+     WHERE owner_api_key IS NULL AND owner_api_key_hash IS NOT NULL
+    UNION
+    SELECT owner_api_key_hash FROM assistants
+     WHERE owner_api_key IS NULL AND owner_api_key_hash IS NOT NULL
+"""
+
+COUNTS_SQL = f"""
+    WITH pending AS ({PENDING_SQL})
+    SELECT (SELECT count(*) FROM pending) AS clients,
+           (SELECT count(*) FROM sessions WHERE owner_api_key IS NULL
+              AND owner_api_key_hash IS NOT NULL) AS sessions,
+           (SELECT count(*) FROM assistants WHERE owner_api_key IS NULL
+              AND owner_api_key_hash IS NOT NULL) AS assistants,
+           (SELECT count(*) FROM sessions WHERE owner_api_key IS NOT NULL)
+         + (SELECT count(*) FROM assistants WHERE owner_api_key IS NOT NULL) AS rotated_rows
+"""
+
+
+def batch_sql(key_format: KeyFormat) -> str:
+    """One batch: the next $1 pending clients get one key each, on every row they own."""
+    return f"""
+        WITH batch AS (
+            SELECT old_hash, {KEY_SQL[key_format]} AS new_key
+            FROM ({PENDING_SQL}) pending ORDER BY old_hash LIMIT $1
+        ), keyed AS (
+            SELECT old_hash, new_key, encode(sha256(new_key::bytea), 'hex') AS new_hash
+            FROM batch
+        ), s AS (
+            UPDATE sessions SET owner_api_key = k.new_key, owner_api_key_hash = k.new_hash
+            FROM keyed k WHERE sessions.owner_api_key_hash = k.old_hash
+              AND sessions.owner_api_key IS NULL
+            RETURNING 1
+        ), a AS (
+            UPDATE assistants SET owner_api_key = k.new_key, owner_api_key_hash = k.new_hash
+            FROM keyed k WHERE assistants.owner_api_key_hash = k.old_hash
+              AND assistants.owner_api_key IS NULL
+            RETURNING 1
+        )
+        SELECT old_hash, new_hash, (SELECT count(*) FROM s) AS sessions,
+               (SELECT count(*) FROM a) AS assistants
+        FROM keyed
+    """
+
+
+async def reconcile(ctx: StepContext) -> int:
+    """Forget ledger entries whose new hash never reached the target (crash between commits)."""
+    mapping = await ctx.rotations.mapping(ctx.run_id)
+    if not mapping:
+        return 0
+    async with connect(ctx.settings.target_database_url.get_secret_value()) as conn:
+        present = {r["h"] for r in await conn.fetch(
+            "SELECT owner_api_key_hash AS h FROM sessions WHERE owner_api_key_hash = ANY($1)"
+            " UNION SELECT owner_api_key_hash FROM assistants WHERE owner_api_key_hash = ANY($1)",
+            list(mapping.values()))}
+    stale = [old for old, new in mapping.items() if new not in present]
+    await ctx.rotations.forget(ctx.run_id, stale)
+    return len(stale)
+
+
+class RotateKeysStep:
+    name = StepName.ROTATE_KEYS
+
+    async def _counts(self, ctx: StepContext) -> dict[str, int]:
+        async with connect(ctx.settings.target_database_url.get_secret_value()) as conn:
+            try:
+                row = await conn.fetchrow(COUNTS_SQL)
+            except Exception as exc:  # asyncpg.UndefinedColumnError before the downgrade
+                raise StepError(f"cannot count clients on the target: {exc}") from None
+        assert row is not None
+        return dict(row)
+
+    async def plan(self, ctx: StepContext) -> Plan:
+        s = ctx.settings
+        counts = await self._counts(ctx)
+        return Plan(
+            step=self.name,
+            summary=f"{counts['clients']:,} clients: {counts['sessions']:,} sessions, "
+                    f"{counts['assistants']:,} assistants",
+            facts={"clients": counts["clients"], "sessions": counts["sessions"],
+                   "assistants": counts["assistants"], "batch_size": s.rotation_batch_size,
+                   "key_format": s.key_format.value},
+            details=(f"one new {s.key_format.value} key per client, the same on all its rows; "
+                     f"owner_api_key_hash rewritten to the new key's sha256",
+                     f"batches of {s.rotation_batch_size:,} clients, one transaction each",
+                     "keys are made inside the target database; the bot keeps hashes only"),
+        )
+
+    async def check(self, ctx: StepContext) -> CheckResult:
+        counts = await self._counts(ctx)
+        if counts["clients"]:
+            return CheckResult(False, f"{counts['clients']} clients still without a new key")
+        if counts["rotated_rows"] == 0:
+            return CheckResult(False, "no row holds a new key yet")
+        return CheckResult(True, f"every owned row holds a new key ({counts['rotated_rows']})")
+
+    async def run(self, ctx: StepContext, emit: OutputSink) -> Outcome:
+        s = ctx.settings
+        forgotten = await reconcile(ctx)
+        if forgotten:
+            emit(f"{forgotten} ledger entries from an interrupted batch were discarded")
+        total = (await self._counts(ctx))["clients"]
+        sql = batch_sql(s.key_format)
+        batches = clients = sessions = assistants = 0
+        async with connect(s.target_database_url.get_secret_value()) as conn:
+            while True:
+                async with conn.transaction():
+                    rows = await conn.fetch(sql, s.rotation_batch_size)
+                    if not rows:
+                        break
+                    # Recorded before the target commits: a crash now leaves entries that
+                    # reconcile() discards, never a rotated client the ledger does not know.
+                    await ctx.rotations.record(ctx.run_id,
+                                               {r["old_hash"]: r["new_hash"] for r in rows})
+                batches += 1
+                clients += len(rows)
+                sessions += rows[0]["sessions"]
+                assistants += rows[0]["assistants"]
+                emit(f"batch {batches}: {len(rows):,} clients re-keyed ({clients:,}/{total:,})")
+        return Outcome(
+            summary=f"{clients:,} clients re-keyed: {sessions:,} sessions, "
+                    f"{assistants:,} assistants",
+            facts={"clients_rotated": clients, "batches": batches,
+                   "sessions_updated": sessions, "assistants_updated": assistants},
+        )
