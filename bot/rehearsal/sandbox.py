@@ -73,6 +73,7 @@ async def stand_up(base: Settings, folder: Path, clients: int, out: TextIO,
         print(line, file=out, flush=True)
 
     logs = folder / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
     configured = base.database_url.get_secret_value() if base.database_url else None
     server = await find_postgres(configured)
     say(f"Sandbox: PostgreSQL ({server.origin}) at {server.admin_url.rsplit('/', 1)[0]}")
