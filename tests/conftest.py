@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.botdb",
     "tests.fixtures.slack",
     "tests.fixtures.sandbox",
+    "tests.fixtures.smtp",
 ]
