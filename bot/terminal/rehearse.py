@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, TextIO
 from bot.domain.states import RunStatus
 from bot.domain.views import RunView
 from bot.settings import Settings, SettingsError
+from bot.slack.blocks import timeline_markdown
 from bot.terminal.approvals import NamedApprovers, PromptApprovers
 from bot.terminal.decisions import ApprovalSource, FrontError
-from bot.terminal.summary import summary_text, timeline_markdown
+from bot.terminal.summary import summary_text
 
 if TYPE_CHECKING:
     from bot.rehearsal.sandbox import Sandbox

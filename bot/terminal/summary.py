@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from bot.domain.views import RunView
-from bot.terminal.render import LogEntry, entry_of, render_entry, step_heading
+from bot.terminal.render import step_heading
 
 
 def _duration(start: datetime | None, end: datetime | None) -> str:
@@ -34,25 +32,3 @@ def summary_text(view: RunView) -> str:
         for key, value in sv.facts.items():
             lines.append(f"      {key}: {value}")
     return "\n".join(lines)
-
-
-def own_timeline_markdown(view: RunView, entries: Sequence[LogEntry]) -> str:
-    out = [f"# Rollback {view.run_id}", "",
-           f"- initiator: {view.initiator_name}", f"- reason: {view.reason}",
-           f"- outcome: {view.status.value}", "", "| time (UTC) | who | event |", "|---|---|---|"]
-    for entry in entries:
-        when = entry.created_at.strftime("%Y-%m-%d %H:%M:%S") if entry.created_at else ""
-        who = str(entry.data.get("user_name") or entry.actor_id)
-        text = " / ".join(line.strip() for line in render_entry(entry, view) if line.strip()
-                          and not line.startswith("─"))
-        out.append(f"| {when} | {who} | {entry.kind}: {text.replace('|', '¦')} |")
-    return "\n".join(out) + "\n"
-
-
-def timeline_markdown(view: RunView, events: Sequence[Any]) -> str:
-    """The Slack front's timeline when it is available (one format for both), else ours."""
-    try:
-        from bot.slack.blocks import timeline_markdown as slack_timeline
-    except ImportError:
-        return own_timeline_markdown(view, [entry_of(e) for e in events])
-    return str(slack_timeline(view, list(events)))
