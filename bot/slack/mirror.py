@@ -21,10 +21,12 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.db import repo_events, repo_runs
+from bot.db.models import IncidentEvent
 from bot.domain.events import EventKind
 from bot.domain.states import StepStatus
 from bot.domain.views import RunView
 from bot.engine.engine import Engine
+from bot.engine.view_builder import TAIL_LINES
 from bot.slack import blocks
 
 log = logging.getLogger(__name__)
@@ -178,7 +180,7 @@ class ThreadMirror:
             kind = EventKind(event.kind)
             if kind in (EventKind.STEP_SUCCEEDED, EventKind.STEP_FAILED):
                 delivered = await self._advance(view.run_id, delivered)
-                await self._attach_output(view, event.data, channel, thread_ts)
+                await self._attach_output(view, event, channel, thread_ts)
             elif kind in _FINAL_EVENTS:
                 delivered = await self._advance(view.run_id, delivered)
                 # The run may have ended after `view` was read: summarise what is there now.
@@ -196,18 +198,20 @@ class ThreadMirror:
         return event_id
 
     async def _attach_output(
-        self, view: RunView, data: dict[str, Any], channel: str, thread_ts: str
+        self, view: RunView, event: IncidentEvent, channel: str, thread_ts: str
     ) -> None:
-        execution_id = data.get("execution_id", "")
-        step = next((s for s in view.steps if s.execution_id == execution_id), None)
-        if step is None or step.output_line_count <= len(step.output_tail):
-            return
+        """Output longer than the message shows goes to the thread as a file (from the log,
+        not from `view`, which may predate the step's last lines)."""
+        execution_id = event.data.get("execution_id", "")
         async with self.engine.sessions() as session:
             lines = await repo_events.all_output(session, view.run_id, execution_id)
+        if len(lines) <= TAIL_LINES:
+            return
+        attempt = next((s.attempt for s in view.steps if s.execution_id == execution_id), 1)
         await self.budget.take(channel)
         await self.client.files_upload_v2(
-            channel=channel, thread_ts=thread_ts, filename=f"{step.step.value}-output.log",
-            title=f"Full output of {step.step.value} (attempt {step.attempt}, {len(lines)} lines)",
+            channel=channel, thread_ts=thread_ts, filename=f"{event.step}-output.log",
+            title=f"Full output of {event.step} (attempt {attempt}, {len(lines)} lines)",
             content="\n".join(lines) + "\n",
         )
 
