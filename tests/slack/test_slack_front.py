@@ -177,3 +177,41 @@ async def test_failed_step_offers_retry_with_fresh_approvals(
     await waiting_message(bot, 2)
     view = await bot.engine.run_view(await bot.the_run_id())
     assert view.steps[0].status is StepStatus.SUCCEEDED
+
+
+async def test_reject_asks_why_then_stops_the_run_and_records_it(
+    bot: SlackBot, steps: dict[StepName, ScriptedStep]
+) -> None:
+    from tests.slack.harness import CHANNEL
+    from tests.slackwire.requests import view_submission
+
+    root = await start_rollback(bot)
+    message = await waiting_message(bot, 1)
+    await bot.click("U_BOB", ActionId.REJECT, message)
+    opened = await bot.fake.wait_for(lambda: [c for c in bot.fake.calls_to("views.open")
+                                              if c.args["view"]["callback_id"] ==
+                                              "rollback_reject"])
+    metadata = opened[0].args["view"]["private_metadata"]
+    values = {"reject_reason": {"reject_reason_input": {"type": "plain_text_input",
+                                                        "value": "wrong target database"}}}
+    status, _ = await bot.post(view_submission("U_BOB", "rollback_reject", metadata, values))
+    assert status == 200
+    summary = await bot.fake.wait_for(lambda: [m for m in bot.fake.thread(CHANNEL, root.ts)
+                                               if m.text.startswith("Rollback aborted")])
+    assert "wrong target database" in message_text(summary[0])
+    assert "ABORTED" in bot.root().text  # type: ignore[union-attr]
+    assert await bot.engine.active_run_id() is None
+    assert steps[StepName.BACKUP].runs == 0
+
+
+async def test_help_status_and_plan_answer_ephemerally(bot: SlackBot) -> None:
+    await bot.command("help")
+    await bot.command("status")
+    await bot.command("plan")
+    answers = await bot.fake.wait_for(lambda: len(bot.ephemerals("U_ALICE")) >= 3 and
+                                      bot.ephemerals("U_ALICE"))
+    text = "\n".join(answers)  # listeners answer concurrently: order is not guaranteed
+    assert "`/rollback-phase3 plan` every step's plan" in text
+    assert "No rollback is active." in text
+    assert "Dry run — nothing changed" in text and "1. Back up the database" in text
+    assert bot.root() is None
