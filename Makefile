@@ -25,5 +25,10 @@ test: lint
 demo: $(STAMP)
 	$(BIN)/rollback-bot rehearse --sandbox --approver alice --approver bob --initiator carol --clients 20
 
+# Benchmarks (not tests: they print tables; see README "Performance").
+bench: $(STAMP)
+	$(BIN)/python -m bench.ack_latency
+	$(BIN)/python -m bench.rotation
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -43,11 +43,20 @@ COUNTS_SQL = f"""
 
 
 def batch_sql(key_format: KeyFormat) -> str:
-    """One batch: the next $1 pending clients get one key each, on every row they own."""
+    """One batch: the next $1 pending clients after hash $2 (keyset over the hash indexes, so
+    each batch reads only its own rows), one key each, on every row they own."""
     return f"""
-        WITH batch AS (
+        WITH candidates AS (
+            (SELECT DISTINCT owner_api_key_hash AS old_hash FROM sessions
+              WHERE owner_api_key_hash > $2 AND owner_api_key IS NULL
+              ORDER BY 1 LIMIT $1)
+            UNION
+            (SELECT DISTINCT owner_api_key_hash FROM assistants
+              WHERE owner_api_key_hash > $2 AND owner_api_key IS NULL
+              ORDER BY 1 LIMIT $1)
+        ), batch AS (
             SELECT old_hash, {KEY_SQL[key_format]} AS new_key
-            FROM ({PENDING_SQL}) pending ORDER BY old_hash LIMIT $1
+            FROM (SELECT old_hash FROM candidates ORDER BY old_hash LIMIT $1) picked
         ), keyed AS (
             SELECT old_hash, new_key, encode(sha256(new_key::bytea), 'hex') AS new_hash
             FROM batch
@@ -64,7 +73,7 @@ def batch_sql(key_format: KeyFormat) -> str:
         )
         SELECT old_hash, new_hash, (SELECT count(*) FROM s) AS sessions,
                (SELECT count(*) FROM a) AS assistants
-        FROM keyed
+        FROM keyed ORDER BY old_hash
     """
 
 
@@ -127,12 +136,14 @@ class RotateKeysStep:
         total = (await self._counts(ctx))["clients"]
         sql = batch_sql(s.key_format)
         batches = clients = sessions = assistants = 0
+        cursor = ""  # old hashes are visited in order; new ones are skipped (key not NULL)
         async with connect(s.target_database_url.get_secret_value()) as conn:
             while True:
                 async with conn.transaction():
-                    rows = await conn.fetch(sql, s.rotation_batch_size)
+                    rows = await conn.fetch(sql, s.rotation_batch_size, cursor)
                     if not rows:
                         break
+                    cursor = rows[-1]["old_hash"]
                     # Recorded before the target commits: a crash now leaves entries that
                     # reconcile() discards, never a rotated client the ledger does not know.
                     await ctx.rotations.record(ctx.run_id,
