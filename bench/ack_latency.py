@@ -16,7 +16,6 @@ import time
 import uuid
 
 import aiohttp
-from aiohttp import web
 
 from bench.rotation import ADMIN, admin
 from bot.db.migrate import upgrade_to_head
@@ -30,6 +29,7 @@ from bot.slack.http import build_web_app
 from tests.engine.fake_steps import as_steps, scripted_steps
 from tests.slackwire.fake_web_api import start_fake_slack
 from tests.slackwire.requests import block_actions, sign, slash_command
+from tests.slackwire.serve import serve_on_free_port
 
 SECRET = "bench-secret"
 
@@ -60,11 +60,7 @@ async def main() -> None:
             approver_user_ids="U_ALICE,U_BOB,U_CAROL")
         engine = Engine(make_sessionmaker(db), settings, as_steps(scripted_steps()))
         front = build_slack_front(engine, settings, http=True)
-        runner = web.AppRunner(build_web_app(front.app))
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner, port = await serve_on_free_port(build_web_app(front.app))
         url = f"http://127.0.0.1:{port}/slack/events"
         latencies: list[float] = []
         statuses: dict[int, int] = {}

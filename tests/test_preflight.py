@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,18 +23,13 @@ from bot.preflight import (
     stops_rollback,
 )
 from bot.preflight import _target_facts as target_facts
+from bot.rehearsal.postgres import free_port
 from bot.settings import Settings
 from tests.fixtures.postgres import DatabaseFactory, admin_execute
 
 
 def settings(**values: object) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def sha(key: str) -> str:

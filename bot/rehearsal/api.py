@@ -13,7 +13,6 @@ import io
 import os
 import shlex
 import signal
-import socket
 import sys
 import tarfile
 import time
@@ -26,12 +25,6 @@ import aiohttp
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CI_SOCKET = "unix:///tmp/rb-docker.sock"
 HOST_IMAGE = "rb-host:latest"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def reachable_docker_host() -> str | None:

@@ -67,7 +67,8 @@ def _pg_bin(tool: str) -> str | None:
     return candidates[0] if candidates else None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -79,7 +80,7 @@ def start_embedded() -> PostgresServer:
         raise NoPostgres("no PostgreSQL reachable (DATABASE_URL, 127.0.0.1:5432) and no "
                          "initdb/pg_ctl to start one: install PostgreSQL or set DATABASE_URL")
     datadir = Path(tempfile.mkdtemp(prefix="rb-rehearsal-pg-"))
-    port, run_as = _free_port(), []
+    port, run_as = free_port(), []
     if os.geteuid() == 0:  # initdb refuses root: run it as the postgres system user
         shutil.chown(datadir, user="postgres")
         run_as = ["runuser", "-u", "postgres", "--"]

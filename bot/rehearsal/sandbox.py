@@ -22,14 +22,13 @@ from bot.rehearsal.api import (
     REPO_ROOT,
     api_environment,
     container_logs,
-    free_port,
     reachable_docker_host,
     remove_container,
     start_api_container,
     start_local_api,
     wait_healthy,
 )
-from bot.rehearsal.postgres import PostgresServer, find_postgres
+from bot.rehearsal.postgres import PostgresServer, find_postgres, free_port
 from bot.settings import MailerKind, RestartStrategy, Settings
 
 PY = shlex.quote(sys.executable)

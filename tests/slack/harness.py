@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.domain.steps import StepName
@@ -28,6 +27,7 @@ from bot.slack.modal import (
 from steps.protocol import Step
 from tests.slackwire.fake_web_api import FakeSlack, Message
 from tests.slackwire.requests import block_actions, sign, slash_command, view_submission
+from tests.slackwire.serve import serve_on_free_port
 
 SECRET = "test-signing-secret"
 CHANNEL, CHANNEL_NAME = "C_ONCALL", "oncall-engineering"
@@ -126,11 +126,7 @@ async def running_bot(
     engine = Engine(sessions, settings, steps, replica_id="slack-test")
     front = build_slack_front(engine, settings, http=True)
     front.mirror.start()
-    runner = web.AppRunner(build_web_app(front.app))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve_on_free_port(build_web_app(front.app))
     async with aiohttp.ClientSession() as http:
         try:
             yield SlackBot(f"http://127.0.0.1:{port}/slack/events", fake, engine, front, http)

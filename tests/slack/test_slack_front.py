@@ -8,39 +8,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.domain.states import RunStatus, StepStatus
 from bot.domain.steps import StepName
 from bot.slack.actions import ActionId
-from tests.engine.fake_steps import ScriptedStep, as_steps, scripted_steps
+from tests.engine.fake_steps import ScriptedStep
 from tests.slack.harness import (
     SECRET,
     SlackBot,
     button_of,
     button_value,
     message_text,
-    running_bot,
 )
-from tests.slackwire.fake_web_api import FakeSlack, Message
+from tests.slackwire.fake_web_api import Message
 from tests.slackwire.requests import sign, slash_command
-
-
-@pytest.fixture
-def steps() -> dict[StepName, ScriptedStep]:
-    return scripted_steps()
-
-
-@pytest.fixture
-async def bot(
-    fake_slack: FakeSlack, bot_sessionmaker: async_sessionmaker[AsyncSession],
-    steps: dict[StepName, ScriptedStep],
-) -> AsyncIterator[SlackBot]:
-    async with running_bot(fake_slack, bot_sessionmaker, as_steps(steps)) as running:
-        yield running
 
 
 async def start_rollback(bot: SlackBot, reason: str = "Phase 3 broke auth") -> Message:

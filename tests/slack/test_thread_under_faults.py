@@ -3,31 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-
-import pytest
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.domain.states import StepStatus
 from bot.domain.steps import StepName
-from tests.engine.fake_steps import ScriptedStep, as_steps, scripted_steps
-from tests.slack.harness import SlackBot, running_bot
+from tests.engine.fake_steps import ScriptedStep
+from tests.slack.harness import SlackBot
 from tests.slack.test_slack_front import approve, start_rollback
-from tests.slackwire.fake_web_api import FakeSlack
-
-
-@pytest.fixture
-def steps() -> dict[StepName, ScriptedStep]:
-    return scripted_steps()
-
-
-@pytest.fixture
-async def bot(
-    fake_slack: FakeSlack, bot_sessionmaker: async_sessionmaker[AsyncSession],
-    steps: dict[StepName, ScriptedStep],
-) -> AsyncIterator[SlackBot]:
-    async with running_bot(fake_slack, bot_sessionmaker, as_steps(steps)) as running:
-        yield running
 
 
 async def test_429_and_500_delay_the_thread_not_the_step(

@@ -16,6 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.slackwire.serve import serve_on_free_port
+
 
 @dataclass
 class RecordedCall:
@@ -154,10 +156,6 @@ async def start_fake_slack() -> tuple[FakeSlack, web.AppRunner]:
     app = web.Application()
     app.router.add_post("/api/upload/{file_id}", fake.upload)
     app.router.add_route("*", "/api/{method}", fake.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve_on_free_port(app)
     fake.url = f"http://127.0.0.1:{port}/api/"
     return fake, runner

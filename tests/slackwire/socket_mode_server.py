@@ -10,6 +10,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from tests.slackwire.serve import serve_on_free_port
+
 
 @dataclass
 class SocketModeServer:
@@ -44,10 +46,6 @@ async def start_socket_mode_server() -> tuple[SocketModeServer, web.AppRunner]:
     server = SocketModeServer()
     app = web.Application()
     app.router.add_get("/link", server.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve_on_free_port(app)
     server.url = f"ws://127.0.0.1:{port}/link"
     return server, runner

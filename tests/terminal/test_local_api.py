@@ -7,7 +7,8 @@ from pathlib import Path
 
 import aiohttp
 
-from bot.rehearsal.api import free_port, start_local_api, wait_healthy
+from bot.rehearsal.api import start_local_api, wait_healthy
+from bot.rehearsal.postgres import free_port
 
 
 async def _pid(base_url: str) -> int:
