@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     phase2_revision: str = PHASE2_REVISION
     phase3_revisions: CommaList = PHASE3_REVISIONS
     step_timeout_seconds: float = Field(default=1800.0, gt=0)
+    step_lease_seconds: float = Field(default=15.0, gt=0)
 
     # Step 1: backup
     backup_dir: Path = Path("backups")

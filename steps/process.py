@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -21,6 +22,13 @@ from typing import Protocol
 from steps.protocol import OutputSink, StepError
 
 TAIL_LINES = 50
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child: receive SIGKILL when the bot dies, so no step outlives it unobserved."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 KILL_GRACE_SECONDS = 3.0
 
 
@@ -60,6 +68,7 @@ async def run_process(
         program, *argv[1:], cwd=cwd, env=dict(env) if env is not None else None,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )
     tail: deque[str] = deque(maxlen=TAIL_LINES)
 

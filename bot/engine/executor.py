@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 15.0
 FLUSH_SECONDS = 0.5
 ERROR_TAIL_LINES = 20
 
@@ -32,7 +31,7 @@ ERROR_TAIL_LINES = 20
 class StepExecutor:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.lease_seconds = LEASE_SECONDS
+        self.lease_seconds = engine.settings.step_lease_seconds
 
     def _redactor(self) -> Redactor:
         s = self.engine.settings
