@@ -23,12 +23,14 @@ from steps.protocol import OutputSink, StepError
 
 TAIL_LINES = 50
 PR_SET_PDEATHSIG = 1
+# Loaded here, in the parent: between fork and exec the child must not dlopen anything.
+_LIBC = ctypes.CDLL(None) if sys.platform == "linux" else None
 
 
 def _die_with_parent() -> None:
     """In the child: receive SIGKILL when the bot dies, so no step outlives it unobserved."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 KILL_GRACE_SECONDS = 3.0
 
 
@@ -68,7 +70,7 @@ async def run_process(
         program, *argv[1:], cwd=cwd, env=dict(env) if env is not None else None,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
-        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        preexec_fn=_die_with_parent if _LIBC is not None else None,
     )
     tail: deque[str] = deque(maxlen=TAIL_LINES)
 
