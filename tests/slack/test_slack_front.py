@@ -198,3 +198,26 @@ async def test_help_status_and_plan_answer_ephemerally(bot: SlackBot) -> None:
     assert "No rollback is active." in text
     assert "Dry run — nothing changed" in text and "1. Back up the database" in text
     assert bot.root() is None
+
+
+async def test_duplicate_deliveries_from_slack_change_nothing(
+    bot: SlackBot, steps: dict[StepName, ScriptedStep]
+) -> None:
+    from tests.slack.harness import CHANNEL
+    from tests.slackwire.requests import block_actions
+
+    await start_rollback(bot)
+    status, _ = await bot.submit_start("U_ALICE", "Phase 3 broke auth")  # the same, again
+    assert status == 200
+    message = await waiting_message(bot, 1)
+    body = block_actions("U_BOB", ActionId.APPROVE.value,
+                         button_value(message, ActionId.APPROVE) or "", CHANNEL, message.ts,
+                         message.thread_ts)
+    for attempt in range(3):  # Slack retries a delivery it thinks was lost
+        headers = {**sign(body, SECRET), "X-Slack-Retry-Num": str(attempt),
+                   "X-Slack-Retry-Reason": "http_timeout"}
+        assert (await bot.post(body, headers if attempt else None))[0] == 200
+    await bot.fake.wait_for(lambda: "Approvals* 1/2" in message_text(message))
+    view = await bot.engine.run_view(await bot.the_run_id())  # one run, not two
+    assert [a.user_name for a in view.steps[0].approvers] == ["u_bob"]
+    assert steps[StepName.BACKUP].runs == 0
