@@ -111,3 +111,12 @@ async def test_restart_strategy_command(sandbox_seed: SandboxSeed, tmp_path: Pat
                             restart_command=f"touch {marker}", code_restore_command="")
     outcome = await RestartStep().run(step_context(settings), lambda _l: None)
     assert marker.exists() and outcome.summary == "api restarted by command"
+
+
+async def test_unreachable_docker_engine_is_named(
+    target_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
+    settings = sandbox_settings(target_db_url, tmp_path, code_restore_command="")
+    with pytest.raises(StepError, match="cannot reach the Docker engine"):
+        await RestartStep().run(step_context(settings), lambda _l: None)
