@@ -29,6 +29,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.ack_latency
 	$(BIN)/python -m bench.rotation
+	$(BIN)/python -m bench.email_throughput
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

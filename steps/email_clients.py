@@ -148,6 +148,7 @@ class EmailClientsStep:
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+            await mailer.close()
         final = {**records, **outcome}
         facts = {
             "sent": sum(1 for r in final.values() if r.status is S.SENT),

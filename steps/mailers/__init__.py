@@ -19,6 +19,8 @@ class PermanentMailError(Exception):
 class Mailer(Protocol):
     async def send(self, message: EmailMessage) -> None: ...
 
+    async def close(self) -> None: ...
+
 
 def build_mailer(settings: Settings, run_id: str) -> Mailer:
     if settings.mailer is MailerKind.OUTBOX:

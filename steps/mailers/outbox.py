@@ -22,3 +22,6 @@ class OutboxMailer:
 
     async def send(self, message: EmailMessage) -> None:
         await asyncio.to_thread(self._write, message)
+
+    async def close(self) -> None:
+        """Nothing held open."""

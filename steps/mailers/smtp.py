@@ -1,7 +1,14 @@
-"""The `smtp` mailer (aiosmtplib): STARTTLS or TLS, optional auth; 4xx retry, 5xx do not."""
+"""The `smtp` mailer (aiosmtplib): STARTTLS or TLS, optional auth; 4xx retry, 5xx do not.
+
+Connections are kept and reused (one per concurrent sender) rather than opened per message:
+connect + EHLO + auth dominate the cost of a short email. A connection that saw an error is
+dropped, never reused.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from email.message import EmailMessage
 
 import aiosmtplib
@@ -13,25 +20,49 @@ from steps.mailers import PermanentMailError, TransientMailError
 class SmtpMailer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._idle: asyncio.LifoQueue[aiosmtplib.SMTP] = asyncio.LifoQueue()
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        s = self.settings
+        client = aiosmtplib.SMTP(
+            hostname=s.smtp_host, port=s.smtp_port, use_tls=s.smtp_security is SmtpSecurity.TLS,
+            start_tls=s.smtp_security is SmtpSecurity.STARTTLS, timeout=30,
+        )
+        await client.connect()
+        if s.smtp_username:
+            password = s.smtp_password.get_secret_value() if s.smtp_password else ""
+            await client.login(s.smtp_username, password)
+        return client
 
     async def send(self, message: EmailMessage) -> None:
-        s = self.settings
-        password = s.smtp_password.get_secret_value() if s.smtp_password else None
         try:
-            await aiosmtplib.send(
-                message, hostname=s.smtp_host, port=s.smtp_port,
-                use_tls=s.smtp_security is SmtpSecurity.TLS,
-                start_tls=s.smtp_security is SmtpSecurity.STARTTLS,
-                username=s.smtp_username or None, password=password if s.smtp_username else None,
-                timeout=30,
-            )
+            client = self._idle.get_nowait()
+        except asyncio.QueueEmpty:
+            client = None
+        try:
+            if client is None or not client.is_connected:
+                client = await self._connect()
+            await client.send_message(message)
         except aiosmtplib.SMTPResponseException as exc:
+            await self._discard(client)
             error = PermanentMailError if 500 <= exc.code < 600 else TransientMailError
             raise error(f"SMTP {exc.code}: {exc.message}") from None
         except aiosmtplib.SMTPRecipientsRefused as exc:
+            await self._discard(client)
             codes = [r.code for r in exc.recipients]
             error = PermanentMailError if all(500 <= c < 600 for c in codes) \
                 else TransientMailError
             raise error(f"recipient refused: {', '.join(str(c) for c in codes)}") from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            await self._discard(client)
             raise TransientMailError(f"{type(exc).__name__}: {exc}") from None
+        self._idle.put_nowait(client)
+
+    async def _discard(self, client: aiosmtplib.SMTP | None) -> None:
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.quit()
+
+    async def close(self) -> None:
+        while not self._idle.empty():
+            await self._discard(self._idle.get_nowait())
