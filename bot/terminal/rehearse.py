@@ -101,19 +101,10 @@ def _restore_logging(handler: logging.Handler, removed: list[logging.Handler]) -
 async def drive(settings: Settings, out: TextIO, approvals: ApprovalSource, initiator: str,
                 reason: str) -> RunView:
     """Run one rollback to its end through the terminal front on the configured bot DB."""
-    from bot.db.session import make_engine, make_sessionmaker
-    from bot.engine.engine import Engine
-    from bot.engine.registry import default_steps
-    from bot.serve import ensure_schema
+    from bot.engine.startup import open_engine
     from bot.terminal.front import TerminalFront
 
-    settings.require("database_url")
-    assert settings.database_url is not None
-    url = settings.database_url.get_secret_value()
-    await ensure_schema(url)
-    db = make_engine(url)
-    engine = Engine(make_sessionmaker(db), settings, default_steps())
-    try:
+    async with open_engine(settings) as engine:
         await engine.recover(watch=False)
         front = TerminalFront(engine, out, approvals)
         active = await engine.active_run_id()
@@ -121,9 +112,6 @@ async def drive(settings: Settings, out: TextIO, approvals: ApprovalSource, init
             print(f"Following the active rollback {active}.", file=out)
             return await front.follow(active)
         return await front.run(initiator, reason)
-    finally:
-        await engine.shutdown()
-        await db.dispose()
 
 
 async def finish(view: RunView, settings: Settings, timeline: Path, out: TextIO) -> None:
