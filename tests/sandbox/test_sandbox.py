@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import subprocess
 import sys
@@ -49,34 +50,27 @@ async def test_chain_up_down_to_phase2_and_up_again(databases: DatabaseFactory) 
                                 "WHERE column_name = 'owner_api_key'")
 
 
-def test_seed_command_writes_the_directory(tmp_path: Path, sandbox_seed: SandboxSeed) -> None:
-    # The session template was seeded through the same code; here the CLI on a fresh database.
-    import asyncio
+async def test_seed_command_writes_the_directory(
+    tmp_path: Path, databases: DatabaseFactory
+) -> None:
+    url = await databases.create("seedcli")  # uniquely named, dropped at the end
 
-    from bot.db.urls import with_database
-    from tests.fixtures.postgres import admin_execute
+    async def sandbox(*args: str) -> None:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sandbox", *args, cwd=REPO,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        _, err = await process.communicate()
+        assert process.returncode == 0, err.decode()
 
-    admin = sandbox_seed.template_url.rsplit("/", 1)[0] + "/postgres"
-    name = f"seedcli_{tmp_path.name[-8:]}".lower().replace("-", "_")
-    asyncio.run(admin_execute(admin, f'CREATE DATABASE "{name}"'))
-    url = with_database(admin, name)
-    try:
-        def sandbox(*args: str) -> None:
-            subprocess.run([sys.executable, "-m", "sandbox", *args], cwd=REPO, check=True,
-                           capture_output=True)
-
-        sandbox("migrate", "--database-url", url)
-        out = tmp_path / "clients.csv"
-        sandbox("seed", "--database-url", url, "--clients", "10", "--without-contact", "3",
-                "--directory-csv", str(out))
-        with out.open() as handle:
-            rows = list(csv.DictReader(handle))
-        assert len(rows) == 7 and set(rows[0]) == {"name", "email", "api_key_sha256"}
-        hashes = {r[0] for r in asyncio.run(fetch(
-            url, "SELECT DISTINCT owner_api_key_hash FROM sessions"))}
-        assert len(hashes) == 10 and {r["api_key_sha256"] for r in rows} < hashes
-    finally:
-        asyncio.run(admin_execute(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    await sandbox("migrate", "--database-url", url)
+    out = tmp_path / "clients.csv"
+    await sandbox("seed", "--database-url", url, "--clients", "10", "--without-contact", "3",
+                  "--directory-csv", str(out))
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 7 and set(rows[0]) == {"name", "email", "api_key_sha256"}
+    hashes = {r[0] for r in await fetch(url, "SELECT DISTINCT owner_api_key_hash FROM sessions")}
+    assert len(hashes) == 10 and {r["api_key_sha256"] for r in rows} < hashes
 
 
 async def get(url: str, key: str | None) -> tuple[int, dict[str, object]]:
