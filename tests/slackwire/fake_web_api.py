@@ -153,7 +153,7 @@ class FakeSlack:
 
 async def start_fake_slack() -> tuple[FakeSlack, web.AppRunner]:
     fake = FakeSlack()
-    app = web.Application()
+    app = web.Application(client_max_size=256 * 1024 * 1024)  # Slack takes files far larger
     app.router.add_post("/api/upload/{file_id}", fake.upload)
     app.router.add_route("*", "/api/{method}", fake.handle)
     runner, port = await serve_on_free_port(app)
