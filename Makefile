@@ -30,6 +30,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.ack_latency
 	$(BIN)/python -m bench.rotation
 	$(BIN)/python -m bench.email_throughput
+	$(BIN)/python -m bench.thread_budget
+	$(BIN)/python -m bench.backup_overhead
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
