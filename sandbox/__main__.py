@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 from pathlib import Path
 
 from sandbox.code_dir import make_code_dir
 from sandbox.migrate import migrate
-from sandbox.seed import seed
+from sandbox.seed import seed, write_keys
 
 
 def main() -> None:
@@ -39,7 +38,7 @@ def main() -> None:
             assistants_per_client=args.assistants_per_client,
             without_contact=args.without_contact, directory_csv=args.directory_csv))
         if args.keys_out:
-            args.keys_out.write_text(json.dumps({c.key_hash: c.key for c in result.clients}))
+            write_keys(args.keys_out, result.clients)
         print(f"seeded {len(result.clients)} clients; directory {args.directory_csv}")
     else:
         print(make_code_dir(args.path))

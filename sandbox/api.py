@@ -3,7 +3,8 @@
 The phase is read at startup from `$SANDBOX_CODE_DIR/PHASE` (what restoring the code changes),
 or `SANDBOX_PHASE`. Phase 2 code reads the `metadata` column, Phase 3 code `session_metadata`,
 so each fails against the other's schema, like the real thing. Logs are structlog-like JSON
-lines on stdout; only failures of the ownership check are logged, never a key or a full hash.
+lines on stdout: one `request` line per request and the real service's ownership-check failures
+(`ownership_check_failed`, `ownership_check_failed_missing_hash`); never a key or a full hash.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import hashlib
 import json
 import os
 import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,20 +26,14 @@ from bot.db.urls import libpq_url, password_of
 
 PHASE_KEY = web.AppKey("phase", int)
 POOL_KEY = web.AppKey("pool", asyncpg.Pool)
-
-SESSIONS_SQL = {
-    2: "SELECT id::text, status, model, metadata AS meta FROM sessions "
-       "WHERE owner_api_key_hash = $1 ORDER BY created_at, id LIMIT 50",
-    3: "SELECT id::text, status, model, session_metadata AS meta FROM sessions "
-       "WHERE owner_api_key_hash = $1 ORDER BY created_at, id LIMIT 50",
-}
-OWNS_SQL = ("SELECT EXISTS (SELECT 1 FROM sessions WHERE owner_api_key_hash = $1) OR "
-            "EXISTS (SELECT 1 FROM assistants WHERE owner_api_key_hash = $1)")
+PAGE_SIZE = 50
+METADATA_COLUMN = {2: "metadata", 3: "session_metadata"}  # 0c6d1a600bb1 renamed it
+SESSION_COLUMNS = "id::text AS id, status, model, created_at, owner_api_key_hash, {meta} AS meta"
 
 
 def log(event: str, **fields: Any) -> None:
-    line = {"event": event, "timestamp": datetime.now(UTC).isoformat(), **fields}
-    sys.stdout.write(json.dumps(line) + "\n")
+    line = {"event": event, **fields, "timestamp": datetime.now(UTC).isoformat()}
+    sys.stdout.write(json.dumps(line, default=str) + "\n")
     sys.stdout.flush()
 
 
@@ -49,39 +46,100 @@ def read_phase() -> int:
     return 3
 
 
-def unauthorised(message: str) -> web.Response:
-    return web.json_response(
-        {"error": {"code": "AUTHENTICATION_ERROR", "message": message}}, status=401)
+def sha256_hex(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def session_json(row: asyncpg.Record) -> dict[str, Any]:
+    meta = row["meta"]
+    return {"id": row["id"], "status": row["status"], "model": row["model"],
+            "created_at": row["created_at"].isoformat(),
+            "metadata": json.loads(meta) if isinstance(meta, str) else meta}
+
+
+def select_sessions(phase: int, where: str) -> str:
+    columns = SESSION_COLUMNS.format(meta=METADATA_COLUMN[phase])
+    return f"SELECT {columns} FROM sessions WHERE {where}"
+
+
+OWNS_SQL = ("SELECT EXISTS (SELECT 1 FROM sessions WHERE owner_api_key_hash = $1) OR "
+            "EXISTS (SELECT 1 FROM assistants WHERE owner_api_key_hash = $1)")
 
 
 async def list_sessions(request: web.Request) -> web.Response:
     key = request.headers.get("X-API-Key", "")
     if not key:
-        log("ownership_check_failed_missing_hash", path=request.path)
-        return unauthorised("Missing API key")
-    key_hash = hashlib.sha256(key.encode()).hexdigest()
-    pool = request.app[POOL_KEY]
-    async with pool.acquire() as conn:
+        return error(401, "AUTHENTICATION_ERROR", "Missing API key")
+    key_hash = sha256_hex(key)
+    phase = request.app[PHASE_KEY]
+    async with request.app[POOL_KEY].acquire() as conn:
         if not await conn.fetchval(OWNS_SQL, key_hash):
-            log("ownership_check_failed", key_hash_prefix=key_hash[:8], path=request.path)
-            return unauthorised("Invalid API key")
+            log("ownership_check_failed", key_hash_prefix=key_hash[:8], has_request_key=True,
+                path=request.path)
+            return error(401, "AUTHENTICATION_ERROR", "Invalid API key")
+        total = await conn.fetchval(
+            "SELECT count(*) FROM sessions WHERE owner_api_key_hash = $1", key_hash)
+        rows = await conn.fetch(
+            select_sessions(phase, "owner_api_key_hash = $1") + f" ORDER BY created_at, id "
+            f"LIMIT {PAGE_SIZE}", key_hash)
+    return web.json_response({"sessions": [session_json(r) for r in rows], "total": total,
+                              "page": 1, "page_size": PAGE_SIZE})
+
+
+async def get_session(request: web.Request) -> web.Response:
+    """One session, checked like the real service: the row's hash against the key's hash."""
+    key = request.headers.get("X-API-Key", "")
+    if not key:
+        return error(401, "AUTHENTICATION_ERROR", "Missing API key")
+    session_id = request.match_info["session_id"]
+    not_found = error(404, "SESSION_NOT_FOUND", f"Session {session_id} not found")
+    async with request.app[POOL_KEY].acquire() as conn:
         try:
-            rows = await conn.fetch(SESSIONS_SQL[request.app[PHASE_KEY]], key_hash)
-        except asyncpg.UndefinedColumnError as exc:
-            log("database_error", error=str(exc))
-            return web.json_response({"error": {"code": "INTERNAL_ERROR",
-                                                "message": "schema mismatch"}}, status=500)
-    sessions = [{"id": r["id"], "status": r["status"], "model": r["model"]} for r in rows]
-    log("request", path=request.path, status=200, key_hash_prefix=key_hash[:8])
-    return web.json_response({"sessions": sessions, "total": len(sessions), "page": 1,
-                              "page_size": 50})
+            row = await conn.fetchrow(
+                select_sessions(request.app[PHASE_KEY], "id = $1::uuid"), session_id)
+        except asyncpg.DataError:  # not a uuid
+            return not_found
+    if row is None:
+        return not_found
+    if not row["owner_api_key_hash"]:
+        log("ownership_check_failed_missing_hash", session_id=session_id,
+            has_session_hash=False, has_request_key=True)
+        return not_found
+    key_hash = sha256_hex(key)
+    if row["owner_api_key_hash"] != key_hash:
+        log("ownership_check_failed", session_id=session_id, key_hash_prefix=key_hash[:8],
+            has_session_hash=True, has_request_key=True)
+        return not_found
+    return web.json_response(session_json(row))
 
 
 async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "phase": request.app[PHASE_KEY]})
 
 
-async def _pool(app: web.Application) -> Any:
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def request_log(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One `request` line per request; a schema mismatch becomes a logged 500."""
+    started = time.monotonic()
+    try:
+        response = await handler(request)
+    except asyncpg.PostgresError as exc:
+        log("database_error", path=request.path, error_class=type(exc).__name__,
+            error=str(exc))
+        response = error(500, "INTERNAL_ERROR", "database error")
+    log("request", method=request.method, path=request.path, status=response.status,
+        duration_ms=round((time.monotonic() - started) * 1000, 1))
+    return response
+
+
+async def _pool(app: web.Application) -> AsyncIterator[None]:
     url = os.environ["DATABASE_URL"]
     app[POOL_KEY] = await asyncpg.create_pool(libpq_url(url), password=password_of(url),
                                               min_size=1, max_size=5)
@@ -89,12 +147,13 @@ async def _pool(app: web.Application) -> Any:
     await app[POOL_KEY].close()
 
 
-def build_app() -> web.Application:
-    app = web.Application()
-    app[PHASE_KEY] = read_phase()
+def build_app(phase: int | None = None) -> web.Application:
+    app = web.Application(middlewares=[request_log])
+    app[PHASE_KEY] = read_phase() if phase is None else phase
     app.cleanup_ctx.append(_pool)
     app.router.add_get("/health", health)
     app.router.add_get("/api/v1/sessions", list_sessions)
+    app.router.add_get("/api/v1/sessions/{session_id}", get_session)
     return app
 
 
@@ -102,7 +161,8 @@ def main() -> None:
     app = build_app()
     port = int(os.environ.get("PORT", "54000"))
     log("startup", phase=app[PHASE_KEY], port=port)
-    web.run_app(app, host=os.environ.get("HOST", "127.0.0.1"), port=port, print=None)
+    web.run_app(app, host=os.environ.get("HOST", "127.0.0.1"), port=port, print=None,
+                access_log=None)
 
 
 if __name__ == "__main__":

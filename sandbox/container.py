@@ -18,7 +18,11 @@ async def run_api_container(
     code_dir: Path, project: str, service: str = "api", name: str | None = None,
     healthcheck: bool = False,
 ) -> str:
-    """Start the container (host network) and return its id."""
+    """Start the container (host network) and return its id.
+
+    Labelled like compose service `service` of `project`, so the restart step finds it the way it
+    finds the real service; the code dir is bound read-only at its own path (the api reads PHASE).
+    """
     config: dict[str, object] = {
         "Image": image,
         "Cmd": [sys.executable, "-m", "sandbox.api"],
@@ -26,8 +30,11 @@ async def run_api_container(
         "Env": [f"DATABASE_URL={database_url}", f"PORT={port}", f"SANDBOX_CODE_DIR={code_dir}",
                 "PYTHONUNBUFFERED=1"],
         "Labels": {"com.docker.compose.project": project,
-                   "com.docker.compose.service": service},
-        "HostConfig": {"NetworkMode": "host", "Binds": [*binds, f"{code_dir}:{code_dir}:ro"]},
+                   "com.docker.compose.service": service,
+                   "com.docker.compose.container-number": "1",
+                   "com.docker.compose.oneoff": "False"},
+        "HostConfig": {"NetworkMode": "host", "Binds": [*binds, f"{code_dir}:{code_dir}:ro"],
+                       "RestartPolicy": {"Name": "no"}},
     }
     if healthcheck:
         probe = (f"import urllib.request; urllib.request.urlopen("
@@ -41,8 +48,9 @@ async def run_api_container(
     return str(container.id)
 
 
-async def wait_healthy(base_url: str, within: float) -> None:
-    deadline = time.monotonic() + within
+async def wait_healthy(base_url: str, timeout: float = 30.0) -> None:  # noqa: ASYNC109 (contract)
+    """Poll `/health` until it answers 200, or raise TimeoutError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
     last = "no answer"
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
         while time.monotonic() < deadline:
@@ -54,4 +62,4 @@ async def wait_healthy(base_url: str, within: float) -> None:
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 last = str(exc) or type(exc).__name__
             await asyncio.sleep(0.1)
-    raise TimeoutError(f"{base_url} not healthy after {within} s: {last}")
+    raise TimeoutError(f"{base_url} not healthy after {timeout} s: {last}")

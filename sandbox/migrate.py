@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -11,6 +12,7 @@ from alembic.config import Config
 from sqlalchemy.engine import make_url
 
 HERE = Path(__file__).resolve().parent
+_ENV_LOCK = threading.Lock()  # env.py reads DATABASE_URL from the process environment
 
 
 def asyncpg_url(url: str) -> str:
@@ -21,15 +23,16 @@ def asyncpg_url(url: str) -> str:
 def _run(url: str, revision: str, down: bool) -> None:
     config = Config(str(HERE / "alembic.ini"))
     config.set_main_option("script_location", str(HERE / "alembic"))
-    previous = os.environ.get("DATABASE_URL")
-    os.environ["DATABASE_URL"] = asyncpg_url(url)  # env.py reads it, like the real one
-    try:
-        (command.downgrade if down else command.upgrade)(config, revision)
-    finally:
-        if previous is None:
-            os.environ.pop("DATABASE_URL", None)
-        else:
-            os.environ["DATABASE_URL"] = previous
+    with _ENV_LOCK:
+        previous = os.environ.get("DATABASE_URL")
+        os.environ["DATABASE_URL"] = asyncpg_url(url)  # env.py reads it, like the real one
+        try:
+            (command.downgrade if down else command.upgrade)(config, revision)
+        finally:
+            if previous is None:
+                os.environ.pop("DATABASE_URL", None)
+            else:
+                os.environ["DATABASE_URL"] = previous
 
 
 async def migrate(url: str, revision: str = "head", *, down: bool = False) -> None:

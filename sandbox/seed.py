@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,34 +39,51 @@ async def seed(
     database_url: str, clients: int, *, sessions_per_client: int = 3,
     assistants_per_client: int = 1, without_contact: int = 0, directory_csv: Path | None = None,
 ) -> SeedResult:
-    seeded: list[SeededClient] = []
-    sessions: list[tuple[uuid.UUID, str, str]] = []
-    assistants: list[tuple[str, str, str]] = []
-    for n in range(clients):
-        key = str(uuid.uuid4())
-        key_hash = sha256_hex(key)
-        session_ids = [uuid.uuid4() for _ in range(sessions_per_client)]
-        assistant_ids = [f"asst_{uuid.uuid4().hex[:24]}" for _ in range(assistants_per_client)]
-        sessions += [(sid, "claude-sonnet", key_hash) for sid in session_ids]
-        assistants += [(aid, f"assistant {n + 1}", key_hash) for aid in assistant_ids]
-        seeded.append(SeededClient(
-            name=f"Client {n + 1:05d}", email=f"client{n + 1:05d}@example.test", key=key,
-            key_hash=key_hash, has_contact=n < clients - without_contact,
-            session_ids=[str(s) for s in session_ids], assistant_ids=assistant_ids,
-        ))
+    """Insert every row with COPY (set-based: 1,000 clients take about a second)."""
+    if not 0 <= without_contact <= clients:
+        raise ValueError(f"without_contact must be between 0 and {clients}")
+    seeded = [_new_client(n, clients - without_contact, sessions_per_client,
+                          assistants_per_client) for n in range(clients)]
+    sessions = [(uuid.UUID(sid), "claude-sonnet-4", "completed", f"/srv/work/{c.email}", 2,
+                 json.dumps({"client": c.name}), c.key_hash)
+                for c in seeded for sid in c.session_ids]
+    messages = [(uuid.UUID(sid), role, json.dumps({"text": f"{role} says hello"}))
+                for c in seeded for sid in c.session_ids for role in ("user", "assistant")]
+    assistants = [(aid, "claude-sonnet-4", f"{c.name} helper", json.dumps({"client": c.name}),
+                   c.key_hash) for c in seeded for aid in c.assistant_ids]
     conn = await asyncpg.connect(libpq_url(database_url), password=password_of(database_url))
     try:
         async with conn.transaction():
-            await conn.copy_records_to_table(
-                "sessions", records=sessions, columns=["id", "model", "owner_api_key_hash"])
-            await conn.copy_records_to_table(
-                "assistants", records=[(a, "claude-sonnet", name, h) for a, name, h in assistants],
-                columns=["id", "model", "name", "owner_api_key_hash"])
+            await conn.copy_records_to_table("sessions", records=sessions, columns=[
+                "id", "model", "status", "working_directory", "total_turns",
+                "session_metadata", "owner_api_key_hash"])
+            await conn.copy_records_to_table("session_messages", records=messages,
+                                             columns=["session_id", "role", "content"])
+            await conn.copy_records_to_table("assistants", records=assistants, columns=[
+                "id", "model", "name", "assistant_metadata", "owner_api_key_hash"])
     finally:
         await conn.close()
     if directory_csv is not None:
         write_directory(directory_csv, seeded)
     return SeedResult(seeded)
+
+
+def _new_client(n: int, with_contact: int, sessions: int, assistants: int) -> SeededClient:
+    key = str(uuid.uuid4())
+    return SeededClient(
+        name=f"Client {n + 1:05d}", email=f"client{n + 1:05d}@example.test", key=key,
+        key_hash=sha256_hex(key), has_contact=n < with_contact,
+        session_ids=[str(uuid.uuid4()) for _ in range(sessions)],
+        assistant_ids=[f"asst_{uuid.uuid4().hex[:24]}" for _ in range(assistants)])
+
+
+def write_keys(path: Path, clients: list[SeededClient]) -> None:
+    """The Phase 3 keys, for tests of the Phase 3 api only: owner-readable, never logged."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(json.dumps([{"name": c.name, "email": c.email, "key": c.key,
+                                 "key_hash": c.key_hash, "has_contact": c.has_contact}
+                                for c in clients], indent=1))
 
 
 def write_directory(path: Path, clients: list[SeededClient]) -> None:
