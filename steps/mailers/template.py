@@ -1,0 +1,57 @@
+"""The email a client receives: a text template whose first line is `Subject: ...`.
+
+Placeholders are `{name}` and `{new_key}`, replaced literally (no `str.format`), so an operator's
+template may hold other braces. A template without `{new_key}` is refused: that email would
+tell the client its key changed without telling it the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+
+from bot.settings import Settings
+from steps.directory import Contact
+from steps.protocol import StepError
+
+DEFAULT_TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "key_rotation_email.txt"
+
+
+@dataclass(frozen=True)
+class Template:
+    subject: str
+    body: str
+
+    @classmethod
+    def load(cls, settings: Settings) -> Template:
+        path = settings.email_template or DEFAULT_TEMPLATE
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise StepError(f"cannot read the email template {path}: {exc.strerror}") from None
+        first, _, body = text.partition("\n")
+        if not first.lower().startswith("subject:") or not first.split(":", 1)[1].strip():
+            raise StepError(f"email template {path} must start with a 'Subject: ...' line")
+        if "{new_key}" not in body:
+            raise StepError(f"email template {path} has no {{new_key}} placeholder")
+        return cls(first.split(":", 1)[1].strip(), body.lstrip("\n"))
+
+    def text(self, name: str, key: str) -> str:
+        return self.body.replace("{name}", name).replace("{new_key}", key)
+
+    def render(self, settings: Settings, contact: Contact, key: str, tag: str) -> EmailMessage:
+        """`tag` (a hash prefix) names the message in headers and outbox file names."""
+        message = EmailMessage()
+        message["Subject"] = self.subject
+        message["From"] = settings.mail_from
+        message["To"] = contact.email
+        message["Message-ID"] = make_msgid(domain="rollback-bot")
+        message["X-Rollback-Client"] = tag
+        message.set_content(self.text(contact.name, key))
+        return message
+
+
+def masked(key_format: str) -> str:
+    return "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" if key_format == "uuid4" else "x" * 43
