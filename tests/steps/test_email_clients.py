@@ -1,0 +1,226 @@
+"""Step 5 on the sandbox after steps 2 and 4, with a real SMTP server (aiosmtpd)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.db.urls import libpq_url
+from steps.email_clients import EmailClientsStep
+from steps.ledgers import NotificationRecord, NotificationStatus
+from steps.protocol import StepContext, StepError
+from steps.rotate_keys import RotateKeysStep
+from tests.fixtures.sandbox import SandboxSeed
+from tests.fixtures.smtp import SmtpServer
+from tests.steps.conftest import memory_context, owned_rows, sql_context
+from tests.steps.sandbox_settings import sandbox_settings
+
+S = NotificationStatus
+SUBJECT = "URGENT: API Key Rotation Required"
+
+
+def smtp_settings(server: SmtpServer, seed: SandboxSeed) -> dict[str, Any]:
+    return {"mailer": "smtp", "smtp_host": server.host, "smtp_port": server.port,
+            "client_directory": seed.directory_csv, "mail_from": "oncall@example.test"}
+
+
+def lines_of(message: EmailMessage) -> list[str]:
+    return str(message.get_content()).splitlines()
+
+
+async def rotate(ctx: StepContext) -> None:
+    await RotateKeysStep().run(ctx, lambda _line: None)
+
+
+async def key_of(ctx: StepContext, url: str) -> dict[str, str]:
+    """Old hash -> the client's new key, read back from the target."""
+    mapping = await ctx.rotations.mapping(ctx.run_id)
+    key_by_hash = {h: k for h, k in (await owned_rows(url)).values() if k}
+    return {old: key_by_hash[new] for old, new in mapping.items()}
+
+
+async def test_each_client_with_a_contact_gets_exactly_one_email_with_its_own_key(
+    phase2_target_url: str, sandbox_seed: SandboxSeed, tmp_path: Path, smtp_server: SmtpServer,
+    bot_db_url: str, bot_sessionmaker: async_sessionmaker[AsyncSession], sql_run_id: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    settings = sandbox_settings(phase2_target_url, tmp_path, email_concurrency=3,
+                                **smtp_settings(smtp_server, sandbox_seed))
+    ctx = sql_context(settings, bot_sessionmaker, sql_run_id)
+    step = EmailClientsStep()
+    before = await step.plan(ctx)  # before step 4: the clients still on the target
+    assert before.facts["recipients"] == 5 and before.facts["without_contact"] == 1
+    await rotate(ctx)
+    plan = await step.plan(ctx)
+    assert dict(plan.facts) == {"recipients": 5, "without_contact": 1, "already_sent": 0,
+                                "uncertain": 0, "mailer": "smtp"}
+    assert plan.details[0] == f"Subject: {SUBJECT}"
+    assert "Your new API key: xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" in plan.details
+    assert not (await step.check(ctx)).done
+
+    lines: list[str] = []
+    outcome = await step.run(ctx, lines.append)
+
+    keys = await key_of(ctx, phase2_target_url)
+    for client in sandbox_seed.result.clients:
+        received = smtp_server.to(client.email)
+        assert len(received) == (1 if client.has_contact else 0), client.email
+        if client.has_contact:
+            assert received[0]["Subject"] == SUBJECT
+            assert received[0]["From"] == "oncall@example.test"
+            assert f"Your new API key: {keys[client.key_hash]}" in lines_of(received[0])
+            assert f"Dear {client.name}," in received[0].get_content()
+    no_contact = next(c for c in sandbox_seed.result.clients if not c.has_contact)
+    assert outcome.facts["sent"] == 5 and outcome.facts["no_contact"] == [no_contact.key_hash[:8]]
+    assert outcome.facts["failed"] == {} and outcome.facts["uncertain"] == []
+    records = await ctx.notifications.records(sql_run_id)
+    assert {h: r.status for h, r in records.items()} == {
+        c.key_hash: S.SENT if c.has_contact else S.NO_CONTACT
+        for c in sandbox_seed.result.clients}
+    assert (await step.check(ctx)).done
+
+    again = await step.run(ctx, lines.append)  # a second run sends nothing
+    assert len(smtp_server.messages) == 5 and again.facts["sent_now"] == 0
+
+    dump = await asyncio.create_subprocess_exec(
+        "pg_dump", "--data-only", libpq_url(bot_db_url), stdout=asyncio.subprocess.PIPE)
+    bot_db = (await dump.communicate())[0].decode()
+    server_side = {"mail.log"}  # the recipient's server, not the bot
+    bot_logs = "\n".join(r.getMessage() for r in caplog.records if r.name not in server_side)
+    seen = "\n".join(lines) + outcome.summary + repr(dict(outcome.facts)) + bot_logs + bot_db
+    assert sum(key in seen for key in keys.values()) == 0, "a key leaked"
+
+
+async def test_rejected_recipient_fails_alone_and_a_retry_sends_nothing_twice(
+    phase2_target_url: str, sandbox_seed: SandboxSeed, tmp_path: Path, smtp_server: SmtpServer,
+) -> None:
+    contacts = [c for c in sandbox_seed.result.clients if c.has_contact]
+    rejected = contacts[0]
+    smtp_server.fail_permanent(rejected.email)
+    ctx = memory_context(sandbox_settings(phase2_target_url, tmp_path,
+                                          **smtp_settings(smtp_server, sandbox_seed)))
+    await rotate(ctx)
+    lines: list[str] = []
+    with pytest.raises(StepError, match=r"^1 of 5 emails failed: ") as failure:
+        await EmailClientsStep().run(ctx, lines.append)
+    assert rejected.key_hash[:8] in str(failure.value) and "550" in str(failure.value)
+    assert any(line.startswith(f"client {rejected.key_hash[:8]}: FAILED after 1 attempts")
+               for line in lines)
+    records = await ctx.notifications.records(ctx.run_id)
+    assert records[rejected.key_hash].status is S.FAILED
+    assert records[rejected.key_hash].attempts == 1, "a 5xx is not retried"
+    assert sorted(m["To"] for m in smtp_server.messages) == sorted(c.email for c in contacts[1:])
+    assert not (await EmailClientsStep().check(ctx)).done
+
+    with pytest.raises(StepError, match=r"^1 of 5 emails failed"):  # still refused
+        await EmailClientsStep().run(ctx, lambda _line: None)
+    assert len(smtp_server.messages) == 4
+    smtp_server.handler.permanent.clear()  # the mailbox is fixed; Retry
+    outcome = await EmailClientsStep().run(ctx, lambda _line: None)
+    assert outcome.facts["sent"] == 5 and outcome.facts["sent_now"] == 1
+    assert [len(smtp_server.to(c.email)) for c in contacts] == [1, 1, 1, 1, 1]
+    assert (await EmailClientsStep().check(ctx)).done
+
+
+async def test_transient_refusals_are_retried_with_backoff(
+    phase2_target_url: str, sandbox_seed: SandboxSeed, tmp_path: Path, smtp_server: SmtpServer,
+) -> None:
+    contacts = [c for c in sandbox_seed.result.clients if c.has_contact]
+    smtp_server.fail_transient(contacts[1].email, times=2)
+    smtp_server.fail_transient(contacts[2].email, times=5)
+    ctx = memory_context(sandbox_settings(phase2_target_url, tmp_path, email_max_attempts=3,
+                                          **smtp_settings(smtp_server, sandbox_seed)))
+    await rotate(ctx)
+    with pytest.raises(StepError, match=r"^1 of 5 emails failed: .*451"):
+        await EmailClientsStep().run(ctx, lambda _line: None)
+    records = await ctx.notifications.records(ctx.run_id)
+    assert (records[contacts[1].key_hash].status, records[contacts[1].key_hash].attempts) == (
+        S.SENT, 3)
+    assert (records[contacts[2].key_hash].status, records[contacts[2].key_hash].attempts) == (
+        S.FAILED, 3)
+    assert len(smtp_server.to(contacts[1].email)) == 1
+    assert smtp_server.to(contacts[2].email) == []
+
+
+async def test_a_client_in_flight_when_the_bot_died_is_reported_not_resent(
+    phase2_target_url: str, sandbox_seed: SandboxSeed, tmp_path: Path, smtp_server: SmtpServer,
+) -> None:
+    contacts = [c for c in sandbox_seed.result.clients if c.has_contact]
+    in_flight = contacts[3]
+    ctx = memory_context(sandbox_settings(phase2_target_url, tmp_path,
+                                          **smtp_settings(smtp_server, sandbox_seed)))
+    await rotate(ctx)
+    await ctx.notifications.save(ctx.run_id, NotificationRecord(
+        in_flight.key_hash, S.SENDING, in_flight.email))
+    plan = await EmailClientsStep().plan(ctx)
+    assert plan.facts["uncertain"] == 1
+    outcome = await EmailClientsStep().run(ctx, lambda _line: None)
+    assert outcome.facts["uncertain"] == [in_flight.key_hash[:8]]
+    assert "1 uncertain" in outcome.summary and in_flight.key_hash[:8] in outcome.summary
+    assert smtp_server.to(in_flight.email) == []
+    assert len(smtp_server.messages) == 4
+    assert not (await EmailClientsStep().check(ctx)).done
+
+
+async def test_outbox_mailer_writes_one_eml_per_client(
+    phase2_target_url: str, sandbox_seed: SandboxSeed, tmp_path: Path,
+) -> None:
+    ctx = memory_context(sandbox_settings(phase2_target_url, tmp_path,
+                                          client_directory=sandbox_seed.directory_csv))
+    await rotate(ctx)
+    await EmailClientsStep().run(ctx, lambda _line: None)
+    outbox = tmp_path / "outbox"
+    keys = await key_of(ctx, phase2_target_url)
+    contacts = [c for c in sandbox_seed.result.clients if c.has_contact]
+    assert sorted(p.name for p in outbox.iterdir()) == sorted(
+        f"{ctx.run_id[:8]}-{c.key_hash[:12]}.eml" for c in contacts)
+    for client in contacts:
+        text = (outbox / f"{ctx.run_id[:8]}-{client.key_hash[:12]}.eml").read_text()
+        assert f"To: {client.email}" in text and keys[client.key_hash] in text
+
+
+async def test_operator_template_and_a_contact_listed_after_the_first_run(
+    phase2_target_url: str, sandbox_seed: SandboxSeed, tmp_path: Path, smtp_server: SmtpServer,
+) -> None:
+    template = tmp_path / "mail.txt"
+    template.write_text("Subject: Your key changed\n\nHi {name}! {\"json\": true}\n"
+                        "key={new_key}\n", encoding="utf-8")
+    partial = tmp_path / "partial.csv"
+    full = sandbox_seed.directory_csv.read_text(encoding="utf-8").splitlines()
+    partial.write_text("\n".join(full[:-1]) + "\n", encoding="utf-8")  # last contact missing
+    values = {**smtp_settings(smtp_server, sandbox_seed), "email_template": template}
+    ctx = memory_context(sandbox_settings(phase2_target_url, tmp_path,
+                                          **{**values, "client_directory": partial}))
+    await rotate(ctx)
+    first = await EmailClientsStep().run(ctx, lambda _line: None)
+    assert first.facts["sent"] == 4 and len(first.facts["no_contact"]) == 2
+    keys = await key_of(ctx, phase2_target_url)
+    message = smtp_server.messages[0]
+    assert message["Subject"] == "Your key changed"
+    assert message.get_content().startswith("Hi ") and '{"json": true}' in message.get_content()
+    later = StepContext(ctx.run_id, sandbox_settings(phase2_target_url, tmp_path, **values),
+                        ctx.rotations, ctx.notifications)
+    second = await EmailClientsStep().run(later, lambda _line: None)
+    assert second.facts["sent"] == 5 and second.facts["sent_now"] == 1
+    late = [c for c in sandbox_seed.result.clients if c.has_contact][-1]
+    (received,) = smtp_server.to(late.email)
+    assert f"key={keys[late.key_hash]}" in lines_of(received)
+    assert len(smtp_server.messages) == 5
+
+
+async def test_a_template_without_the_key_placeholder_is_refused(
+    phase2_target_url: str, sandbox_seed: SandboxSeed, tmp_path: Path,
+) -> None:
+    template = tmp_path / "mail.txt"
+    template.write_text("Subject: Hello\n\nYour key changed.\n", encoding="utf-8")
+    ctx = memory_context(sandbox_settings(phase2_target_url, tmp_path, email_template=template,
+                                          client_directory=sandbox_seed.directory_csv))
+    with pytest.raises(StepError, match=r"has no \{new_key\} placeholder"):
+        await EmailClientsStep().plan(ctx)
