@@ -1,4 +1,5 @@
-"""The `smtp` mailer (aiosmtplib): STARTTLS or TLS, optional auth; 4xx retry, 5xx do not.
+"""The `smtp` mailer (aiosmtplib): STARTTLS or TLS, optional auth; 4xx retry, 5xx do not,
+nor does an untrusted TLS certificate.
 
 Connections are kept and reused (one per concurrent sender) rather than opened per message:
 connect + EHLO + auth dominate the cost of a short email. A connection that saw an error is
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from email.message import EmailMessage
 
 import aiosmtplib
@@ -55,6 +57,9 @@ class SmtpMailer:
             raise error(f"recipient refused: {', '.join(str(c) for c in codes)}") from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             await self._discard(client)
+            if _untrusted_certificate(exc):  # a setting to fix, not a moment to wait out
+                raise PermanentMailError(f"TLS certificate of {self.settings.smtp_host} not "
+                                         f"trusted: {exc}") from None
             raise TransientMailError(f"{type(exc).__name__}: {exc}") from None
         self._idle.put_nowait(client)
 
@@ -66,3 +71,9 @@ class SmtpMailer:
     async def close(self) -> None:
         while not self._idle.empty():
             await self._discard(self._idle.get_nowait())
+
+
+def _untrusted_certificate(exc: BaseException) -> bool:
+    return isinstance(exc, ssl.SSLCertVerificationError) \
+        or isinstance(exc.__cause__, ssl.SSLCertVerificationError) \
+        or "CERTIFICATE_VERIFY_FAILED" in str(exc)
