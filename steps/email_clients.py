@@ -6,33 +6,26 @@ mailer. The ledger row goes to `sending` before the mailer is called and to `sen
 after: a `sending` row found later means the bot died mid-send and delivery is uncertain, so it
 is reported, never re-sent blindly.
 
-Work is streamed: keys are read in chunks of KEY_BATCH into a small queue drained by
-`email_concurrency` workers, so memory stays flat whatever the number of clients.
+The sending itself (worker pool, retries, breaker) is `steps.mailers.delivery`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Mapping
-
-import asyncpg
 
 from bot.domain.steps import StepName
 from bot.settings import Settings
 from steps.directory import Contact, Directory, load_directory
 from steps.ledgers import NotificationRecord, NotificationStatus
-from steps.mailers import Mailer, PermanentMailError, TransientMailError, build_mailer
+from steps.mailers.delivery import Delivery
 from steps.mailers.template import Template, masked
 from steps.protocol import CheckResult, Outcome, OutputSink, Plan, StepContext, StepError
 from steps.target_db import connect
 
 __all__ = ["EmailClientsStep", "Template", "masked"]
 
-BACKOFF_SECONDS = 0.2
-KEY_BATCH = 500
 S = NotificationStatus
-Job = tuple[str, str, Contact]  # old hash, new key, contact
 
 
 def _todo(mapping: Mapping[str, str], directory: Directory,
@@ -103,121 +96,29 @@ class EmailClientsStep:
         todo = _todo(mapping, directory, records)
         emit(f"{len(todo):,} emails to send, {len(uncertain):,} uncertain from an earlier "
              f"attempt (not re-sent)")
-        problems = await self._send_all(ctx, template, directory, todo, final, emit)
+        delivery = Delivery(ctx, template, directory.contacts, emit, final)
+        await delivery.send_all(todo)
+        sent = sum(1 for h in mapping if h in final and final[h].status is S.SENT)
+        failed = {h[:8]: r.error or "" for h, r in final.items() if r.status is S.FAILED}
+        no_contact = sorted(h[:8] for h, r in final.items() if r.status is S.NO_CONTACT)
+        in_doubt = [h[:8] for h in uncertain]
         facts = {
-            "sent": sum(1 for h in mapping if h in final and final[h].status is S.SENT),
-            "sent_now": sum(1 for old, _ in todo if final[old].status is S.SENT),
-            "failed": {h[:8]: r.error for h, r in final.items() if r.status is S.FAILED},
-            "no_contact": sorted(h[:8] for h, r in final.items() if r.status is S.NO_CONTACT),
-            "uncertain": [h[:8] for h in uncertain],
+            "sent": sent,
+            "sent_now": sum(1 for old, _ in todo if old in final and final[old].status is S.SENT),
+            "failed": failed, "no_contact": no_contact, "uncertain": in_doubt,
             "duration_s": round(time.monotonic() - started, 3),
         }
-        summary = f"{facts['sent']:,} emails sent, {len(facts['no_contact']):,} clients " \
-                  f"without a contact"
-        if uncertain:
-            summary += (f"; {len(uncertain)} uncertain (the bot stopped mid-send, not re-sent:"
-                        f" {', '.join(facts['uncertain'][:10])})")
-        if facts["failed"] or problems:
+        summary = f"{sent:,} emails sent, {len(no_contact):,} clients without a contact"
+        if in_doubt:
+            summary += (f"; {len(in_doubt)} uncertain (the bot stopped mid-send, not re-sent:"
+                        f" {', '.join(in_doubt[:10])})")
+        if failed or delivery.problems:
             recipients = sum(1 for h in mapping if h in directory.contacts)
-            failed = "; ".join(f"{h}: {e}" for h, e in list(facts["failed"].items())[:5])
-            raise StepError(f"{len(facts['failed'])} of {recipients} emails failed: {failed}"
-                            + "".join(f" {p}." for p in problems)
+            reasons = "; ".join(f"{h}: {e}" for h, e in list(failed.items())[:5])
+            raise StepError(f"{len(failed)} of {recipients} emails failed: {reasons}"
+                            + "".join(f" {p}." for p in delivery.problems)
                             + f" ({summary}). Retry sends only to those not yet sent.")
         return Outcome(summary=summary, facts=facts)
-
-    async def _send_all(self, ctx: StepContext, template: Template, directory: Directory,
-                        todo: list[tuple[str, str]], final: dict[str, NotificationRecord],
-                        emit: OutputSink) -> list[str]:
-        """Feeds the workers from the target in chunks; returns problems that stopped feeding."""
-        s = ctx.settings
-        workers = min(s.email_concurrency, max(len(todo), 1))
-        queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=2 * workers)
-        problems: list[str] = []
-        every = max(1, len(todo) // 10)
-        done = [0]
-
-        async def produce() -> None:
-            try:
-                async with connect(s.target_database_url.get_secret_value()) as conn:
-                    for start in range(0, len(todo), KEY_BATCH):
-                        chunk = dict(todo[start:start + KEY_BATCH])  # old -> new
-                        keys = await _keys_for(conn, list(chunk.values()))
-                        for old, new in chunk.items():
-                            contact = directory.contacts[old]
-                            if new in keys:
-                                await queue.put((old, keys.pop(new), contact))
-                                continue
-                            final[old] = NotificationRecord(
-                                old, S.FAILED, contact.email,
-                                error="new key not found on the target")
-                            await ctx.notifications.save(ctx.run_id, final[old])
-            except (asyncpg.PostgresError, OSError) as exc:  # in-flight sends still finish
-                problems.append(f"reading keys from the target failed ({type(exc).__name__})")
-            for _ in range(workers):
-                await queue.put(None)
-
-        async def work(mailer: Mailer) -> None:
-            while (job := await queue.get()) is not None:
-                old, key, contact = job
-                final[old] = record = await self._deliver(ctx, mailer, template, old, key,
-                                                          contact)
-                done[0] += 1
-                if record.status is S.FAILED:
-                    emit(f"client {old[:8]}: FAILED after {record.attempts} attempts "
-                         f"({record.error})")
-                if done[0] % every == 0 or done[0] == len(todo):
-                    emit(f"{done[0]:,}/{len(todo):,} handled")
-
-        if not todo:
-            return problems
-        mailer = build_mailer(s, ctx.run_id)
-        try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(produce())
-                for _ in range(workers):
-                    group.create_task(work(mailer))
-        except BaseExceptionGroup as errors:
-            raise errors.exceptions[0] from None
-        finally:
-            await mailer.close()
-        return problems
-
-    async def _deliver(self, ctx: StepContext, mailer: Mailer, template: Template, old: str,
-                       key: str, contact: Contact) -> NotificationRecord:
-        limit = ctx.settings.email_max_attempts
-        await ctx.notifications.save(ctx.run_id,
-                                     NotificationRecord(old, S.SENDING, contact.email, 0))
-        message = template.render(ctx.settings, contact, key, old[:12])
-        status, attempts, error = S.FAILED, 0, ""
-        while attempts < limit:
-            attempts += 1
-            try:
-                await mailer.send(message)
-            except TransientMailError as exc:
-                error = str(exc)
-                if attempts < limit:
-                    await asyncio.sleep(BACKOFF_SECONDS * 2 ** (attempts - 1))
-                continue
-            except PermanentMailError as exc:
-                error = str(exc)
-                break
-            status, error = S.SENT, ""
-            break
-        record = NotificationRecord(old, status, contact.email, attempts, error or None)
-        await ctx.notifications.save(ctx.run_id, record)
-        return record
-
-
-async def _keys_for(conn: asyncpg.Connection, new_hashes: list[str]) -> dict[str, str]:
-    """new hash -> key, read from whichever row holds it (all of a client's rows agree)."""
-    rows = await conn.fetch(
-        "SELECT DISTINCT ON (h) h, k FROM ("
-        " SELECT owner_api_key_hash AS h, owner_api_key AS k FROM sessions"
-        "  WHERE owner_api_key_hash = ANY($1) AND owner_api_key IS NOT NULL"
-        " UNION ALL SELECT owner_api_key_hash, owner_api_key FROM assistants"
-        "  WHERE owner_api_key_hash = ANY($1) AND owner_api_key IS NOT NULL) t ORDER BY h",
-        new_hashes)
-    return {r["h"]: r["k"] for r in rows}
 
 
 async def _owner_hashes(settings: Settings) -> list[str]:

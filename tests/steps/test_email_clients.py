@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.urls import libpq_url
+from bot.rehearsal.postgres import free_port
 from steps.email_clients import EmailClientsStep
 from steps.ledgers import NotificationRecord, NotificationStatus
 from steps.protocol import StepContext, StepError
@@ -224,3 +225,27 @@ async def test_a_template_without_the_key_placeholder_is_refused(
                                           client_directory=sandbox_seed.directory_csv))
     with pytest.raises(StepError, match=r"has no \{new_key\} placeholder"):
         await EmailClientsStep().plan(ctx)
+
+
+async def test_a_mail_server_that_is_down_stops_the_step_early_and_retry_sends_the_rest(
+    phase2_target_url: str, sandbox_seed: SandboxSeed, tmp_path: Path, smtp_server: SmtpServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("steps.mailers.delivery.BREAKER_MIN", 2)
+    down = {**smtp_settings(smtp_server, sandbox_seed), "smtp_port": free_port(),
+            "email_concurrency": 1, "email_max_attempts": 1}
+    ctx = memory_context(sandbox_settings(phase2_target_url, tmp_path, **down))
+    await rotate(ctx)
+    with pytest.raises(StepError, match=r"^2 of 5 emails failed: .* stopped after 2 clients "
+                                        r"in a row failed transiently .* 3 clients were not "
+                                        r"attempted"):
+        await EmailClientsStep().run(ctx, lambda _line: None)
+    records = await ctx.notifications.records(ctx.run_id)
+    assert sorted(r.status for r in records.values()) == [S.FAILED, S.FAILED, S.NO_CONTACT]
+    up = StepContext(ctx.run_id, sandbox_settings(
+        phase2_target_url, tmp_path, **smtp_settings(smtp_server, sandbox_seed)),
+        ctx.rotations, ctx.notifications)
+    outcome = await EmailClientsStep().run(up, lambda _line: None)
+    assert outcome.facts["sent_now"] == 5
+    assert sorted(m["To"] for m in smtp_server.messages) == sorted(
+        c.email for c in sandbox_seed.result.clients if c.has_contact)
