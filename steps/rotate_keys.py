@@ -197,7 +197,8 @@ class RotateKeysStep:
                 emit(f"batch {batches}/{max(planned, batches)}: {len(rows):,} clients "
                      f"({clients:,}/{total:,})")
         return Outcome(
-            summary=f"{clients:,} clients re-keyed in {batches} batches: {sessions:,} sessions, "
+            summary=f"{clients:,} clients re-keyed in {batches} batch"
+                    f"{'' if batches == 1 else 'es'}: {sessions:,} sessions, "
                     f"{assistants:,} assistants",
             facts={"clients_rotated": clients, "batches": batches,
                    "sessions_updated": sessions, "assistants_updated": assistants,

@@ -8,6 +8,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -249,3 +250,19 @@ async def test_a_mail_server_that_is_down_stops_the_step_early_and_retry_sends_t
     assert outcome.facts["sent_now"] == 5
     assert sorted(m["To"] for m in smtp_server.messages) == sorted(
         c.email for c in sandbox_seed.result.clients if c.has_contact)
+
+
+async def test_nothing_to_email_on_a_target_without_clients(
+    phase2_target_url: str, sandbox_seed: SandboxSeed, tmp_path: Path,
+) -> None:
+    ctx = memory_context(sandbox_settings(phase2_target_url, tmp_path,
+                                          client_directory=sandbox_seed.directory_csv))
+    assert not (await EmailClientsStep().check(ctx)).done
+    conn = await asyncpg.connect(libpq_url(phase2_target_url))
+    try:
+        await conn.execute("UPDATE sessions SET owner_api_key_hash = NULL")
+        await conn.execute("UPDATE assistants SET owner_api_key_hash = NULL")
+    finally:
+        await conn.close()
+    check = await EmailClientsStep().check(ctx)
+    assert check.done and check.reason == "the target has no clients to email"
