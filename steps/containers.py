@@ -1,12 +1,17 @@
-"""The api containers, seen through a narrow interface over aiodocker."""
+"""The api containers, seen through a narrow interface over aiodocker.
+
+Containers are selected the way the operator configured them: by name (API_CONTAINER_NAME), else
+by compose labels (service, and project when set). The engine is the one `DOCKER_HOST` names.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import aiodocker
@@ -24,12 +29,23 @@ class ContainerState:
     id: str
     name: str
     status: str  # running, exited, restarting, ...
-    started_at: str
+    started_at: str  # as Docker reports it (RFC 3339, nanoseconds, UTC)
     health: str | None  # healthy / unhealthy / starting, or None without a healthcheck
+    exit_code: int | None = None
 
     @property
     def short_id(self) -> str:
         return self.id[:12]
+
+    @property
+    def started(self) -> datetime | None:
+        return docker_time(self.started_at)
+
+    def describe(self) -> str:
+        if self.status == "running":
+            return f"{self.name} running" + (f", health {self.health}" if self.health else "")
+        code = f" (exit code {self.exit_code})" if self.exit_code is not None else ""
+        return f"{self.name} is {self.status}{code}"
 
 
 class ContainerEngine(Protocol):
@@ -42,8 +58,18 @@ class ContainerEngine(Protocol):
     async def logs_since(self, container_id: str, since: datetime) -> list[str]: ...
 
 
+def docker_time(value: str) -> datetime | None:
+    """Docker's `2024-05-01T12:00:00.123456789Z` as an aware UTC datetime (None if never)."""
+    if not value or value.startswith("0001-01-01"):
+        return None
+    stamp, _, fraction = value.rstrip("Z").partition(".")
+    fraction = fraction.split("+")[0].split("-")[0][:6]
+    parsed = datetime.fromisoformat(stamp + (f".{fraction.ljust(6, '0')}" if fraction else ""))
+    return parsed.replace(tzinfo=UTC)
+
+
 def selector(settings: Settings) -> tuple[dict[str, list[str]], str]:
-    """Docker filters for the api containers, and the same in words for error messages."""
+    """Docker filters for the api containers, and the same in words for messages."""
     if settings.api_container_name:
         name = settings.api_container_name
         return {"name": [f"^/{name}$"]}, f"container name {name!r}"
@@ -56,10 +82,12 @@ def selector(settings: Settings) -> tuple[dict[str, list[str]], str]:
 def _state(info: dict[str, Any]) -> ContainerState:
     state = info.get("State", {})
     health = state.get("Health")
+    status = state.get("Status", "?")
     return ContainerState(
-        id=info["Id"], name=info.get("Name", "").lstrip("/"), status=state.get("Status", "?"),
+        id=info["Id"], name=info.get("Name", "").lstrip("/"), status=status,
         started_at=state.get("StartedAt", ""),
         health=health.get("Status") if isinstance(health, dict) else None,
+        exit_code=state.get("ExitCode") if status != "running" else None,
     )
 
 
@@ -71,35 +99,49 @@ class DockerEngine:
     async def find(self) -> list[ContainerState]:
         filters, _ = selector(self.settings)
         found = await self.docker.containers.list(all=True, filters=json.dumps(filters))
-        return [await self.inspect(c.id) for c in found]
+        states = [await self.inspect(c.id) for c in found]
+        return sorted(states, key=lambda s: s.name)
 
     async def inspect(self, container_id: str) -> ContainerState:
-        container = await self.docker.containers.get(container_id)
-        return _state(dict(container._container))
+        try:
+            return _state(await self.docker.containers.container(container_id).show())
+        except aiodocker.DockerError as exc:
+            raise StepError(f"cannot inspect container {container_id[:12]}: "
+                            f"{exc.message}") from None
 
     async def restart(self, container_id: str) -> None:
-        container = await self.docker.containers.get(container_id)
-        await container.restart(timeout=10)
+        """Stop (the container's own stop timeout) and start again; returns once started."""
+        try:
+            await self.docker.containers.container(container_id).restart()
+        except aiodocker.DockerError as exc:
+            raise StepError(f"Docker could not restart container {container_id[:12]}: "
+                            f"{exc.message}") from None
 
     async def logs_since(self, container_id: str, since: datetime) -> list[str]:
-        container = await self.docker.containers.get(container_id)
-        chunks = await container.log(stdout=True, stderr=True, since=int(since.timestamp()))
+        """stdout and stderr lines written at or after `since` (sub-second precision)."""
+        container = self.docker.containers.container(container_id)
+        try:
+            chunks = await container.log(stdout=True, stderr=True,
+                                         since=f"{since.timestamp():.6f}")
+        except aiodocker.DockerError as exc:
+            raise StepError(f"cannot read the logs of container {container_id[:12]}: "
+                            f"{exc.message}") from None
         return "".join(chunks).splitlines()
 
 
 @asynccontextmanager
 async def docker_engine(settings: Settings) -> AsyncIterator[DockerEngine]:
+    """The engine `DOCKER_HOST` names; unreachable -> StepError naming where it looked."""
+    where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock (the default)"
     try:
         docker = aiodocker.Docker()
     except (ValueError, OSError) as exc:
-        raise StepError(f"cannot reach the Docker engine: {exc}") from None
+        raise StepError(f"cannot reach the Docker engine at {where}: {exc}") from None
     try:
         try:
             await docker.version()
         except (aiohttp.ClientError, OSError, aiodocker.DockerError) as exc:
-            raise StepError(
-                f"cannot reach the Docker engine at {docker.docker_host}: {exc}"
-            ) from None
+            raise StepError(f"cannot reach the Docker engine at {where}: {exc}") from None
         yield DockerEngine(docker, settings)
     finally:
         await docker.close()

@@ -1,84 +1,123 @@
 """Step 6: the new keys work, a random key does not, and the api's logs since the restart.
 
-Keys are read from the target and kept in memory only for the probes; the thread sees hash
-prefixes.
+A random sample of clients' new keys is read from the target and kept in memory only for the
+probes: output and facts name clients by hash prefix, never by key.
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import aiohttp
-
 from bot.domain.steps import StepName
 from bot.settings import RestartStrategy, Settings
-from steps.containers import docker_engine
+from steps.containers import docker_engine, selector
+from steps.http_probe import HttpAnswer, HttpProbe, join_url
 from steps.protocol import CheckResult, Outcome, OutputSink, Plan, StepContext, StepError
 from steps.target_db import connect
 
+SESSIONS_PATH = "/api/v1/sessions"
+PREFIX = 8
+
 SAMPLE_SQL = """
-    SELECT owner_api_key_hash AS hash, min(owner_api_key) AS key,
-           array_agg(id::text) FILTER (WHERE kind = 'session') AS session_ids
-    FROM (SELECT id::text AS id, owner_api_key, owner_api_key_hash, 'session' AS kind
-          FROM sessions WHERE owner_api_key IS NOT NULL
-          UNION ALL
-          SELECT id, owner_api_key, owner_api_key_hash, 'assistant'
-          FROM assistants WHERE owner_api_key IS NOT NULL) owned
-    GROUP BY owner_api_key_hash ORDER BY owner_api_key_hash LIMIT $1
+    SELECT hash, key FROM (
+        SELECT DISTINCT ON (owner_api_key_hash) owner_api_key_hash AS hash, owner_api_key AS key
+        FROM (SELECT owner_api_key_hash, owner_api_key FROM sessions
+              WHERE owner_api_key IS NOT NULL AND owner_api_key_hash IS NOT NULL
+              UNION ALL
+              SELECT owner_api_key_hash, owner_api_key FROM assistants
+              WHERE owner_api_key IS NOT NULL AND owner_api_key_hash IS NOT NULL) owned
+        ORDER BY owner_api_key_hash, owner_api_key
+    ) clients ORDER BY random() LIMIT $1
+"""
+OWNED_SESSIONS_SQL = """
+    SELECT owner_api_key_hash AS hash, array_agg(id::text) AS ids FROM sessions
+    WHERE owner_api_key_hash = ANY($1::text[]) GROUP BY owner_api_key_hash
 """
 
 
-async def _probe(http: aiohttp.ClientSession, settings: Settings, key: str) -> tuple[int, Any]:
-    url = settings.api_base_url.rstrip("/") + "/api/v1/sessions"
-    async with http.get(url, headers={"X-API-Key": key}) as answer:
-        try:
-            return answer.status, await answer.json(content_type=None)
-        except ValueError:
-            return answer.status, None
+@dataclass(frozen=True)
+class ClientKey:
+    hash: str
+    key: str  # in memory only
+
+    def __repr__(self) -> str:  # never show the key, even in a traceback
+        return f"ClientKey({self.hash[:PREFIX]}…)"
+
+
+def judge(answer: HttpAnswer, own_ids: set[str]) -> str | None:
+    """Why the answer is wrong for a client owning `own_ids`, or None if it is right."""
+    if answer.status != 200:
+        return answer.describe()
+    body = answer.body if isinstance(answer.body, dict) else {}
+    rows = body.get("sessions")
+    if not isinstance(rows, list):
+        return "answered 200 without a `sessions` list"
+    seen = {str(row.get("id")) for row in rows if isinstance(row, dict)}
+    if seen - own_ids:
+        return f"answered 200 with {len(seen - own_ids)} sessions of other clients"
+    total = body.get("total")
+    if isinstance(total, int) and total != len(own_ids):
+        return f"answered 200 with total {total}, but the client owns {len(own_ids)} sessions"
+    if own_ids and not seen:
+        return f"answered 200 with none of its {len(own_ids)} sessions"
+    return None
 
 
 async def probe_keys(settings: Settings, emit: OutputSink) -> dict[str, Any]:
     async with connect(settings.target_database_url.get_secret_value()) as conn:
-        sample = await conn.fetch(SAMPLE_SQL, settings.verify_sample_size)
+        sample = [ClientKey(r["hash"], r["key"])
+                  for r in await conn.fetch(SAMPLE_SQL, settings.verify_sample_size)]
+        owned = {r["hash"]: set(r["ids"]) for r in
+                 await conn.fetch(OWNED_SESSIONS_SQL, [c.hash for c in sample])}
+    url = join_url(settings.api_base_url, SESSIONS_PATH)
     passed: list[str] = []
     failed: list[str] = []
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
-        for row in sample:
-            prefix = row["hash"][:8]
-            status, body = await _probe(http, settings, row["key"])
-            seen = {s.get("id") for s in (body or {}).get("sessions", [])} if status == 200 \
-                else set()
-            expected = set(row["session_ids"] or [])
-            if status == 200 and seen == expected:
-                passed.append(prefix)
-                emit(f"client {prefix}: 200 with its {len(seen)} sessions")
-            else:
+    async with HttpProbe(timeout_seconds=15) as http:
+        # The random key first: its log line then has the longest time to reach the log.
+        bogus = await http.get(url, headers={"X-API-Key": str(uuid.uuid4())})
+        emit(f"random key: {bogus.describe()}")
+        for client in sample:
+            prefix = client.hash[:PREFIX]
+            problem = judge(await http.get(url, headers={"X-API-Key": client.key}),
+                            owned.get(client.hash, set()))
+            if problem and hashlib.sha256(client.key.encode()).hexdigest() != client.hash:
+                problem += " (its stored key does not match its stored hash)"
+            if problem:
                 failed.append(prefix)
-                emit(f"client {prefix}: answered {status}, {len(seen)} of {len(expected)} "
-                     "own sessions")
-        bogus_status, _ = await _probe(http, settings, str(uuid.uuid4()))
-    emit(f"random key: answered {bogus_status}")
+                emit(f"client {prefix}: FAILED, {problem}")
+            else:
+                passed.append(prefix)
+                emit(f"client {prefix}: 200 with only its own sessions "
+                     f"({len(owned.get(client.hash, ()))} owned)")
     return {"sampled": len(sample), "passed": passed, "failed": failed,
-            "bogus_key_status": bogus_status}
+            "bogus_key_status": bogus.status}
 
 
 async def count_log_patterns(
     settings: Settings, since: datetime | None, emit: OutputSink
 ) -> dict[str, Any]:
+    """Lines matching each pattern in every api container's logs since `since` (else its start)."""
     if settings.restart_strategy is RestartStrategy.COMMAND:
-        return {"log_pattern_counts": None, "logs": "not read (restart strategy is command)"}
+        emit("api logs not read: the restart strategy is `command`, not Docker")
+        return {"log_pattern_counts": None, "containers": []}
     counts = dict.fromkeys(settings.verify_log_patterns, 0)
     async with docker_engine(settings) as engine:
         containers = await engine.find()
+        if not containers:
+            emit(f"api logs not read: no container matches {selector(settings)[1]}")
         for container in containers:
-            start = since or datetime.fromisoformat(container.started_at[:26].rstrip("Z"))
+            start = since or container.started
+            if start is None:
+                continue
             for line in await engine.logs_since(container.id, start):
                 for pattern in counts:
                     counts[pattern] += pattern in line
     for pattern, count in counts.items():
-        emit(f"log lines with {pattern!r} since the restart: {count}")
+        emit(f"api log lines with {pattern!r} since the restart: {count}")
     return {"log_pattern_counts": counts, "containers": [c.name for c in containers]}
 
 
@@ -87,36 +126,47 @@ class VerifyStep:
 
     async def plan(self, ctx: StepContext) -> Plan:
         s = ctx.settings
+        url = join_url(s.api_base_url, SESSIONS_PATH)
         return Plan(
             step=self.name,
-            summary=f"GET {s.api_base_url}/api/v1/sessions with {s.verify_sample_size} clients' "
-                    "new keys (expect 200) and a random key (expect 401)",
+            summary=f"GET {url} with {s.verify_sample_size} clients' new keys (expect 200 and "
+                    "only their own sessions) and a random key (expect 401)",
             facts={"api": s.api_base_url, "sample": s.verify_sample_size,
                    "patterns": list(s.verify_log_patterns)},
             details=(
-                f"count {', '.join(s.verify_log_patterns)} in the api logs since the restart",
+                "keys are read from the target database and never shown: clients appear by "
+                "hash prefix",
+                f"count lines with {', '.join(s.verify_log_patterns)} in the api logs since "
+                "the restart",
             ),
         )
 
     async def check(self, ctx: StepContext) -> CheckResult:
-        """Never 'already done': verifying changes nothing, so an approved verification runs,
-        and after a crash it is simply run again (its probes are the evidence)."""
-        return CheckResult(False, "verification is read-only and is always run when approved")
+        """Never 'already done'.
+
+        The engine calls `check` before `run` and records only the reason when it says done,
+        so a passing check would leave no evidence (which clients, which answers, log counts)
+        and a step that never ran would read "already done". Verifying changes nothing, so an
+        approved verification always runs, and after a crash it simply runs again.
+        """
+        return CheckResult(False, "verification is read-only and always runs when approved")
 
     async def run(self, ctx: StepContext, emit: OutputSink) -> Outcome:
         s = ctx.settings
         facts = await probe_keys(s, emit)
         restarted = ctx.earlier_facts.get(StepName.RESTART, {}).get("restarted_at")
         since = datetime.fromisoformat(restarted) if restarted else None
+        facts["logs_since"] = restarted or "each container's start"
         facts.update(await count_log_patterns(s, since, emit))
         problems = []
         if facts["sampled"] == 0:
-            problems.append("no client has a new key to try")
+            problems.append("no client has a new key to try (was step 4 run?)")
         if facts["failed"]:
             problems.append(f"{len(facts['failed'])} of {facts['sampled']} new keys did not work "
                             f"({', '.join(facts['failed'])})")
         if facts["bogus_key_status"] != 401:
-            problems.append(f"a random key answered {facts['bogus_key_status']}, not 401")
+            problems.append(f"a random key answered {facts['bogus_key_status'] or 'nothing'}, "
+                            "not 401")
         if problems:
             raise StepError("verification failed: " + "; ".join(problems))
         return Outcome(summary=f"{len(facts['passed'])}/{facts['sampled']} new keys work; "
