@@ -1,98 +1,157 @@
 """Ack latency of the HTTP app: signed slash commands and button clicks, as Slack sends them.
 
-20 concurrent clients send 1,000 requests in all (half `/rollback-phase3 help`, half Approve
-clicks on a stale button, which the bot refuses); the time from sending a request to its answer
-is what Slack's 3-second deadline applies to.
+The app under test is a real `rollback-bot serve --http` process; the load generator (20
+concurrent clients, 1,000 requests: half `/rollback-phase3 help`, half Approve clicks on a stale
+button, which the bot refuses) and the fake Slack Web API run in this process, so they do not
+share the app's event loop. The time from sending a request to its answer is what Slack's
+3-second deadline applies to; the time to the bot's ephemeral reply (what the person then sees)
+is reported beside it, each reply matched to its request.
 
-    python -m bench.ack_latency [--requests 1000 --concurrency 20]
+    python -m bench.ack_latency [--requests 1000 --concurrency 20 --warmup 50]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import aiohttp
 
 from bench.rotation import ADMIN, admin
 from bot.db.migrate import upgrade_to_head
-from bot.db.session import make_engine, make_sessionmaker
 from bot.db.urls import with_database
-from bot.engine.engine import Engine
-from bot.settings import Settings
+from bot.rehearsal.postgres import free_port
 from bot.slack.actions import ActionId, ButtonValue
-from bot.slack.app import build_slack_front
-from bot.slack.http import build_web_app
-from tests.engine.fake_steps import as_steps, scripted_steps
 from tests.slackwire.fake_web_api import start_fake_slack
 from tests.slackwire.requests import block_actions, sign, slash_command
-from tests.slackwire.serve import serve_on_free_port
 
 SECRET = "bench-secret"
+BIN = Path(sys.prefix) / "bin" / "rollback-bot"
 
 
-def request_body(n: int) -> bytes:
+def request(n: int) -> tuple[str, bytes]:
+    """Request n and the tag its reply carries: the user for help, the thread for a click."""
     if n % 2 == 0:
-        return slash_command("help", "U_ALICE", "C_ONCALL", "oncall-engineering")
+        return f"U_H{n}", slash_command("help", f"U_H{n}", "C_ONCALL", "oncall-engineering")
     stale = ButtonValue(run_id=str(uuid.uuid4()), execution_id=str(uuid.uuid4()),
                         fingerprint="f").to_value()
-    return block_actions("U_BOB", ActionId.APPROVE.value, stale, "C_ONCALL", "1.1", "1.0")
+    return f"1.{n}", block_actions("U_BOB", ActionId.APPROVE.value, stale, "C_ONCALL", "1.1",
+                                   f"1.{n}")
+
+
+def reply_tag(args: dict[str, object]) -> str:
+    return str(args.get("thread_ts") or args.get("user"))
+
+
+def percentiles(values: list[float]) -> tuple[float, float, float]:
+    ordered = sorted(values)
+    return (statistics.median(ordered), ordered[max(0, int(len(ordered) * 0.99) - 1)],
+            ordered[-1])
+
+
+async def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
+    async with aiohttp.ClientSession() as http, asyncio.timeout(30):
+        while True:
+            if process.poll() is not None:
+                raise SystemExit("rollback-bot serve exited; see its log above")
+            try:
+                async with http.get(f"{url}/health") as answer:
+                    if answer.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+
+
+class Load:
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.statuses: dict[int, int] = {}
+        self.sent_at: dict[str, float] = {}
+
+
+async def load(url: str, requests: list[tuple[str, bytes]], concurrency: int) -> Load:
+    result = Load()
+    queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+    for item in requests:
+        queue.put_nowait(item)
+
+    async def client(http: aiohttp.ClientSession) -> None:
+        while not queue.empty():
+            tag, body = queue.get_nowait()
+            headers = sign(body, SECRET)
+            started = result.sent_at[tag] = time.monotonic()
+            async with http.post(url, data=body, headers=headers) as answer:
+                await answer.read()
+            result.latencies.append((time.monotonic() - started) * 1000)
+            result.statuses[answer.status] = result.statuses.get(answer.status, 0) + 1
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        await asyncio.gather(*(client(http) for _ in range(concurrency)))
+    return result
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=50,
+                        help="requests sent first and not counted (connections, caches)")
+    parser.add_argument("--reply-concurrency", type=int, default=None,
+                        help="SLACK_REPLY_CONCURRENCY for the app (default: its own default)")
     args = parser.parse_args()
     name = f"bench_ack_{uuid.uuid4().hex[:6]}"
     await admin(f'CREATE DATABASE "{name}"')
     db_url = with_database(ADMIN, name)
     fake, fake_runner = await start_fake_slack()
-    db = make_engine(db_url)
+    port = free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DATABASE"))},
+           "DATABASE_URL": db_url, "SLACK_BOT_TOKEN": "xoxb-bench",
+           "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": fake.url,
+           "ROLLBACK_CHANNEL": "oncall-engineering", "APPROVER_USER_IDS": "U_ALICE,U_BOB,U_CAROL",
+           "LOG_LEVEL": "WARNING"}
+    if args.reply_concurrency is not None:
+        env["SLACK_REPLY_CONCURRENCY"] = str(args.reply_concurrency)
+    process: subprocess.Popen[bytes] | None = None
     try:
         await upgrade_to_head(db_url)
-        settings = Settings(  # type: ignore[call-arg]
-            _env_file=None, slack_bot_token="xoxb-bench", slack_signing_secret=SECRET,
-            slack_api_url=fake.url, rollback_channel="oncall-engineering",
-            approver_user_ids="U_ALICE,U_BOB,U_CAROL")
-        engine = Engine(make_sessionmaker(db), settings, as_steps(scripted_steps()))
-        front = build_slack_front(engine, settings, http=True)
-        runner, port = await serve_on_free_port(build_web_app(front.app))
-        url = f"http://127.0.0.1:{port}/slack/events"
-        latencies: list[float] = []
-        statuses: dict[int, int] = {}
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for n in range(args.requests):
-            queue.put_nowait(n)
-
-        async def client(http: aiohttp.ClientSession) -> None:
-            while not queue.empty():
-                n = queue.get_nowait()
-                body = request_body(n)
-                headers = sign(body, SECRET)
-                started = time.perf_counter()
-                async with http.post(url, data=body, headers=headers) as answer:
-                    await answer.read()
-                latencies.append((time.perf_counter() - started) * 1000)
-                statuses[answer.status] = statuses.get(answer.status, 0) + 1
-
-        async with aiohttp.ClientSession() as http:
-            await asyncio.gather(*(client(http) for _ in range(args.concurrency)))
-        await asyncio.sleep(1)  # let the background replies finish before closing
-        latencies.sort()
-        p99 = latencies[int(len(latencies) * 0.99) - 1]
-        print(f"Ack latency: {args.requests:,} requests, {args.concurrency} concurrent clients "
-              f"(statuses {statuses})\n")
-        print(f"| p50 | {statistics.median(latencies):.1f} ms |")
-        print(f"| p99 | {p99:.1f} ms |")
-        print(f"| max | {latencies[-1]:.1f} ms |")
-        await runner.cleanup()
-        await engine.shutdown()
+        process = subprocess.Popen(  # noqa: ASYNC220 - started once, before any timing
+            [str(BIN), "serve", "--http", "--host", "127.0.0.1", "--port", str(port)], env=env)
+        url = f"http://127.0.0.1:{port}"
+        await wait_healthy(url, process)
+        await load(f"{url}/slack/events",
+                   [request(-n - 1) for n in range(args.warmup)], args.concurrency)
+        warm = len(fake.calls)
+        run = await load(f"{url}/slack/events", [request(n) for n in range(args.requests)],
+                         args.concurrency)
+        replies: dict[str, float] = {}
+        async with asyncio.timeout(60):  # every request gets its reply
+            while len(replies) < args.requests:
+                await asyncio.sleep(0.05)
+                replies = {reply_tag(c.args): c.at for c in fake.calls[warm:]
+                           if c.method == "chat.postEphemeral"}
+        reply_ms = [(at - run.sent_at[tag]) * 1000 for tag, at in replies.items()
+                    if tag in run.sent_at]
+        print(f"Ack latency: a `rollback-bot serve --http` process, {args.requests:,} requests "
+              f"after {args.warmup} warm-up, {args.concurrency} concurrent clients "
+              f"(statuses {run.statuses}; replies {len(reply_ms):,})\n")
+        print("| | p50 | p99 | max |\n|---|---|---|---|")
+        for label, values in (("request -> ack (HTTP 200)", run.latencies),
+                              ("request -> ephemeral reply", reply_ms)):
+            p50, p99, top = percentiles(values)
+            print(f"| {label} | {p50:.1f} ms | {p99:.1f} ms | {top:.1f} ms |")
     finally:
-        await db.dispose()
+        if process is not None:
+            process.terminate()
+            process.wait(timeout=30)
         await fake_runner.cleanup()
         await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

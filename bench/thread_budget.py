@@ -106,7 +106,7 @@ async def main() -> None:
               f"{ended - hose.printed_at[args.lines]:.2f} s |")
         print(f"| attached log | {len(lines):,} lines, "
               f"{'complete' if lines == expected else 'INCOMPLETE'} |")
-        await front.mirror.stop()
+        await front.close()
         await engine.shutdown()
     finally:
         await db.dispose()

@@ -35,4 +35,4 @@ async def serve(settings: Settings, *, http: bool, host: str, port: int) -> None
                 log.info("connecting to Slack over Socket Mode")
                 await handler.start_async()
         finally:
-            await front.mirror.stop()
+            await front.close()

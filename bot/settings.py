@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     approver_usergroup_id: str | None = None
     allow_self_approval: bool = False
     slack_write_interval_seconds: float = Field(default=1.0, ge=0)
+    slack_reply_concurrency: int = Field(default=4, ge=1)
 
     # The bot's own state
     database_url: SecretStr | None = None

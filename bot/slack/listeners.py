@@ -1,6 +1,9 @@
 """Thin Bolt listeners: ack at once, parse a typed payload, hand over to the engine.
 
-No step work happens here. A refusal is an ephemeral message that says why.
+Each listener answers Slack first (a modal's validation errors are part of that answer) and
+leaves the rest — the engine call, the reply — to `Background`, so the ack never waits on the
+database or the Web API. No step work happens here. A refusal is an ephemeral message that says
+why.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from bot.engine.reports import plans_text, status_text
 from bot.settings import Settings
 from bot.slack import blocks, modal
 from bot.slack.actions import START_MODAL_CALLBACK, ActionId, ButtonValue
+from bot.slack.background import Background
 from bot.slack.people import Engineers, is_rollback_channel
 
 log = logging.getLogger(__name__)
@@ -34,10 +38,12 @@ def thread_link(channel_id: str | None, ts: str | None) -> str:
 
 
 class Listeners:
-    def __init__(self, engine: Engine, engineers: Engineers, settings: Settings) -> None:
+    def __init__(self, engine: Engine, engineers: Engineers, settings: Settings,
+                 background: Background) -> None:
         self.engine = engine
         self.engineers = engineers
         self.settings = settings
+        self.background = background
 
     def register(self, app: AsyncApp) -> None:
         app.command(COMMAND)(self.on_command)
@@ -55,6 +61,9 @@ class Listeners:
 
     async def on_command(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
+        self.background.spawn(self._command(body, client), f"{COMMAND} {body.get('text', '')!r}")
+
+    async def _command(self, body: dict[str, Any], client: AsyncWebClient) -> None:
         channel_id, user_id = body.get("channel_id", ""), body.get("user_id", "")
         text = (body.get("text") or "").strip()
         word = text.split(maxsplit=1)[0].lower() if text else "help"
@@ -118,6 +127,11 @@ class Listeners:
             await ack(response_action="errors", errors=errors)
             return
         await ack()
+        self.background.spawn(self._start(body, view, reason, client), "start submission")
+
+    async def _start(
+        self, body: dict[str, Any], view: dict[str, Any], reason: str, client: AsyncWebClient
+    ) -> None:
         user = body["user"]
         actor = await self._actor(user["id"], user.get("username") or user.get("name", user["id"]))
         channel_id = view.get("private_metadata") or self.settings.rollback_channel
@@ -152,6 +166,9 @@ class Listeners:
         self, ack: Any, body: dict[str, Any], client: AsyncWebClient, action: str
     ) -> None:
         await ack()
+        self.background.spawn(self._act(body, client, action), f"{action} click")
+
+    async def _act(self, body: dict[str, Any], client: AsyncWebClient, action: str) -> None:
         click = await self._click(body)
         channel = body.get("channel", {}).get("id") or body.get("container", {}).get("channel_id")
         thread_ts = body.get("message", {}).get("thread_ts")
@@ -180,6 +197,9 @@ class Listeners:
     async def on_reject(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
         """Reject asks why in a modal; the run stops when the reason is submitted."""
         await ack()
+        self.background.spawn(self._ask_why(body, client), "reject click")
+
+    async def _ask_why(self, body: dict[str, Any], client: AsyncWebClient) -> None:
         await client.views_open(trigger_id=body["trigger_id"], view={
             "type": "modal",
             "callback_id": REJECT_MODAL_CALLBACK,
@@ -203,6 +223,11 @@ class Listeners:
             await ack(response_action="errors", errors={REJECT_BLOCK: "Say why."})
             return
         await ack()
+        self.background.spawn(self._reject(body, view, reason, client), "reject submission")
+
+    async def _reject(
+        self, body: dict[str, Any], view: dict[str, Any], reason: str, client: AsyncWebClient
+    ) -> None:
         try:
             value = ButtonValue.parse(view.get("private_metadata", ""))
         except ValueError:

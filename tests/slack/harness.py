@@ -43,9 +43,12 @@ class SlackBot:
     http: aiohttp.ClientSession
 
     async def post(self, body: bytes, headers: Mapping[str, str] | None = None) -> tuple[int, str]:
+        """Send one request; return its answer once the work it handed over has finished."""
         async with self.http.post(self.url, data=body,
                                   headers=dict(headers or sign(body, SECRET))) as answer:
-            return answer.status, await answer.text()
+            result = answer.status, await answer.text()
+        await self.front.background.settled()
+        return result
 
     async def command(self, text: str, user: str = "U_ALICE", channel: str = CHANNEL,
                       channel_name: str = CHANNEL_NAME) -> tuple[int, str]:
@@ -132,6 +135,6 @@ async def running_bot(
             yield SlackBot(f"http://127.0.0.1:{port}/slack/events", fake, engine, front, http)
         finally:
             await engine.wait_idle()
-            await front.mirror.stop()
+            await front.close()
             await engine.shutdown()
             await runner.cleanup()

@@ -43,5 +43,6 @@ async def test_slash_command_over_socket_mode_is_acked_and_opens_the_modal(
         assert connect, "the client asked the Web API for its WebSocket URL"
     finally:
         await handler.close_async()
+        await front.close()
         await engine.shutdown()
         await runner.cleanup()

@@ -49,6 +49,7 @@ class FakeSlack:
     messages: dict[str, Message] = field(default_factory=dict)
     uploads: dict[str, dict[str, Any]] = field(default_factory=dict)
     faults: dict[str, Fault] = field(default_factory=dict)
+    held: dict[str, asyncio.Event] = field(default_factory=dict)
     usergroups: dict[str, list[str]] = field(default_factory=dict)
     socket_url: str = ""
     url: str = ""
@@ -57,6 +58,11 @@ class FakeSlack:
     def fail_next(self, method: str, status: int = 429, times: int = 1,
                   retry_after: int = 1) -> None:
         self.faults[method] = Fault(status, times, retry_after)
+
+    def hold(self, method: str) -> asyncio.Event:
+        """Calls to `method` are recorded, then left unanswered until the event is set."""
+        self.held[method] = asyncio.Event()
+        return self.held[method]
 
     def calls_to(self, method: str) -> list[RecordedCall]:
         return [c for c in self.calls if c.method == method]
@@ -102,6 +108,8 @@ class FakeSlack:
         method = request.match_info["method"]
         args = await self._args(request)
         self.calls.append(RecordedCall(method, args, time.monotonic()))
+        if method in self.held:
+            await self.held[method].wait()
         fault = self.faults.get(method)
         if fault and fault.times > 0:
             fault.times -= 1
