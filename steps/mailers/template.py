@@ -7,8 +7,9 @@ tell the client its key changed without telling it the key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
+from email.policy import default as DEFAULT_POLICY
 from email.utils import make_msgid
 from pathlib import Path
 
@@ -23,6 +24,9 @@ DEFAULT_TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "key_rota
 class Template:
     subject: str
     body: str
+    # Parsed headers, keyed by sender: parsing a header costs more than the rest of a message.
+    _parsed: dict[str, tuple[tuple[str, object], ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def load(cls, settings: Settings) -> Template:
@@ -44,13 +48,22 @@ class Template:
     def render(self, settings: Settings, contact: Contact, key: str, tag: str) -> EmailMessage:
         """`tag` (a hash prefix) names the message in headers and outbox file names."""
         message = EmailMessage()
-        message["Subject"] = self.subject
-        message["From"] = settings.mail_from
-        message["To"] = contact.email
-        message["Message-ID"] = make_msgid(domain="rollback-bot")
-        message["X-Rollback-Client"] = tag
+        for name, value in self._headers(settings.mail_from):
+            message.set_raw(name, value)  # type: ignore[arg-type]
+        message["To"] = contact.email  # parsed (and refused if malformed) per client
+        # Ours, plain ASCII without line breaks: stored as is, parsed only if read back.
+        message.set_raw("Message-ID", make_msgid(domain="rollback-bot"))
+        message.set_raw("X-Rollback-Client", tag)
         message.set_content(self.text(contact.name, key))
         return message
+
+    def _headers(self, mail_from: str) -> tuple[tuple[str, object], ...]:
+        """Subject and From, parsed once: the same for every client."""
+        if mail_from not in self._parsed:
+            self._parsed[mail_from] = tuple(
+                DEFAULT_POLICY.header_store_parse(name, value)
+                for name, value in (("Subject", self.subject), ("From", mail_from)))
+        return self._parsed[mail_from]
 
 
 def masked(key_format: str) -> str:
