@@ -3,9 +3,15 @@
 A Phase 2 target (the state after the downgrade: owner_api_key NULL, hashes set, the real
 indexes) with SESSIONS sessions and ASSISTANTS assistants over CLIENTS distinct owners is built
 once as a template; each contender gets its own copy. Reported: wall time and the ratio, the
-longest single transaction (how long row locks are held), and the bot process's peak memory.
+longest single transaction (how long row locks can be held: watched from outside, in
+pg_stat_activity, every 20 ms), and the bot process's peak memory.
 
-    python -m bench.rotation [--sessions 1000000 --assistants 200000 --clients 100000]
+Two floors show what Postgres itself needs: every owned row rewritten once with a constant (no
+key, no join, no hash; index maintenance included), by one statement per table, and by WORKERS
+connections over equal shares of the pages (what this machine's cores allow).
+
+    python -m bench.rotation [--sessions 1000000 --assistants 200000 --clients 100000
+                              --pages 200 --workers 2]
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 
@@ -24,17 +31,10 @@ from bot.db.urls import libpq_url, with_database
 from sandbox.migrate import migrate
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-# The floor: what Postgres itself needs to rewrite every owned row once (new tuple + index
-# entries), with a constant instead of a key: no key generation, no join, no hashing.
-FLOOR_SQL = (
-    "UPDATE sessions SET owner_api_key = 'x' WHERE owner_api_key_hash IS NOT NULL",
-    "UPDATE assistants SET owner_api_key = 'x' WHERE owner_api_key_hash IS NOT NULL",
-)
+OWNED = "owner_api_key_hash IS NOT NULL"
 RUNBOOK_SQL = (
-    "UPDATE sessions SET owner_api_key = gen_random_uuid()::text "
-    "WHERE owner_api_key_hash IS NOT NULL",
-    "UPDATE assistants SET owner_api_key = gen_random_uuid()::text "
-    "WHERE owner_api_key_hash IS NOT NULL",
+    f"UPDATE sessions SET owner_api_key = gen_random_uuid()::text WHERE {OWNED}",
+    f"UPDATE assistants SET owner_api_key = gen_random_uuid()::text WHERE {OWNED}",
 )
 
 
@@ -74,30 +74,84 @@ async def copy_of(template: str, tag: str) -> str:
     return with_database(ADMIN, name)
 
 
-async def timed(url: str, statements: tuple[str, ...]) -> dict[str, float]:
+async def pages_of(url: str, table: str) -> int:
     conn = await asyncpg.connect(libpq_url(url))
     try:
-        durations = []
-        started = time.perf_counter()
-        for statement in statements:  # autocommit: each statement is one transaction
-            t0 = time.perf_counter()
-            await conn.execute(statement)
-            durations.append(time.perf_counter() - t0)
-        return {"seconds": time.perf_counter() - started, "longest_tx": max(durations)}
+        return int(await conn.fetchval(
+            "SELECT pg_relation_size($1::regclass) / current_setting('block_size')::int", table))
     finally:
         await conn.close()
 
 
-def ours(url: str, batch: int) -> dict[str, float]:
+async def floor_statements(url: str, workers: int) -> list[tuple[str, ...]]:
+    """A constant into every owned row: one statement per table per worker, equal page shares."""
+    shares: list[list[str]] = [[] for _ in range(workers)]
+    for table in ("sessions", "assistants"):
+        pages = await pages_of(url, table)
+        for n, share in enumerate(shares):
+            first, end = pages * n // workers, pages * (n + 1) // workers
+            share.append(f"UPDATE {table} SET owner_api_key = 'x' WHERE {OWNED} "
+                         f"AND ctid >= '({first},0)' AND ctid < '({end},0)'")
+    return [tuple(share) for share in shares]
+
+
+async def statements(url: str, parts: list[tuple[str, ...]]) -> dict[str, float]:
+    """Each part on its own connection, all at once; each statement is its own transaction."""
+    async def part(sqls: tuple[str, ...]) -> None:
+        conn = await asyncpg.connect(libpq_url(url))
+        try:
+            for sql in sqls:
+                await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(part(p) for p in parts))
+    return {"seconds": time.perf_counter() - started}
+
+
+def ours(url: str, pages: int, workers: int) -> dict[str, float]:
     """Our step in a fresh process, so its peak memory is its own."""
-    out = subprocess.run([sys.executable, "-m", "bench.rotation_worker", url, str(batch)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "bench.rotation_worker", url, str(pages),
+                          str(workers)], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def table(rows: list[tuple[str, str]]) -> str:
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"| {k.ljust(width)} | {v} |" for k, v in rows)
+async def watched(database: str, contender: Callable[[], Awaitable[dict[str, float]]]
+                  ) -> dict[str, float]:
+    """Runs a contender while sampling its database's open transactions every 20 ms."""
+    longest = 0.0
+    stop = asyncio.Event()
+
+    async def watch() -> None:
+        nonlocal longest
+        conn = await asyncpg.connect(libpq_url(ADMIN))
+        try:
+            while not stop.is_set():
+                age = await conn.fetchval(
+                    "SELECT max(extract(epoch FROM clock_timestamp() - xact_start)) "
+                    "FROM pg_stat_activity WHERE datname = $1 AND xact_start IS NOT NULL",
+                    database)
+                longest = max(longest, float(age or 0))
+                await asyncio.sleep(0.02)
+        finally:
+            await conn.close()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        result = await contender()
+    finally:
+        stop.set()
+        await watcher
+    return {**result, "longest_tx": longest}
+
+
+def table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+             for row in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
 
 
 async def main() -> None:
@@ -105,7 +159,8 @@ async def main() -> None:
     parser.add_argument("--sessions", type=int, default=1_000_000)
     parser.add_argument("--assistants", type=int, default=200_000)
     parser.add_argument("--clients", type=int, default=100_000)
-    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--pages", type=int, default=200, help="ROTATION_BATCH_PAGES")
+    parser.add_argument("--workers", type=int, default=2, help="ROTATION_WORKERS")
     args = parser.parse_args()
     template = f"bench_rot_{uuid.uuid4().hex[:6]}"
     created = [template]
@@ -113,24 +168,39 @@ async def main() -> None:
         t0 = time.perf_counter()
         await build_template(template, args.sessions, args.assistants, args.clients)
         print(f"built the target in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-        copies = {tag: await copy_of(template, tag) for tag in ("floor", "runbook", "ours")}
-        created += [f"{template}_{tag}" for tag in copies]
-        floor = await timed(copies["floor"], FLOOR_SQL)
-        base = await timed(copies["runbook"], RUNBOOK_SQL)
-        mine = await asyncio.to_thread(ours, copies["ours"], args.batch)
+        tags = ("runbook", "floor1", "floorN", "ours")
+        copies = {tag: await copy_of(template, tag) for tag in tags}
+        created += [f"{template}_{tag}" for tag in tags]
+        base = await watched(f"{template}_runbook",
+                             lambda: statements(copies["runbook"], [RUNBOOK_SQL]))
+        floor1_sql = await floor_statements(copies["floor1"], 1)
+        floor1 = await watched(f"{template}_floor1",
+                               lambda: statements(copies["floor1"], floor1_sql))
+        floor_n_sql = await floor_statements(copies["floorN"], args.workers)
+        floor_n = await watched(f"{template}_floorN",
+                                lambda: statements(copies["floorN"], floor_n_sql))
+        mine = await watched(f"{template}_ours", lambda: asyncio.to_thread(
+            ours, copies["ours"], args.pages, args.workers))
         print(f"Key rotation: {args.sessions:,} sessions, {args.assistants:,} assistants, "
-              f"{args.clients:,} clients (batch {args.batch:,})\n")
+              f"{args.clients:,} clients; ours: {args.pages} pages per transaction, "
+              f"{args.workers} workers\n")
+
+        def row(label: str, result: dict[str, float]) -> tuple[str, ...]:
+            return (label, f"{result['seconds']:.1f} s",
+                    f"{result['seconds'] / base['seconds']:.2f}",
+                    f"{result['longest_tx']:.2f} s")
+
         print(table([
-            ("floor: rewrite every row once", f"{floor['seconds']:.1f} s"),
-            ("runbook SQL (per row, wrong)", f"{base['seconds']:.1f} s, longest transaction "
-                                             f"{base['longest_tx']:.1f} s"),
-            ("rollback-bot (per client)", f"{mine['seconds']:.1f} s, longest transaction "
-                                          f"{mine['longest_tx']:.2f} s, "
-                                          f"{mine['batches']:,} batches"),
-            ("ratio ours / runbook", f"{mine['seconds'] / base['seconds']:.2f}"),
-            ("ratio ours / floor", f"{mine['seconds'] / floor['seconds']:.2f}"),
-            ("bot peak memory (RSS)", f"{mine['max_rss_mb']:.0f} MB"),
+            ("contender", "time", "ratio to runbook", "longest transaction"),
+            row("runbook SQL: a key per ROW (wrong), one UPDATE per table", base),
+            row("floor: a constant into every owned row, one UPDATE per table", floor1),
+            row(f"floor: the same over {args.workers} connections, equal page shares", floor_n),
+            row(f"rollback-bot: a key per client ({mine['clients']:,.0f}), {mine['batches']:,.0f}"
+                f" transactions", mine),
         ]))
+        print(f"\nours / floor over {args.workers} connections: "
+              f"{mine['seconds'] / floor_n['seconds']:.2f}; bot peak memory (RSS): "
+              f"{mine['max_rss_mb']:.0f} MB")
     finally:
         for name in reversed(created):
             await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,17 +1,31 @@
 """Step 4: one new API key per client, generated inside the target database.
 
 A client is a distinct old `owner_api_key_hash` across sessions AND assistants (the runbook's SQL
-gives every ROW its own key — a bug). Each batch of clients is one transaction of set-based SQL
-that writes the new key and its hash on all the client's rows together; only hashes come back.
-Per batch: UPDATE (uncommitted) -> record old->new in the bot's ledger -> commit. A crash between
-the two commits leaves ledger entries whose new hash never reached the target; `reconcile`
-forgets those before the rest is resumed.
+gives every ROW its own key — a bug). The step works in three phases, each resumable:
+
+1. Keys. One transaction makes a key per pending client into a work table in the TARGET
+   (`rollback_bot.rotation_<run>`: old hash, new key, new hash), so a key never leaves the target
+   database; the bot's ledger then records old hash -> new hash, before any row is touched.
+2. Pages. Both tables are rewritten in physical order, `ROTATION_BATCH_PAGES` heap pages per
+   transaction (a TID range scan joined to the work table), `ROTATION_WORKERS` transactions at
+   a time. Visiting rows where they lie, instead of client by client across the whole table, is
+   what lets this beat the runbook's own single UPDATE (see README "Performance").
+3. Sweep. Rows written with an old hash while the pages were visited (or moved by the service)
+   are re-keyed through the hash index; then the work table is dropped.
+
+A crash anywhere leaves either the work table (phase 1 is redone from it: the same keys) or keys
+already on rows. If the work table was lost, keys already applied are adopted back from the rows
+(`adopt`); ledger entries that never reached a row are forgotten (`reconcile`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -19,6 +33,11 @@ from bot.domain.steps import StepName
 from bot.settings import KeyFormat
 from steps.protocol import CheckResult, Outcome, OutputSink, Plan, StepContext, StepError
 from steps.target_db import connect
+
+TABLES = ("sessions", "assistants")
+WORK_SCHEMA = "rollback_bot"
+LEDGER_CHUNK = 5_000  # pairs per ledger transaction
+SWEEP_CHUNK = 5_000  # clients per sweep transaction
 
 KEY_SQL = {
     KeyFormat.UUID4: "gen_random_uuid()::text",
@@ -59,42 +78,6 @@ STILL_PENDING_SQL = """
 """
 
 
-def batch_sql(key_format: KeyFormat) -> str:
-    """One batch: the next $1 pending clients after hash $2 (keyset over the hash indexes, so
-    each batch reads only its own rows), one key each, on every row they own.
-
-    Every row with the old hash is re-keyed, not only the NULL ones: a row the restarted Phase 2
-    service wrote meanwhile with the OLD plaintext key must not keep the old key working."""
-    return f"""
-        WITH candidates AS (
-            (SELECT DISTINCT owner_api_key_hash AS old_hash FROM sessions
-              WHERE owner_api_key_hash > $2 AND owner_api_key IS NULL
-              ORDER BY 1 LIMIT $1)
-            UNION
-            (SELECT DISTINCT owner_api_key_hash FROM assistants
-              WHERE owner_api_key_hash > $2 AND owner_api_key IS NULL
-              ORDER BY 1 LIMIT $1)
-        ), batch AS (
-            SELECT old_hash, {KEY_SQL[key_format]} AS new_key
-            FROM (SELECT old_hash FROM candidates ORDER BY old_hash LIMIT $1) picked
-        ), keyed AS (
-            SELECT old_hash, new_key, encode(sha256(new_key::bytea), 'hex') AS new_hash
-            FROM batch
-        ), s AS (
-            UPDATE sessions SET owner_api_key = k.new_key, owner_api_key_hash = k.new_hash
-            FROM keyed k WHERE sessions.owner_api_key_hash = k.old_hash
-            RETURNING 1
-        ), a AS (
-            UPDATE assistants SET owner_api_key = k.new_key, owner_api_key_hash = k.new_hash
-            FROM keyed k WHERE assistants.owner_api_key_hash = k.old_hash
-            RETURNING 1
-        )
-        SELECT old_hash, new_hash, (SELECT count(*) FROM s) AS sessions,
-               (SELECT count(*) FROM a) AS assistants
-        FROM keyed ORDER BY old_hash
-    """
-
-
 def _target_error(what: str, exc: Exception) -> StepError:
     """A target failure in one sentence. Only the primary message: a DETAIL line may quote
     row values (e.g. a unique violation on `owner_api_key` quotes the new key)."""
@@ -103,18 +86,96 @@ def _target_error(what: str, exc: Exception) -> StepError:
     return StepError(f"{what}: {type(exc).__name__}")
 
 
-async def reconcile(ctx: StepContext) -> int:
-    """Forget ledger entries from a batch whose target transaction never committed: the new
-    hash is on no target row and the old hash still has rows without a key."""
+def work_table(run_id: str) -> str:
+    return f"{WORK_SCHEMA}.rotation_{run_id.replace('-', '')}"
+
+
+async def work_table_exists(conn: asyncpg.Connection, table: str) -> bool:
+    return bool(await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table))
+
+
+def make_keys_sql(table: str, key_format: KeyFormat) -> str:
+    """Every pending client without a key in the work table gets one (its sha256 beside it)."""
+    return f"""
+        INSERT INTO {table} (old_hash, new_key, new_hash)
+        SELECT old_hash, new_key, encode(sha256(new_key::bytea), 'hex')
+          FROM (SELECT p.old_hash, {KEY_SQL[key_format]} AS new_key
+                  FROM ({PENDING_SQL}) p
+                 WHERE NOT EXISTS (SELECT 1 FROM {table} w WHERE w.old_hash = p.old_hash)) k
+        ON CONFLICT DO NOTHING
+    """
+
+
+def adopt_sql(table: str) -> str:
+    """Ledger pairs ($1 old, $2 new) of clients with rows both re-keyed and not: the key of a
+    re-keyed row, so that the rest gets the same one."""
+    return f"""
+        INSERT INTO {table} (old_hash, new_key, new_hash)
+        SELECT p.old, r.key, p.new FROM unnest($1::text[], $2::text[]) AS p(old, new)
+          JOIN ({PENDING_SQL}) AS pending ON pending.old_hash = p.old
+          CROSS JOIN LATERAL (
+            (SELECT owner_api_key AS key FROM sessions WHERE owner_api_key_hash = p.new
+               AND owner_api_key IS NOT NULL LIMIT 1)
+            UNION ALL
+            (SELECT owner_api_key FROM assistants WHERE owner_api_key_hash = p.new
+               AND owner_api_key IS NOT NULL LIMIT 1)
+            LIMIT 1) AS r
+        ON CONFLICT DO NOTHING
+    """
+
+
+def pages_sql(table: str, work: str) -> str:
+    """One range of heap pages ($1 <= page < $2) of `table`, re-keyed from the work table."""
+    return f"""
+        UPDATE {table} AS t SET owner_api_key = w.new_key, owner_api_key_hash = w.new_hash
+          FROM {work} AS w
+         WHERE t.ctid >= format('(%s,0)', $1::bigint)::tid
+           AND t.ctid < format('(%s,0)', $2::bigint)::tid
+           AND t.owner_api_key_hash = w.old_hash
+    """
+
+
+def sweep_sql(table: str, work: str) -> str:
+    """Rows still carrying an old hash, for the next $2 clients after $1 (through the index)."""
+    return f"""
+        WITH chunk AS (SELECT old_hash, new_key, new_hash FROM {work}
+                        WHERE old_hash > $1 ORDER BY old_hash LIMIT $2),
+        done AS (UPDATE {table} AS t SET owner_api_key = c.new_key, owner_api_key_hash = c.new_hash
+                   FROM chunk c WHERE t.owner_api_key_hash = c.old_hash RETURNING 1)
+        SELECT (SELECT max(old_hash) FROM chunk) AS last, (SELECT count(*) FROM done) AS rows
+    """
+
+
+@dataclass(frozen=True)
+class PageRange:
+    table: str
+    first: int
+    end: int  # exclusive
+    pages: int  # of the table when the range was cut
+
+    def label(self) -> str:
+        return f"{self.table} pages {self.first:,}-{self.end - 1:,} of {self.pages:,}"
+
+
+def page_ranges(sizes: dict[str, int], per_batch: int) -> Iterator[PageRange]:
+    for table, pages in sizes.items():
+        for first in range(0, pages, per_batch):
+            yield PageRange(table, first, min(first + per_batch, pages), pages)
+
+
+async def reconcile(ctx: StepContext, kept: set[str]) -> int:
+    """Forget ledger entries whose key never reached the target: the new hash is on no row and
+    not in the work table (`kept`), and the old hash still has rows without a key."""
     mapping = await ctx.rotations.mapping(ctx.run_id)
-    if not mapping:
+    unknown = {old: new for old, new in mapping.items() if new not in kept}
+    if not unknown:
         return 0
     async with connect(ctx.settings.target_database_url.get_secret_value()) as conn:
-        present = {r["h"] for r in await conn.fetch(PRESENT_SQL, list(mapping.values()))}
-        absent = {old: new for old, new in mapping.items() if new not in present}
+        present = {r["h"] for r in await conn.fetch(PRESENT_SQL, list(unknown.values()))}
+        absent = [old for old, new in unknown.items() if new not in present]
         if not absent:
             return 0
-        pending = {r["h"] for r in await conn.fetch(STILL_PENDING_SQL, list(absent))}
+        pending = {r["h"] for r in await conn.fetch(STILL_PENDING_SQL, absent)}
     stale = [old for old in absent if old in pending]
     await ctx.rotations.forget(ctx.run_id, stale)
     return len(stale)
@@ -127,34 +188,45 @@ class RotateKeysStep:
         async with connect(ctx.settings.target_database_url.get_secret_value()) as conn:
             try:
                 row = await conn.fetchrow(COUNTS_SQL)
+                pages = {t: int(await conn.fetchval("SELECT pg_relation_size($1::regclass) / "
+                                                    "current_setting('block_size')::int", t))
+                         for t in TABLES}
+                leftover = await work_table_exists(conn, work_table(ctx.run_id))
             except asyncpg.PostgresError as exc:  # e.g. no owner_api_key before the downgrade
                 raise _target_error("cannot count clients on the target", exc) from None
         assert row is not None
-        return dict(row)
+        return {**dict(row), **{f"{t}_pages": n for t, n in pages.items()},
+                "work_table": int(leftover)}
 
     async def plan(self, ctx: StepContext) -> Plan:
         s = ctx.settings
         counts = await self._counts(ctx)
         clients = (f"{counts['clients']:,} clients: {counts['sessions']:,} sessions, "
                    f"{counts['assistants']:,} assistants")
+        batches = sum(math.ceil(counts[f"{t}_pages"] / s.rotation_batch_pages) for t in TABLES)
         return Plan(
             step=self.name,
             summary=clients,
             facts={"clients": counts["clients"], "sessions": counts["sessions"],
-                   "assistants": counts["assistants"], "batch_size": s.rotation_batch_size,
-                   "key_format": s.key_format.value},
+                   "assistants": counts["assistants"], "batch_pages": s.rotation_batch_pages,
+                   "workers": s.rotation_workers, "key_format": s.key_format.value},
             details=(clients,
                      f"one new {s.key_format.value} key per client, the same on all its rows; "
                      f"owner_api_key_hash rewritten to the new key's sha256",
-                     f"{math.ceil(counts['clients'] / s.rotation_batch_size):,} batches of up "
-                     f"to {s.rotation_batch_size:,} clients, one transaction each",
-                     "keys are made inside the target database; the bot keeps hashes only"),
+                     f"keys are made inside the target database, in the work table "
+                     f"{work_table(ctx.run_id)} (dropped at the end); the bot keeps hashes only",
+                     f"rows are rewritten in physical order: {batches:,} transactions of up to "
+                     f"{s.rotation_batch_pages:,} pages, {s.rotation_workers} at a time; then a "
+                     f"sweep by hash for rows written meanwhile"),
         )
 
     async def check(self, ctx: StepContext) -> CheckResult:
         counts = await self._counts(ctx)
         if counts["clients"]:
             return CheckResult(False, f"{counts['clients']:,} clients still without a new key")
+        if counts["work_table"]:
+            return CheckResult(False, f"{work_table(ctx.run_id)} is still there: the sweep "
+                                      "has not finished")
         if counts["owned_rows"] == 0:
             return CheckResult(True, "the target has no client-owned rows")
         if not await ctx.rotations.mapping(ctx.run_id):
@@ -163,44 +235,134 @@ class RotateKeysStep:
 
     async def run(self, ctx: StepContext, emit: OutputSink) -> Outcome:
         s = ctx.settings
+        url = s.target_database_url.get_secret_value()
         started = time.monotonic()
+        work = work_table(ctx.run_id)
         try:
-            forgotten = await reconcile(ctx)
+            clients = await self._make_keys(ctx, work, emit)
+            if clients == 0:
+                async with connect(url) as conn:
+                    await conn.execute(f"DROP TABLE IF EXISTS {work}")
+                await self._drop_schema_if_empty(url)
+                return Outcome(summary="no client without a new key: nothing to do",
+                               facts={"clients_rotated": 0, "batches": 0, "sessions_updated": 0,
+                                      "assistants_updated": 0,
+                                      "duration_s": round(time.monotonic() - started, 3)})
+            async with connect(url) as conn:
+                sizes = {t: int(await conn.fetchval(
+                    "SELECT pg_relation_size($1::regclass) / current_setting('block_size')::int",
+                    t)) for t in TABLES}
+            updated = await self._rewrite_pages(ctx, work, sizes, emit)
+            swept = await self._sweep(url, work)
+            late = sum(swept.values())
+            emit("sweep: no row written meanwhile" if not late else
+                 f"sweep: {late:,} row{'' if late == 1 else 's'} written meanwhile re-keyed")
+            for table in TABLES:
+                updated[table] += swept[table]
+            async with connect(url) as conn, conn.transaction():
+                left = await conn.fetchval(f"SELECT count(*) FROM ({PENDING_SQL}) p")
+                if left:
+                    raise StepError(f"{left:,} clients still have rows without a key after the "
+                                    f"sweep (written during it?): Retry re-keys them")
+                await conn.execute(f"DROP TABLE {work}")
+            await self._drop_schema_if_empty(url)
         except asyncpg.PostgresError as exc:
-            raise _target_error("cannot compare the ledger with the target", exc) from None
-        if forgotten:
-            emit(f"{forgotten:,} ledger entries from an interrupted batch were discarded")
-        total = (await self._counts(ctx))["clients"]
-        planned = math.ceil(total / s.rotation_batch_size)
-        sql = batch_sql(s.key_format)
-        batches = clients = sessions = assistants = 0
-        cursor = ""  # old hashes are visited in order; new ones are skipped (key not NULL)
-        async with connect(s.target_database_url.get_secret_value()) as conn:
-            while True:
-                try:
-                    async with conn.transaction():
-                        rows = await conn.fetch(sql, s.rotation_batch_size, cursor)
-                        if not rows:
-                            break
-                        # Recorded before the target commits: a crash now leaves entries that
-                        # reconcile() discards, never a rotated client the ledger does not know.
-                        await ctx.rotations.record(
-                            ctx.run_id, {r["old_hash"]: r["new_hash"] for r in rows})
-                except asyncpg.PostgresError as exc:
-                    raise _target_error(f"batch {batches + 1} failed on the target (rolled "
-                                        f"back; {clients:,} clients done)", exc) from None
-                cursor = rows[-1]["old_hash"]
-                batches += 1
-                clients += len(rows)
-                sessions += rows[0]["sessions"]
-                assistants += rows[0]["assistants"]
-                emit(f"batch {batches}/{max(planned, batches)}: {len(rows):,} clients "
-                     f"({clients:,}/{total:,})")
+            raise _target_error("the target refused the rotation (its current transaction "
+                                "was rolled back; Retry resumes)", exc) from None
+        batches = sum(math.ceil(n / s.rotation_batch_pages) for n in sizes.values())
         return Outcome(
             summary=f"{clients:,} clients re-keyed in {batches} batch"
-                    f"{'' if batches == 1 else 'es'}: {sessions:,} sessions, "
-                    f"{assistants:,} assistants",
+                    f"{'' if batches == 1 else 'es'}: {updated['sessions']:,} sessions, "
+                    f"{updated['assistants']:,} assistants",
             facts={"clients_rotated": clients, "batches": batches,
-                   "sessions_updated": sessions, "assistants_updated": assistants,
+                   "sessions_updated": updated["sessions"],
+                   "assistants_updated": updated["assistants"],
                    "duration_s": round(time.monotonic() - started, 3)},
         )
+
+    async def _make_keys(self, ctx: StepContext, work: str, emit: OutputSink) -> int:
+        """Phase 1: the work table holds a key for every pending client; the ledger knows every
+        pair in it. Returns how many clients the work table holds."""
+        s = ctx.settings
+        url = s.target_database_url.get_secret_value()
+        async with connect(url) as conn:
+            existed = await work_table_exists(conn, work)
+            kept = ({r["new_hash"] for r in await conn.fetch(f"SELECT new_hash FROM {work}")}
+                    if existed else set())
+        forgotten = await reconcile(ctx, kept)
+        if forgotten:
+            emit(f"{forgotten:,} ledger entries from an interrupted run were discarded")
+        known = await ctx.rotations.mapping(ctx.run_id)
+        async with connect(url) as conn:
+            async with conn.transaction():
+                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {WORK_SCHEMA}")
+                await conn.execute(f"CREATE TABLE IF NOT EXISTS {work} (old_hash text PRIMARY "
+                                   "KEY, new_key text NOT NULL, new_hash text NOT NULL UNIQUE)")
+                if known and not existed:
+                    await conn.execute(adopt_sql(work), list(known), list(known.values()))
+                await conn.execute(make_keys_sql(work, s.key_format))
+                await conn.execute(f"ANALYZE {work}")
+            pairs = {r["old_hash"]: r["new_hash"]
+                     for r in await conn.fetch(f"SELECT old_hash, new_hash FROM {work}")}
+        unrecorded = [(old, new) for old, new in pairs.items() if known.get(old) != new]
+        for first in range(0, len(unrecorded), LEDGER_CHUNK):
+            await ctx.rotations.record(ctx.run_id, dict(unrecorded[first:first + LEDGER_CHUNK]))
+        if pairs:
+            emit(f"new keys for {len(pairs):,} clients made in the target ({work}); "
+                 f"the ledger holds their hashes")
+        return len(pairs)
+
+    async def _rewrite_pages(self, ctx: StepContext, work: str, sizes: dict[str, int],
+                             emit: OutputSink) -> dict[str, int]:
+        """Phase 2: every page that existed when it began, in order, several ranges at once."""
+        s = ctx.settings
+        url = s.target_database_url.get_secret_value()
+        todo = list(page_ranges(sizes, s.rotation_batch_pages))
+        queue: asyncio.Queue[PageRange] = asyncio.Queue()
+        for item in todo:
+            queue.put_nowait(item)
+        updated = dict.fromkeys(TABLES, 0)
+        done = 0
+
+        async def worker() -> None:
+            nonlocal done
+            async with connect(url) as conn:
+                while not queue.empty():
+                    item = queue.get_nowait()
+                    status = await conn.execute(pages_sql(item.table, work),
+                                                item.first, item.end)
+                    rows = int(status.split()[-1])
+                    updated[item.table] += rows
+                    done += 1
+                    emit(f"batch {done}/{len(todo)}: {item.label()}: {rows:,} rows re-keyed")
+
+        workers = [asyncio.create_task(worker()) for _ in range(min(s.rotation_workers,
+                                                                      len(todo)) or 1)]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+        return updated
+
+    async def _sweep(self, url: str, work: str) -> dict[str, int]:
+        """Phase 3: rows that still carry an old hash (written or moved meanwhile)."""
+        swept = dict.fromkeys(TABLES, 0)
+        async with connect(url) as conn:
+            for table in TABLES:
+                cursor = ""
+                while True:
+                    row = await conn.fetchrow(sweep_sql(table, work), cursor, SWEEP_CHUNK)
+                    assert row is not None
+                    if row["last"] is None:
+                        break
+                    cursor = row["last"]
+                    swept[table] += int(row["rows"])
+        return swept
+
+    async def _drop_schema_if_empty(self, url: str) -> None:
+        async with connect(url) as conn:
+            # Another run's work table may still be there: then the schema stays.
+            with contextlib.suppress(asyncpg.DependentObjectsStillExistError):
+                await conn.execute(f"DROP SCHEMA IF EXISTS {WORK_SCHEMA}")

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import re
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.db.ledgers import SqlRotationLedger
 from bot.db.urls import libpq_url
 from steps.protocol import StepContext, StepError
-from steps.rotate_keys import RotateKeysStep
+from steps.rotate_keys import RotateKeysStep, work_table
 from tests.steps.conftest import (
     add_assistants_only_client,
     keys_by_old_hash,
@@ -50,30 +51,76 @@ def assert_no_secret(text: str, keys: set[str]) -> None:
     assert not leaked, f"{len(leaked)} keys leaked"
 
 
-async def test_one_key_per_client_in_three_batches(
+async def add_padded_clients(url: str, clients: int = 6, rows_each: int = 10,
+                             tag: str = "padded") -> None:
+    """Clients whose sessions are interleaved over many heap pages (about 6 rows a page),
+    appended after the rows already there."""
+    conn = await asyncpg.connect(libpq_url(url))
+    try:
+        await conn.execute("""
+            INSERT INTO sessions (id, model, working_directory, owner_api_key_hash)
+            SELECT gen_random_uuid(), 'claude-sonnet-4',
+                   (SELECT string_agg(md5(random()::text || n), '') FROM generate_series(1, 40) n),
+                   encode(sha256(($3 || (g % $1::int))::bytea), 'hex')
+              FROM generate_series(1, $1::int * $2::int) AS g""", clients, rows_each, tag)
+    finally:
+        await conn.close()
+
+
+async def work_tables(url: str) -> list[str]:
+    conn = await asyncpg.connect(libpq_url(url))
+    try:
+        rows = await conn.fetch("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON "
+                                "n.oid = c.relnamespace WHERE n.nspname = 'rollback_bot'")
+        schema = await conn.fetchval("SELECT count(*) FROM pg_namespace "
+                                     "WHERE nspname = 'rollback_bot'")
+    finally:
+        await conn.close()
+    return [r["relname"] for r in rows] + (["(schema)"] if schema else [])
+
+
+async def work_keys(url: str, run_id: str) -> dict[str, str]:
+    """old hash -> new key, as the work table in the target holds them."""
+    conn = await asyncpg.connect(libpq_url(url))
+    try:
+        rows = await conn.fetch(f"SELECT old_hash, new_key FROM {work_table(run_id)}")
+    finally:
+        await conn.close()
+    return {r["old_hash"]: r["new_key"] for r in rows}
+
+
+async def test_one_key_per_client_page_by_page(
     phase2_target_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    ctx = memory_context(sandbox_settings(phase2_target_url, tmp_path, rotation_batch_size=2))
+    await add_padded_clients(phase2_target_url)
+    ctx = memory_context(sandbox_settings(phase2_target_url, tmp_path, rotation_batch_pages=2,
+                                          rotation_workers=2))
     step = RotateKeysStep()
     before = await owned_rows(phase2_target_url)
     plan = await step.plan(ctx)
-    assert dict(plan.facts) == {"clients": 6, "sessions": 18, "assistants": 6,
-                                "batch_size": 2, "key_format": "uuid4"}
-    assert plan.details[0] == "6 clients: 18 sessions, 6 assistants"
+    assert dict(plan.facts) == {"clients": 12, "sessions": 78, "assistants": 6,
+                                "batch_pages": 2, "workers": 2, "key_format": "uuid4"}
+    assert plan.details[0] == "12 clients: 78 sessions, 6 assistants"
+    assert work_table(ctx.run_id) in plan.details[2]
     assert not (await step.check(ctx)).done
 
     lines: list[str] = []
     outcome = await step.run(ctx, lines.append)
 
-    assert lines == ["batch 1/3: 2 clients (2/6)", "batch 2/3: 2 clients (4/6)",
-                     "batch 3/3: 2 clients (6/6)"]
-    assert {k: outcome.facts[k] for k in ("clients_rotated", "batches", "sessions_updated",
+    assert lines[0].startswith("new keys for 12 clients made in the target (rollback_bot.")
+    batches = [line for line in lines if line.startswith("batch ")]
+    assert len(batches) == outcome.facts["batches"] >= 6, "the sessions span several ranges"
+    assert {re.sub(r"^batch \d+/", "", line).split(":")[0] for line in batches} \
+        == {str(len(batches))}
+    assert lines[-1] == "sweep: no row written meanwhile"
+    assert {k: outcome.facts[k] for k in ("clients_rotated", "sessions_updated",
                                           "assistants_updated")} == {
-        "clients_rotated": 6, "batches": 3, "sessions_updated": 18, "assistants_updated": 6}
+        "clients_rotated": 12, "sessions_updated": 78, "assistants_updated": 6}
     clients = keys_by_old_hash(before, await owned_rows(phase2_target_url))
     keys = assert_one_key_per_client(clients, await ctx.rotations.mapping(ctx.run_id))
     assert all(UUID.match(key) for key in keys)
+    assert await work_tables(phase2_target_url) == [], "work table and schema dropped"
     check = await step.check(ctx)
     assert check.done, check.reason
     emitted = "\n".join(lines) + outcome.summary + repr(dict(outcome.facts))
@@ -97,75 +144,157 @@ async def test_client_owning_only_assistants_gets_a_token_key(
 
 
 class DyingSink:
-    """The bot dies right after the first batch has committed."""
+    """The bot dies right after the step emits its `die_at`-th line (that work committed)."""
 
-    def __init__(self) -> None:
+    def __init__(self, die_at: int = 1, prefix: str = "") -> None:
         self.lines: list[str] = []
+        self.die_at, self.prefix = die_at, prefix
 
     def __call__(self, line: str) -> None:
         self.lines.append(line)
-        raise asyncio.CancelledError
+        if len([x for x in self.lines if x.startswith(self.prefix)]) == self.die_at:
+            raise asyncio.CancelledError
 
 
-async def test_crash_between_batches_resumes_with_the_rest(
+async def test_crash_after_the_keys_were_made_resumes_with_the_same_keys(
     phase2_target_url: str, tmp_path: Path,
 ) -> None:
-    ctx = memory_context(sandbox_settings(phase2_target_url, tmp_path, rotation_batch_size=2))
+    ctx = memory_context(sandbox_settings(phase2_target_url, tmp_path))
     before = await owned_rows(phase2_target_url)
     sink = DyingSink()
     with pytest.raises(asyncio.CancelledError):
         await RotateKeysStep().run(ctx, sink)
-    assert sink.lines == ["batch 1/3: 2 clients (2/6)"]
-    assert len(await ctx.rotations.mapping(ctx.run_id)) == 2
+    assert sink.lines[0].startswith("new keys for 6 clients")
+    made = await work_keys(phase2_target_url, ctx.run_id)
+    ledger = await ctx.rotations.mapping(ctx.run_id)
+    assert len(made) == len(ledger) == 6
+    assert await owned_rows(phase2_target_url) == before, "no row touched yet"
     assert not (await RotateKeysStep().check(ctx)).done
 
     lines: list[str] = []
     outcome = await RotateKeysStep().run(ctx, lines.append)
-    assert outcome.facts["clients_rotated"] == 4 and outcome.facts["batches"] == 2
-    assert lines == ["batch 1/2: 2 clients (2/4)", "batch 2/2: 2 clients (4/4)"]
+    assert outcome.facts["clients_rotated"] == 6
+    assert await ctx.rotations.mapping(ctx.run_id) == ledger, "the same keys, not new ones"
+    clients = keys_by_old_hash(before, await owned_rows(phase2_target_url))
+    keys = assert_one_key_per_client(clients, ledger)
+    assert keys == set(made.values())
+    assert (await RotateKeysStep().check(ctx)).done
+
+
+async def test_crash_between_page_ranges_keeps_one_key_per_client(
+    phase2_target_url: str, tmp_path: Path,
+) -> None:
+    """Clients spread over many pages: some of their rows are re-keyed before the crash, the
+    rest after; every client still ends with one key on all its rows."""
+    await add_padded_clients(phase2_target_url)
+    ctx = memory_context(sandbox_settings(phase2_target_url, tmp_path, rotation_batch_pages=1,
+                                          rotation_workers=1))
+    before = await owned_rows(phase2_target_url)
+    with pytest.raises(asyncio.CancelledError):
+        await RotateKeysStep().run(ctx, DyingSink(die_at=3, prefix="batch "))
+    halfway = await owned_rows(phase2_target_url)
+    split = [old for old, found in keys_by_old_hash(before, halfway).items() if len(found) > 1]
+    assert split, "some client has rows on both sides of the crash"
+
+    outcome = await RotateKeysStep().run(ctx, lambda _line: None)
+    assert outcome.facts["clients_rotated"] == 12
     clients = keys_by_old_hash(before, await owned_rows(phase2_target_url))
     assert_one_key_per_client(clients, await ctx.rotations.mapping(ctx.run_id))
     assert (await RotateKeysStep().check(ctx)).done
 
 
-class LostAfterRecord(SqlRotationLedger):
-    """The ledger commits batch 2, then the bot dies before the target commits it."""
+async def test_a_lost_work_table_is_rebuilt_from_the_rows_already_re_keyed(
+    phase2_target_url: str, tmp_path: Path,
+) -> None:
+    """Someone dropped the work table after a crash: keys already on rows are adopted back;
+    ledger entries that never reached a row are forgotten and their clients get new keys."""
+    await add_padded_clients(phase2_target_url)
+    await add_padded_clients(phase2_target_url, clients=2, tag="late")  # on the last pages
+    ctx = memory_context(sandbox_settings(phase2_target_url, tmp_path, rotation_batch_pages=1,
+                                          rotation_workers=1))
+    before = await owned_rows(phase2_target_url)
+    with pytest.raises(asyncio.CancelledError):
+        await RotateKeysStep().run(ctx, DyingSink(die_at=2, prefix="batch "))
+    conn = await asyncpg.connect(libpq_url(phase2_target_url))
+    try:
+        await conn.execute(f"DROP TABLE {work_table(ctx.run_id)}")
+    finally:
+        await conn.close()
+    untouched = {old for old, found in keys_by_old_hash(
+        before, await owned_rows(phase2_target_url)).items() if found == {(old, None)}}
+    assert untouched, "some client had no row re-keyed before the crash"
 
-    calls = 0
+    lines: list[str] = []
+    await RotateKeysStep().run(ctx, lines.append)
+    assert lines[0] == f"{len(untouched)} ledger entries from an interrupted run were discarded"
+    clients = keys_by_old_hash(before, await owned_rows(phase2_target_url))
+    assert_one_key_per_client(clients, await ctx.rotations.mapping(ctx.run_id))
+    assert (await RotateKeysStep().check(ctx)).done
+
+
+async def test_rows_written_with_an_old_hash_meanwhile_are_swept(
+    phase2_target_url: str, tmp_path: Path,
+) -> None:
+    """The restarted Phase 2 service writes a row with a client's OLD key while pages are
+    being rewritten (after the last page was measured): the sweep re-keys it."""
+    ctx = memory_context(sandbox_settings(phase2_target_url, tmp_path, rotation_workers=1))
+    before = await owned_rows(phase2_target_url)
+    old_hash = next(iter(before.values()))[0]
+
+    def service_writes(line: str) -> None:
+        if line.startswith("batch 1/"):
+            subprocess.run(["psql", "-q", libpq_url(phase2_target_url), "-c",
+                            "INSERT INTO sessions (id, model, owner_api_key, owner_api_key_hash)"
+                            f" VALUES (gen_random_uuid(), 'claude-sonnet-4', 'old-plaintext-key',"
+                            f" '{old_hash}')"], check=True)
+        lines.append(line)
+
+    lines: list[str] = []
+    outcome = await RotateKeysStep().run(ctx, service_writes)
+    assert lines[-1] == "sweep: 1 row written meanwhile re-keyed"
+    after = await owned_rows(phase2_target_url)
+    new_hash = (await ctx.rotations.mapping(ctx.run_id))[old_hash]
+    assert not [row for row, (h, _) in after.items() if h == old_hash], "no row keeps the old"
+    keys = {k for h, k in after.values() if h == new_hash}
+    assert len(keys) == 1 and "old-plaintext-key" not in keys
+    assert outcome.facts["sessions_updated"] == 19
+
+
+class LostAfterRecord(SqlRotationLedger):
+    """The ledger commits the keys' hashes, then the bot dies before touching any row."""
 
     async def record(self, run_id: str, old_to_new: Mapping[str, str]) -> None:
         await super().record(run_id, old_to_new)
-        self.calls += 1
-        if self.calls == 2:
-            raise ConnectionError("bot died between the two commits")
+        raise ConnectionError("bot died after the ledger commit")
 
 
-async def test_crash_between_the_two_commits_is_reconciled_through_the_sql_ledger(
+async def test_crash_after_the_ledger_commit_resumes_through_the_sql_ledger(
     phase2_target_url: str, tmp_path: Path, bot_db_url: str,
     bot_sessionmaker: async_sessionmaker[AsyncSession], sql_run_id: str,
 ) -> None:
-    settings = sandbox_settings(phase2_target_url, tmp_path, rotation_batch_size=2)
+    settings = sandbox_settings(phase2_target_url, tmp_path)
     ctx = sql_context(settings, bot_sessionmaker, sql_run_id)
     dying = StepContext(sql_run_id, settings, LostAfterRecord(bot_sessionmaker),
                         ctx.notifications)
     before = await owned_rows(phase2_target_url)
     with pytest.raises(ConnectionError):
         await RotateKeysStep().run(dying, lambda _line: None)
-    # The ledger knows 4 clients; the target committed only 2 of them.
-    assert len(await ctx.rotations.mapping(sql_run_id)) == 4
+    recorded = await ctx.rotations.mapping(sql_run_id)
+    assert len(recorded) == 6
 
     lines: list[str] = []
     outcome = await RotateKeysStep().run(ctx, lines.append)
-    assert lines[0] == "2 ledger entries from an interrupted batch were discarded"
-    assert outcome.facts["clients_rotated"] == 4
+    assert not any("discarded" in line for line in lines), "the work table kept the keys"
+    assert outcome.facts["clients_rotated"] == 6
+    assert await ctx.rotations.mapping(sql_run_id) == recorded
     clients = keys_by_old_hash(before, await owned_rows(phase2_target_url))
-    keys = assert_one_key_per_client(clients, await ctx.rotations.mapping(sql_run_id))
+    keys = assert_one_key_per_client(clients, recorded)
     assert (await RotateKeysStep().check(ctx)).done
 
     dump = await asyncio.create_subprocess_exec(
         "pg_dump", "--data-only", libpq_url(bot_db_url), stdout=asyncio.subprocess.PIPE)
     bot_db_text = (await dump.communicate())[0].decode()
-    assert all(new in bot_db_text for new in (await ctx.rotations.mapping(sql_run_id)).values())
+    assert all(new in bot_db_text for new in recorded.values())
     assert_no_secret(bot_db_text, keys)
 
 
