@@ -18,9 +18,10 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from bot.db.urls import libpq_url
 from bot.rehearsal.postgres import free_port
 from bot.settings import Settings
-from steps.directory import load_directory
+from steps.directory import Contact, load_directory
 from steps.mailers import PermanentMailError, TransientMailError, build_mailer
 from steps.mailers.outbox import OutboxMailer
+from steps.mailers.template import Template
 from steps.protocol import StepError
 from tests.fixtures.smtp import RecordingHandler, SmtpServer
 from tests.steps.step_context import settings_for
@@ -207,3 +208,30 @@ async def test_directory_from_a_query_on_the_target(empty_db_url: str) -> None:
     with pytest.raises(StepError, match="CLIENT_DIRECTORY_QUERY failed on the target"):
         await load_directory(settings_for(target_database_url=empty_db_url,
                                           client_directory_query="SELECT * FROM nowhere"))
+
+
+async def test_rendered_emails_arrive_whole_each_with_its_own_id(smtp_server: SmtpServer) -> None:
+    """Headers parsed once per template still reach every client intact, non-ASCII too."""
+    settings = smtp(smtp_server.host, smtp_server.port, mail_from="On Call <oncall@example.test>")
+    template = Template.load(settings)
+    mailer = build_mailer(settings, "run")
+    try:
+        for name, address in (("Zoë Ünïcode", "zoe@example.test"), ("Al", "al@example.test")):
+            await mailer.send(template.render(settings, Contact(name, address), "KEY-1",
+                                              address[:3]))
+    finally:
+        await mailer.close()
+    zoe, al = smtp_server.messages
+    assert [m["To"] for m in (zoe, al)] == ["zoe@example.test", "al@example.test"]
+    assert {str(m["From"]) for m in (zoe, al)} == {"On Call <oncall@example.test>"}
+    assert {m["Subject"] for m in (zoe, al)} == {"URGENT: API Key Rotation Required"}
+    assert [m["X-Rollback-Client"] for m in (zoe, al)] == ["zoe", "al@"]
+    assert zoe["Message-ID"] != al["Message-ID"]
+    assert "Dear Zoë Ünïcode," in str(zoe.get_content())
+
+
+def test_an_address_with_a_line_break_is_refused_not_sent_as_extra_headers() -> None:
+    settings = smtp("127.0.0.1", 25)
+    with pytest.raises(ValueError):
+        Template.load(settings).render(
+            settings, Contact("X", "x@example.test\r\nBcc: all@example.test"), "KEY", "x")
