@@ -10,8 +10,10 @@ gives every ROW its own key — a bug). The step works in three phases, each res
    transaction (a TID range scan joined to the work table), `ROTATION_WORKERS` transactions at
    a time. Visiting rows where they lie, instead of client by client across the whole table, is
    what lets this beat the runbook's own single UPDATE (see README "Performance").
-3. Sweep. Rows written with an old hash while the pages were visited (or moved by the service)
-   are re-keyed through the hash index; then the work table is dropped.
+3. Sweep. The same join once more over every page the tables now have (ten times the range
+   per transaction; almost nothing matches) re-keys rows written with an old hash while the pages
+   were visited, or moved by the service. Not through the hash index: after phase 2 every old
+   hash there points at ten dead row versions. Then the work table is dropped.
 
 A crash anywhere leaves either the work table (phase 1 is redone from it: the same keys) or keys
 already on rows. If the work table was lost, keys already applied are adopted back from the rows
@@ -37,7 +39,7 @@ from steps.target_db import connect
 TABLES = ("sessions", "assistants")
 WORK_SCHEMA = "rollback_bot"
 LEDGER_CHUNK = 5_000  # pairs per ledger transaction
-SWEEP_CHUNK = 5_000  # clients per sweep transaction
+SWEEP_SCALE = 10  # the sweep's page ranges, in batches
 
 KEY_SQL = {
     KeyFormat.UUID4: "gen_random_uuid()::text",
@@ -95,14 +97,20 @@ async def work_table_exists(conn: asyncpg.Connection, table: str) -> bool:
 
 
 def make_keys_sql(table: str, key_format: KeyFormat) -> str:
-    """Every pending client without a key in the work table gets one (its sha256 beside it)."""
+    """Every pending client without a key in the work table gets one (its sha256 beside it).
+    GROUP BY rather than UNION: the planner then hashes the ~100k distinct owners instead of
+    sorting every row."""
     return f"""
         INSERT INTO {table} (old_hash, new_key, new_hash)
         SELECT old_hash, new_key, encode(sha256(new_key::bytea), 'hex')
           FROM (SELECT p.old_hash, {KEY_SQL[key_format]} AS new_key
-                  FROM ({PENDING_SQL}) p
-                 WHERE NOT EXISTS (SELECT 1 FROM {table} w WHERE w.old_hash = p.old_hash)) k
-        ON CONFLICT DO NOTHING
+                  FROM (SELECT owner_api_key_hash AS old_hash FROM sessions
+                         WHERE owner_api_key IS NULL AND owner_api_key_hash IS NOT NULL
+                        UNION ALL
+                        SELECT owner_api_key_hash FROM assistants
+                         WHERE owner_api_key IS NULL AND owner_api_key_hash IS NOT NULL) p
+                 WHERE NOT EXISTS (SELECT 1 FROM {table} w WHERE w.old_hash = p.old_hash)
+                 GROUP BY p.old_hash) k
     """
 
 
@@ -135,17 +143,6 @@ def pages_sql(table: str, work: str) -> str:
     """
 
 
-def sweep_sql(table: str, work: str) -> str:
-    """Rows still carrying an old hash, for the next $2 clients after $1 (through the index)."""
-    return f"""
-        WITH chunk AS (SELECT old_hash, new_key, new_hash FROM {work}
-                        WHERE old_hash > $1 ORDER BY old_hash LIMIT $2),
-        done AS (UPDATE {table} AS t SET owner_api_key = c.new_key, owner_api_key_hash = c.new_hash
-                   FROM chunk c WHERE t.owner_api_key_hash = c.old_hash RETURNING 1)
-        SELECT (SELECT max(old_hash) FROM chunk) AS last, (SELECT count(*) FROM done) AS rows
-    """
-
-
 @dataclass(frozen=True)
 class PageRange:
     table: str
@@ -157,10 +154,14 @@ class PageRange:
         return f"{self.table} pages {self.first:,}-{self.end - 1:,} of {self.pages:,}"
 
 
-def page_ranges(sizes: dict[str, int], per_batch: int) -> Iterator[PageRange]:
+def page_ranges(sizes: dict[str, int], per_batch: int, *, open_end: bool = False
+                ) -> Iterator[PageRange]:
+    """Ranges over each table's first `pages` pages; with `open_end` the last range of a table
+    also takes whatever pages it has gained since."""
     for table, pages in sizes.items():
         for first in range(0, pages, per_batch):
-            yield PageRange(table, first, min(first + per_batch, pages), pages)
+            end = min(first + per_batch, pages)
+            yield PageRange(table, first, 2**31 - 1 if open_end and end == pages else end, pages)
 
 
 async def reconcile(ctx: StepContext, kept: set[str]) -> int:
@@ -248,12 +249,12 @@ class RotateKeysStep:
                                facts={"clients_rotated": 0, "batches": 0, "sessions_updated": 0,
                                       "assistants_updated": 0,
                                       "duration_s": round(time.monotonic() - started, 3)})
-            async with connect(url) as conn:
-                sizes = {t: int(await conn.fetchval(
-                    "SELECT pg_relation_size($1::regclass) / current_setting('block_size')::int",
-                    t)) for t in TABLES}
-            updated = await self._rewrite_pages(ctx, work, sizes, emit)
-            swept = await self._sweep(url, work)
+            sizes = await self._sizes(url)
+            todo = list(page_ranges(sizes, s.rotation_batch_pages))
+            updated = await self._rewrite(ctx, work, todo, emit)
+            sweep = page_ranges(await self._sizes(url), s.rotation_batch_pages * SWEEP_SCALE,
+                                open_end=True)
+            swept = await self._rewrite(ctx, work, list(sweep), None)
             late = sum(swept.values())
             emit("sweep: no row written meanwhile" if not late else
                  f"sweep: {late:,} row{'' if late == 1 else 's'} written meanwhile re-keyed")
@@ -269,7 +270,7 @@ class RotateKeysStep:
         except asyncpg.PostgresError as exc:
             raise _target_error("the target refused the rotation (its current transaction "
                                 "was rolled back; Retry resumes)", exc) from None
-        batches = sum(math.ceil(n / s.rotation_batch_pages) for n in sizes.values())
+        batches = len(todo)
         return Outcome(
             summary=f"{clients:,} clients re-keyed in {batches} batch"
                     f"{'' if batches == 1 else 'es'}: {updated['sessions']:,} sessions, "
@@ -295,12 +296,17 @@ class RotateKeysStep:
         known = await ctx.rotations.mapping(ctx.run_id)
         async with connect(url) as conn:
             async with conn.transaction():
+                await conn.execute("SET LOCAL work_mem = '64MB'")  # to hash the owners
                 await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {WORK_SCHEMA}")
-                await conn.execute(f"CREATE TABLE IF NOT EXISTS {work} (old_hash text PRIMARY "
-                                   "KEY, new_key text NOT NULL, new_hash text NOT NULL UNIQUE)")
+                await conn.execute(f"CREATE TABLE IF NOT EXISTS {work} (old_hash text NOT NULL,"
+                                   " new_key text NOT NULL, new_hash text NOT NULL)")
                 if known and not existed:
                     await conn.execute(adopt_sql(work), list(known), list(known.values()))
                 await conn.execute(make_keys_sql(work, s.key_format))
+                name = work.split(".")[1]
+                for column in ("old_hash", "new_hash"):  # built once, after the rows are in
+                    await conn.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {name}_{column} "
+                                       f"ON {work} ({column})")
                 await conn.execute(f"ANALYZE {work}")
             pairs = {r["old_hash"]: r["new_hash"]
                      for r in await conn.fetch(f"SELECT old_hash, new_hash FROM {work}")}
@@ -312,12 +318,17 @@ class RotateKeysStep:
                  f"the ledger holds their hashes")
         return len(pairs)
 
-    async def _rewrite_pages(self, ctx: StepContext, work: str, sizes: dict[str, int],
-                             emit: OutputSink) -> dict[str, int]:
-        """Phase 2: every page that existed when it began, in order, several ranges at once."""
+    async def _sizes(self, url: str) -> dict[str, int]:
+        async with connect(url) as conn:
+            return {t: int(await conn.fetchval(
+                "SELECT pg_relation_size($1::regclass) / current_setting('block_size')::int", t))
+                for t in TABLES}
+
+    async def _rewrite(self, ctx: StepContext, work: str, todo: list[PageRange],
+                       emit: OutputSink | None) -> dict[str, int]:
+        """Re-keys the rows of these page ranges, in order, several ranges at once."""
         s = ctx.settings
         url = s.target_database_url.get_secret_value()
-        todo = list(page_ranges(sizes, s.rotation_batch_pages))
         queue: asyncio.Queue[PageRange] = asyncio.Queue()
         for item in todo:
             queue.put_nowait(item)
@@ -334,7 +345,8 @@ class RotateKeysStep:
                     rows = int(status.split()[-1])
                     updated[item.table] += rows
                     done += 1
-                    emit(f"batch {done}/{len(todo)}: {item.label()}: {rows:,} rows re-keyed")
+                    if emit is not None:
+                        emit(f"batch {done}/{len(todo)}: {item.label()}: {rows:,} rows re-keyed")
 
         workers = [asyncio.create_task(worker()) for _ in range(min(s.rotation_workers,
                                                                       len(todo)) or 1)]
@@ -345,21 +357,6 @@ class RotateKeysStep:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
         return updated
-
-    async def _sweep(self, url: str, work: str) -> dict[str, int]:
-        """Phase 3: rows that still carry an old hash (written or moved meanwhile)."""
-        swept = dict.fromkeys(TABLES, 0)
-        async with connect(url) as conn:
-            for table in TABLES:
-                cursor = ""
-                while True:
-                    row = await conn.fetchrow(sweep_sql(table, work), cursor, SWEEP_CHUNK)
-                    assert row is not None
-                    if row["last"] is None:
-                        break
-                    cursor = row["last"]
-                    swept[table] += int(row["rows"])
-        return swept
 
     async def _drop_schema_if_empty(self, url: str) -> None:
         async with connect(url) as conn:
