@@ -29,5 +29,9 @@ class MemoryNotificationLedger:
     async def records(self, run_id: str) -> dict[str, NotificationRecord]:
         return dict(self._records.get(run_id, {}))
 
-    async def save(self, run_id: str, record: NotificationRecord) -> None:
+    async def save(self, run_id: str, *records: NotificationRecord) -> None:
+        for record in records:
+            self._save(run_id, record)
+
+    def _save(self, run_id: str, record: NotificationRecord) -> None:
         self._records.setdefault(run_id, {})[record.client_hash] = record

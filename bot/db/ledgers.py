@@ -68,10 +68,14 @@ class SqlNotificationLedger:
                 for row in rows
             }
 
-    async def save(self, run_id: str, record: NotificationRecord) -> None:
-        values = {"run_id": uuid.UUID(run_id), "client_hash": record.client_hash,
-                  "email": record.email, "status": record.status.value,
-                  "attempts": record.attempts, "error": record.error}
+    async def save(self, run_id: str, *records: NotificationRecord) -> None:
+        latest = {record.client_hash: record for record in records}  # one row per client
+        if not latest:
+            return
+        values = [{"run_id": uuid.UUID(run_id), "client_hash": record.client_hash,
+                   "email": record.email, "status": record.status.value,
+                   "attempts": record.attempts, "error": record.error}
+                  for record in latest.values()]
         async with self.sessions() as session, session.begin():
             statement = insert(Notification).values(values)
             await session.execute(statement.on_conflict_do_update(

@@ -2,9 +2,12 @@
 
 Keys are read from the target in chunks of KEY_BATCH into a small queue drained by
 `email_concurrency` workers. Each client's ledger row goes to `sending` before the hand-over and
-to `sent` / `failed` after. Transient failures are retried with exponential backoff; when
-BREAKER_MIN (or twice the workers) clients in a row fail transiently, the mail server is taken
-to be down: nothing more is attempted, and the clients never tried stay unmarked for a retry.
+to `sent` / `failed` after. A worker writes a client's outcome in the same transaction as the
+next client's `sending` mark (or alone, before it waits for more work): one ledger write per
+email instead of two, and an outcome is never left unwritten while its worker is idle.
+Transient failures are retried with exponential backoff; when BREAKER_MIN (or twice the
+workers) clients in a row fail transiently, the mail server is taken to be down: nothing more
+is attempted, and the clients never tried stay unmarked for a retry.
 """
 
 from __future__ import annotations
@@ -93,28 +96,45 @@ class Delivery:
     async def _work(self, queue: asyncio.Queue[Job | None], mailer: Mailer, total: int,
                     breaker: int) -> None:
         every = max(1, total // 10)
-        while (job := await queue.get()) is not None:
-            if self.halted:
-                continue  # left unmarked: a retry sends it
-            old, key, contact = job
-            record, transient = await self.deliver(mailer, old, key, contact)
-            self.final[old] = record
-            self.handled += 1
-            self.streak = self.streak + 1 if transient else 0
-            if self.streak >= breaker:
-                self.halted = True
-            if record.status is S.FAILED:
-                self.emit(f"client {old[:8]}: FAILED after {record.attempts} attempts "
-                          f"({record.error})")
-            if self.handled % every == 0 or self.handled == total:
-                self.emit(f"{self.handled:,}/{total:,} handled")
+        settle: NotificationRecord | None = None  # the last outcome, not yet in the ledger
+        try:
+            while True:
+                if settle is not None and queue.empty():
+                    await self.ctx.notifications.save(self.ctx.run_id, settle)
+                    settle = None
+                job = await queue.get()
+                if job is None:
+                    break
+                if self.halted:
+                    continue  # left unmarked: a retry sends it
+                settle = await self._one(job, mailer, total, breaker, every, settle)
+        finally:
+            if settle is not None:
+                await self.ctx.notifications.save(self.ctx.run_id, settle)
 
-    async def deliver(self, mailer: Mailer, old: str, key: str,
-                      contact: Contact) -> tuple[NotificationRecord, bool]:
-        """One client's email; returns its record and whether it failed only transiently."""
+    async def _one(self, job: Job, mailer: Mailer, total: int, breaker: int, every: int,
+                   settle: NotificationRecord | None) -> NotificationRecord:
+        old, key, contact = job
+        record, transient = await self.deliver(mailer, old, key, contact, settle)
+        self.final[old] = record
+        self.handled += 1
+        self.streak = self.streak + 1 if transient else 0
+        if self.streak >= breaker:
+            self.halted = True
+        if record.status is S.FAILED:
+            self.emit(f"client {old[:8]}: FAILED after {record.attempts} attempts "
+                      f"({record.error})")
+        if self.handled % every == 0 or self.handled == total:
+            self.emit(f"{self.handled:,}/{total:,} handled")
+        return record
+
+    async def deliver(self, mailer: Mailer, old: str, key: str, contact: Contact,
+                      settle: NotificationRecord | None = None) -> tuple[NotificationRecord, bool]:
+        """One client's email, after its `sending` mark (written with `settle`, an earlier
+        outcome); returns its record, not yet saved, and whether it failed only transiently."""
         ctx, limit = self.ctx, self.ctx.settings.email_max_attempts
-        await ctx.notifications.save(ctx.run_id,
-                                     NotificationRecord(old, S.SENDING, contact.email, 0))
+        sending = NotificationRecord(old, S.SENDING, contact.email, 0)
+        await ctx.notifications.save(ctx.run_id, *([settle] if settle else []), sending)
         message = self.template.render(ctx.settings, contact, key, old[:12])
         status, attempts, error, transient = S.FAILED, 0, "", False
         while attempts < limit:
@@ -131,9 +151,7 @@ class Delivery:
                 break
             status, error, transient = S.SENT, "", False
             break
-        record = NotificationRecord(old, status, contact.email, attempts, error or None)
-        await ctx.notifications.save(ctx.run_id, record)
-        return record, transient
+        return NotificationRecord(old, status, contact.email, attempts, error or None), transient
 
 
 async def _keys_for(conn: asyncpg.Connection, new_hashes: list[str]) -> dict[str, str]:
