@@ -10,21 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db import repo_events, repo_runs
 from bot.db.models import IncidentEvent
 from bot.domain.events import EventKind
 from bot.domain.states import StepStatus
-from bot.domain.views import RunView
+from bot.domain.steps import STEP_ORDER, StepName
+from bot.domain.views import RunView, StepView
 from bot.engine.engine import Engine
 from bot.engine.view_builder import TAIL_LINES
 from bot.slack import blocks
@@ -34,6 +39,8 @@ log = logging.getLogger(__name__)
 _FINAL_EVENTS = frozenset({EventKind.RUN_COMPLETED, EventKind.RUN_ABORTED, EventKind.STEP_REJECTED})
 WRITE_INTERVAL = 1.0  # Slack allows roughly one write per second per channel
 RETRY_DELAY = 2.0
+_UNKNOWN = object()  # a status no message has shown yet
+_TICK = 2  # rank of a redraw that keeps the status: new lines, approvals, the clock
 
 
 class WriteBudget:
@@ -44,6 +51,15 @@ class WriteBudget:
         self._next: dict[str, float] = {}
         self._lock = asyncio.Lock()
 
+    async def wait_turn(self, channel: str) -> bool:
+        """Sleep until a write to `channel` could go out at once, reserving nothing, so that
+        what is written can be decided when it is sent. True if it had to wait."""
+        waited = False
+        while (wait := self._next.get(channel, 0.0) - time.monotonic()) > 0:
+            waited = True
+            await asyncio.sleep(wait)
+        return waited
+
     async def take(self, channel: str) -> None:
         async with self._lock:
             now = time.monotonic()
@@ -53,7 +69,23 @@ class WriteBudget:
             await asyncio.sleep(wait)
 
 
+@dataclass(frozen=True)
+class Write:
+    """The one write the thread needs most now; `send` spends one slot of the budget (two
+    for the closing summary and its timeline)."""
+
+    key: str
+    channel: str
+    send: Callable[[], Awaitable[object]]
+
+
 class ThreadMirror:
+    """Writes to the thread in this order of value, each drawn from the log when its turn
+    comes: the root; new messages and attached output in thread order (a step's message, its
+    attached output, the next step's message); redraws of step messages whose status changed;
+    the status board; redraws that only move a running step's tail and clock; the closing
+    summary and timeline, once every message shows its final state."""
+
     def __init__(self, engine: Engine, client: AsyncWebClient, interval: float = WRITE_INTERVAL):
         self.engine = engine
         self.client = client
@@ -61,6 +93,7 @@ class ThreadMirror:
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._sent: dict[str, str] = {}  # message key -> digest of what Slack shows
+        self._shown_status: dict[str, StepStatus | None] = {}  # step message -> status shown
         self._task: asyncio.Task[None] | None = None
         engine.subscribe(self.notify)
 
@@ -109,24 +142,80 @@ class ThreadMirror:
     # --- one pass ---------------------------------------------------------------------------
 
     async def sync(self, run_id: str) -> bool:
-        """Bring the thread up to date; True while a step is running (elapsed time ticks)."""
+        """Bring the thread up to date, one write at a time, the most valuable first. A
+        running step's clock and tail are redrawn once a pass, so a pass ends; True if there
+        is more to draw (a step is running, or a redraw waits for the next pass)."""
+        redrawn: set[str] = set()
+        while True:
+            view, write, deferred = await self._next_write(run_id, redrawn)
+            if write is not None and await self.budget.wait_turn(write.channel):
+                # The log moved on while we waited: decide again, from what it says now.
+                view, write, deferred = await self._next_write(run_id, redrawn)
+            if write is None:
+                return deferred or any(s.status is StepStatus.RUNNING for s in view.steps)
+            await write.send()
+            redrawn.add(write.key)
+
+    async def _next_write(
+        self, run_id: str, redrawn: set[str]
+    ) -> tuple[RunView, Write | None, bool]:
+        """The most valuable write now (None: nothing), and whether a redraw was put off
+        because this pass already made it."""
+        entry = await self._next_entry(run_id)  # first: the view is then at least as new
         view = await self.engine.run_view(run_id)
         channel = view.channel_id or self.engine.settings.rollback_channel
-        thread_ts = view.thread_ts or await self._post_root(view, channel)
-        await self._update(f"{run_id}:board", channel, thread_ts, *blocks.status_board(view))
+        thread_ts = view.thread_ts
+        if not thread_ts:
+            return view, Write(f"{run_id}:board", channel,
+                               functools.partial(self._post_root, view, channel)), False
         now = datetime.now(UTC)
-        for step in view.steps:
-            if step.execution_id is None:
+        posted = await self._message_ts(view)
+        for step in view.steps:  # new messages and attached output, in thread order
+            if step.execution_id is None or posted.get(step.execution_id):
+                continue
+            if entry is not None and _entry_goes_before(entry, step):
+                break
+            text, step_blocks = blocks.step_message(view, step, now)
+            return view, Write(step.execution_id, channel, functools.partial(
+                self._post_step, step, channel, thread_ts, text, step_blocks)), False
+        deliver = None if entry is None else Write(f"entry:{entry.id}", channel, functools.partial(
+            self._deliver, view, entry, channel, thread_ts))
+        if entry is not None and not _closes(entry):
+            return view, deliver, False
+        redraws = self._redraws(view, channel, thread_ts, posted, now)
+        ready = [(rank, order, write) for rank, order, write in redraws
+                 if rank < _TICK or write.key not in redrawn]
+        if ready:
+            return view, min(ready, key=lambda r: r[:2])[2], False
+        if redraws:  # only ticks this pass has drawn already; the summary waits for them too
+            return view, None, True
+        return view, deliver, False
+
+    def _redraws(
+        self, view: RunView, channel: str, thread_ts: str, posted: dict[str, str | None],
+        now: datetime,
+    ) -> list[tuple[int, int, Write]]:
+        """Every message Slack shows differently from the log, ranked: a step's status moved
+        (0), the board (1), the same status with new lines, approvals or clock (_TICK)."""
+        board_key = f"{view.run_id}:board"
+        redraws: list[tuple[int, int, Write]] = []
+        text, board = blocks.status_board(view)
+        if self._sent.get(board_key) != _digest(text, board):
+            redraws.append((1, 0, Write(board_key, channel, functools.partial(
+                self._update, board_key, channel, thread_ts, text, board))))
+        for order, step in enumerate(view.steps):
+            ts = posted.get(step.execution_id or "")
+            if step.execution_id is None or ts is None:
                 continue
             text, step_blocks = blocks.step_message(view, step, now)
-            ts = await self._message_ts(step.execution_id)
-            if ts is None:
-                await self._post_step(view, step.execution_id, channel, thread_ts, text,
-                                      step_blocks)
-            else:
-                await self._update(step.execution_id, channel, ts, text, step_blocks)
-        await self._deliver_events(view, channel, thread_ts)
-        return any(step.status is StepStatus.RUNNING for step in view.steps)
+            if self._sent.get(step.execution_id) == _digest(text, step_blocks):
+                continue
+            moved = self._shown_status.get(step.execution_id, _UNKNOWN) != step.status
+            redraws.append((0 if moved else _TICK, order, Write(
+                step.execution_id, channel, functools.partial(
+                    self._update, step.execution_id, channel, ts, text, step_blocks,
+                    step.status))))
+        return redraws
 
     async def _post_root(self, view: RunView, channel: str) -> str:
         async with self.engine.sessions() as session, session.begin():
@@ -140,57 +229,91 @@ class ThreadMirror:
         self._sent[f"{view.run_id}:board"] = _digest(text, board)
         return str(answer["ts"])
 
-    async def _message_ts(self, execution_id: str) -> str | None:
+    async def _message_ts(self, view: RunView) -> dict[str, str | None]:
+        """Execution id -> the ts of its message in the thread (None: not posted yet)."""
+        posted: dict[str, str | None] = {}
         async with self.engine.sessions() as session:
-            execution = await repo_runs.get_execution(session, execution_id)
-            return execution.message_ts if execution else None
+            for step in view.steps:
+                if step.execution_id is not None:
+                    execution = await repo_runs.get_execution(session, step.execution_id)
+                    posted[step.execution_id] = execution.message_ts if execution else None
+        return posted
 
     async def _post_step(
-        self, view: RunView, execution_id: str, channel: str, thread_ts: str, text: str,
+        self, step: StepView, channel: str, thread_ts: str, text: str,
         step_blocks: list[dict[str, Any]],
     ) -> None:
+        assert step.execution_id is not None
         async with self.engine.sessions() as session, session.begin():
-            execution = await repo_runs.get_execution(session, execution_id, for_update=True)
+            execution = await repo_runs.get_execution(session, step.execution_id,
+                                                      for_update=True)
             if execution is None or execution.message_ts:
                 return
             await self.budget.take(channel)
             answer = await self.client.chat_postMessage(
                 channel=channel, thread_ts=thread_ts, text=text, blocks=step_blocks
             )
-            await repo_runs.set_execution_message(session, execution_id, answer["ts"])
-        self._sent[execution_id] = _digest(text, step_blocks)
+            await repo_runs.set_execution_message(session, step.execution_id, answer["ts"])
+        self._sent[step.execution_id] = _digest(text, step_blocks)
+        self._shown_status[step.execution_id] = step.status
 
     async def _update(
-        self, key: str, channel: str, ts: str, text: str, message_blocks: list[dict[str, Any]]
+        self, key: str, channel: str, ts: str, text: str, message_blocks: list[dict[str, Any]],
+        status: StepStatus | None = None,
     ) -> None:
-        digest = _digest(text, message_blocks)
-        if self._sent.get(key) == digest:
-            return
         await self.budget.take(channel)
         await self.client.chat_update(channel=channel, ts=ts, text=text, blocks=message_blocks)
-        self._sent[key] = digest
+        self._sent[key] = _digest(text, message_blocks)
+        self._shown_status[key] = status
 
-    async def _deliver_events(self, view: RunView, channel: str, thread_ts: str) -> None:
-        """One-off entries, in log order, each delivered once (the cursor is in the database)."""
+    # --- one-off entries (the outbox) ---------------------------------------------------------
+
+    async def _next_entry(self, run_id: str) -> IncidentEvent | None:
+        """The first entry after the cursor that puts something in the thread; the cursor moves
+        past the ones before it, which have nothing to send."""
         async with self.engine.sessions() as session:
-            cursor = await repo_events.outbox_cursor(session, view.run_id)
-            events = await repo_events.events_after(session, view.run_id, cursor, limit=500)
-        delivered = cursor
-        for event in events:
-            kind = EventKind(event.kind)
-            if kind in (EventKind.STEP_SUCCEEDED, EventKind.STEP_FAILED):
-                delivered = await self._advance(view.run_id, delivered)
-                await self._attach_output(view, event, channel, thread_ts)
-            elif kind in _FINAL_EVENTS:
-                delivered = await self._advance(view.run_id, delivered)
-                # The run may have ended after `view` was read: summarise what is there now.
-                await self._post_summary(await self.engine.run_view(view.run_id), channel,
-                                         thread_ts)
-            else:
-                delivered = event.id  # nothing to send for this one
-                continue
-            delivered = await self._advance(view.run_id, event.id)
-        await self._advance(view.run_id, delivered)
+            cursor = await repo_events.outbox_cursor(session, run_id)
+        skipped = cursor
+        while True:
+            found = None
+            async with self.engine.sessions() as session:
+                events = await repo_events.events_after(session, run_id, skipped, limit=500)
+                for event in events:
+                    if await self._sends_something(session, event):
+                        found = event
+                        break
+            if found is not None:
+                skipped = max((e.id for e in events if e.id < found.id), default=skipped)
+            elif events:
+                skipped = events[-1].id
+            if skipped != cursor:
+                cursor = await self._advance(run_id, skipped)
+            if found is not None or len(events) < 500:
+                return found
+
+    async def _sends_something(self, session: AsyncSession, event: IncidentEvent) -> bool:
+        kind = EventKind(event.kind)
+        if kind in _FINAL_EVENTS:
+            return True
+        if kind not in (EventKind.STEP_SUCCEEDED, EventKind.STEP_FAILED):
+            return False
+        count = (event.data.get("facts") or {}).get("output_lines")
+        if not isinstance(count, int):
+            _, count = await repo_events.output_summary(
+                session, str(event.run_id), event.data.get("execution_id", ""), 1)
+        return count > TAIL_LINES
+
+    async def _deliver(
+        self, view: RunView, event: IncidentEvent, channel: str, thread_ts: str
+    ) -> None:
+        """At least once: the cursor passes the entry only after Slack has taken it."""
+        if _closes(event):
+            # The run may have ended after `view` was read: summarise what is there now.
+            await self._post_summary(await self.engine.run_view(view.run_id), channel,
+                                     thread_ts)
+        else:
+            await self._attach_output(view, event, channel, thread_ts)
+        await self._advance(view.run_id, event.id)
 
     async def _advance(self, run_id: str, event_id: int) -> int:
         async with self.engine.sessions() as session, session.begin():
@@ -205,8 +328,6 @@ class ThreadMirror:
         execution_id = event.data.get("execution_id", "")
         async with self.engine.sessions() as session:
             lines = await repo_events.all_output(session, view.run_id, execution_id)
-        if len(lines) <= TAIL_LINES:
-            return
         attempt = next((s.attempt for s in view.steps if s.execution_id == execution_id), 1)
         await self.budget.take(channel)
         await self.client.files_upload_v2(
@@ -232,3 +353,20 @@ class ThreadMirror:
 
 def _digest(text: str, message_blocks: list[dict[str, Any]]) -> str:
     return hashlib.sha256(json.dumps([text, message_blocks], sort_keys=True).encode()).hexdigest()
+
+
+def _entry_goes_before(entry: IncidentEvent, step: StepView) -> bool:
+    """Does a one-off entry belong in the thread before `step`'s (unposted) message? Attached
+    output goes after its own step's message and before later steps' and later attempts'; the
+    closing summary goes after every message."""
+    if _closes(entry) or entry.step is None:
+        return False
+    own = StepName(entry.step)
+    if step.step == own:
+        return step.execution_id != entry.data.get("execution_id")
+    return STEP_ORDER.index(step.step) > STEP_ORDER.index(own)
+
+
+def _closes(entry: IncidentEvent) -> bool:
+    """The run's closing summary: it goes after every message shows its final state."""
+    return EventKind(entry.kind) in _FINAL_EVENTS
