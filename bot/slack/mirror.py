@@ -81,10 +81,12 @@ class Write:
 
 class ThreadMirror:
     """Writes to the thread in this order of value, each drawn from the log when its turn
-    comes: the root; new messages and attached output in thread order (a step's message, its
-    attached output, the next step's message); redraws of step messages whose status changed;
-    the status board; redraws that only move a running step's tail and clock; the closing
-    summary and timeline, once every message shows its final state."""
+    comes: the root; then, in thread order, new step messages, attached output and step
+    messages whose status changed (a step's message, its attached output, its final state,
+    the next step's message); the status board; redraws that only move a running step's tail,
+    approvals or clock; the closing summary and timeline, once every message shows its final
+    state. The attached output holds every line, so it goes before the redraws that only
+    show the newest."""
 
     def __init__(self, engine: Engine, client: AsyncWebClient, interval: float = WRITE_INTERVAL):
         self.engine = engine
@@ -170,19 +172,25 @@ class ThreadMirror:
                                functools.partial(self._post_root, view, channel)), False
         now = datetime.now(UTC)
         posted = await self._message_ts(view)
-        for step in view.steps:  # new messages and attached output, in thread order
-            if step.execution_id is None or posted.get(step.execution_id):
-                continue
-            if entry is not None and _entry_goes_before(entry, step):
-                break
-            text, step_blocks = blocks.step_message(view, step, now)
-            return view, Write(step.execution_id, channel, functools.partial(
-                self._post_step, step, channel, thread_ts, text, step_blocks)), False
+        redraws = self._redraws(view, channel, thread_ts, posted, now)
         deliver = None if entry is None else Write(f"entry:{entry.id}", channel, functools.partial(
             self._deliver, view, entry, channel, thread_ts))
+        moved = {write.key: write for rank, _, write in redraws if rank == 0}
+        for step in view.steps:  # in thread order: messages, attached output, status changes
+            if step.execution_id is None:
+                continue
+            if not posted.get(step.execution_id):
+                if entry is not None and _entry_goes_before(entry, step):
+                    return view, deliver, False
+                text, step_blocks = blocks.step_message(view, step, now)
+                return view, Write(step.execution_id, channel, functools.partial(
+                    self._post_step, step, channel, thread_ts, text, step_blocks)), False
+            if step.execution_id in moved:
+                if entry is not None and _entry_goes_before_redraw(entry, step):
+                    return view, deliver, False
+                return view, moved[step.execution_id], False
         if entry is not None and not _closes(entry):
             return view, deliver, False
-        redraws = self._redraws(view, channel, thread_ts, posted, now)
         ready = [(rank, order, write) for rank, order, write in redraws
                  if rank < _TICK or write.key not in redrawn]
         if ready:
@@ -365,6 +373,14 @@ def _entry_goes_before(entry: IncidentEvent, step: StepView) -> bool:
     if step.step == own:
         return step.execution_id != entry.data.get("execution_id")
     return STEP_ORDER.index(step.step) > STEP_ORDER.index(own)
+
+
+def _entry_goes_before_redraw(entry: IncidentEvent, step: StepView) -> bool:
+    """Attached output goes before a status change of its own step's message or a later one:
+    the file holds every line, the redraw only the newest."""
+    if _closes(entry) or entry.step is None:
+        return False
+    return STEP_ORDER.index(step.step) >= STEP_ORDER.index(StepName(entry.step))
 
 
 def _closes(entry: IncidentEvent) -> bool:
