@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
@@ -15,6 +16,20 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import KeyRotation, Notification
 from steps.ledgers import NotificationRecord, NotificationStatus
+
+
+def _notification_upsert() -> Any:
+    """Built once: `excluded` makes a new alias with its column collection on every call, which
+    cost more than the round trip when built per email."""
+    statement = insert(Notification)
+    return statement.on_conflict_do_update(
+        index_elements=[Notification.run_id, Notification.client_hash],
+        set_={**{k: statement.excluded[k] for k in ("email", "status", "attempts", "error")},
+              "updated_at": func.now()},
+    )
+
+
+NOTIFICATION_UPSERT = _notification_upsert()
 
 
 class SqlRotationLedger:
@@ -77,9 +92,4 @@ class SqlNotificationLedger:
                    "attempts": record.attempts, "error": record.error}
                   for record in latest.values()]
         async with self.sessions() as session, session.begin():
-            statement = insert(Notification).values(values)
-            await session.execute(statement.on_conflict_do_update(
-                index_elements=[Notification.run_id, Notification.client_hash],
-                set_={**{k: statement.excluded[k] for k in
-                         ("email", "status", "attempts", "error")}, "updated_at": func.now()},
-            ))
+            await session.execute(NOTIFICATION_UPSERT, values)
