@@ -118,7 +118,7 @@ class Settings(BaseSettings):
     smtp_security: SmtpSecurity = SmtpSecurity.NONE
     smtp_username: str = ""
     smtp_password: SecretStr | None = None
-    email_concurrency: int = Field(default=8, gt=0)
+    email_concurrency: int = Field(default=16, gt=0)
     email_max_attempts: int = Field(default=4, gt=0)
 
     # Step 6: verify
