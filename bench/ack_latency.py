@@ -29,6 +29,7 @@ from bot.db.migrate import upgrade_to_head
 from bot.db.urls import with_database
 from bot.rehearsal.postgres import free_port
 from bot.slack.actions import ActionId, ButtonValue
+from tests.crash.bot_process import wait_healthy
 from tests.slackwire.fake_web_api import start_fake_slack
 from tests.slackwire.requests import block_actions, sign, slash_command
 
@@ -54,20 +55,6 @@ def percentiles(values: list[float]) -> tuple[float, float, float]:
     ordered = sorted(values)
     return (statistics.median(ordered), ordered[max(0, int(len(ordered) * 0.99) - 1)],
             ordered[-1])
-
-
-async def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
-    async with aiohttp.ClientSession() as http, asyncio.timeout(30):
-        while True:
-            if process.poll() is not None:
-                raise SystemExit("rollback-bot serve exited; see its log above")
-            try:
-                async with http.get(f"{url}/health") as answer:
-                    if answer.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
 
 
 class Load:

@@ -24,6 +24,20 @@ from tests.slackwire.requests import block_actions, sign, slash_command, view_su
 BIN = Path(sys.prefix) / "bin" / "rollback-bot"
 
 
+async def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
+    """Until `GET {url}/health` answers 200; fails if the process exits first."""
+    async with aiohttp.ClientSession() as http, asyncio.timeout(30):
+        while True:
+            assert process.poll() is None, "rollback-bot serve exited"
+            try:
+                async with http.get(f"{url}/health") as answer:
+                    if answer.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+
+
 class Bot:
     """One `rollback-bot serve --http` process, and the wire to it."""
 
@@ -35,16 +49,7 @@ class Bot:
             env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
     async def ready(self) -> None:
-        async with aiohttp.ClientSession() as http, asyncio.timeout(30):
-            while True:
-                assert self.process.poll() is None, "rollback-bot serve exited"
-                try:
-                    async with http.get(f"{self.url}/health") as answer:
-                        if answer.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
+        await wait_healthy(self.url, self.process)
 
     async def post(self, body: bytes) -> int:
         async with aiohttp.ClientSession() as http, \
