@@ -31,7 +31,7 @@ from bot.domain.states import StepStatus
 from bot.domain.steps import STEP_ORDER, StepName
 from bot.domain.views import RunView, StepView
 from bot.engine.engine import Engine
-from bot.engine.view_builder import TAIL_LINES
+from bot.engine.view_builder import TAIL_LINES, build_run_view
 from bot.slack import blocks
 
 log = logging.getLogger(__name__)
@@ -163,15 +163,13 @@ class ThreadMirror:
     ) -> tuple[RunView, Write | None, bool]:
         """The most valuable write now (None: nothing), and whether a redraw was put off
         because this pass already made it."""
-        entry = await self._next_entry(run_id)  # first: the view is then at least as new
-        view = await self.engine.run_view(run_id)
+        entry, view, posted = await self._snapshot(run_id)
         channel = view.channel_id or self.engine.settings.rollback_channel
         thread_ts = view.thread_ts
         if not thread_ts:
             return view, Write(f"{run_id}:board", channel,
                                functools.partial(self._post_root, view, channel)), False
         now = datetime.now(UTC)
-        posted = await self._message_ts(view)
         redraws = self._redraws(view, channel, thread_ts, posted, now)
         deliver = None if entry is None else Write(f"entry:{entry.id}", channel, functools.partial(
             self._deliver, view, entry, channel, thread_ts))
@@ -237,15 +235,24 @@ class ThreadMirror:
         self._sent[f"{view.run_id}:board"] = _digest(text, board)
         return str(answer["ts"])
 
-    async def _message_ts(self, view: RunView) -> dict[str, str | None]:
-        """Execution id -> the ts of its message in the thread (None: not posted yet)."""
-        posted: dict[str, str | None] = {}
+    async def _snapshot(
+        self, run_id: str
+    ) -> tuple[IncidentEvent | None, RunView, dict[str, str | None]]:
+        """The next one-off entry, the run and which step messages are posted, all as of one
+        moment: a step's end and its log entry are one commit, so the mirror sees both or
+        neither (its output file never trails its final redraw, its summary never leads)."""
         async with self.engine.sessions() as session:
-            for step in view.steps:
+            await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            entry, passed = await self._next_entry(session, run_id)
+            view = await build_run_view(session, run_id)
+            posted: dict[str, str | None] = {}
+            for step in view.steps:  # execution id -> its message's ts (None: not posted)
                 if step.execution_id is not None:
                     execution = await repo_runs.get_execution(session, step.execution_id)
                     posted[step.execution_id] = execution.message_ts if execution else None
-        return posted
+        if passed is not None:
+            await self._advance(run_id, passed)
+        return entry, view, posted
 
     async def _post_step(
         self, step: StepView, channel: str, thread_ts: str, text: str,
@@ -276,28 +283,20 @@ class ThreadMirror:
 
     # --- one-off entries (the outbox) ---------------------------------------------------------
 
-    async def _next_entry(self, run_id: str) -> IncidentEvent | None:
-        """The first entry after the cursor that puts something in the thread; the cursor moves
-        past the ones before it, which have nothing to send."""
-        async with self.engine.sessions() as session:
-            cursor = await repo_events.outbox_cursor(session, run_id)
-        skipped = cursor
+    async def _next_entry(
+        self, session: AsyncSession, run_id: str
+    ) -> tuple[IncidentEvent | None, int | None]:
+        """The first entry after the cursor that puts something in the thread, and the last
+        entry before it (None: none) that has nothing to send, for the cursor to pass."""
+        cursor = skipped = await repo_events.outbox_cursor(session, run_id)
         while True:
-            found = None
-            async with self.engine.sessions() as session:
-                events = await repo_events.events_after(session, run_id, skipped, limit=500)
-                for event in events:
-                    if await self._sends_something(session, event):
-                        found = event
-                        break
-            if found is not None:
-                skipped = max((e.id for e in events if e.id < found.id), default=skipped)
-            elif events:
-                skipped = events[-1].id
-            if skipped != cursor:
-                cursor = await self._advance(run_id, skipped)
-            if found is not None or len(events) < 500:
-                return found
+            events = await repo_events.events_after(session, run_id, skipped, limit=500)
+            for event in events:
+                if await self._sends_something(session, event):
+                    return event, (skipped if skipped != cursor else None)
+                skipped = event.id
+            if len(events) < 500:
+                return None, (skipped if skipped != cursor else None)
 
     async def _sends_something(self, session: AsyncSession, event: IncidentEvent) -> bool:
         kind = EventKind(event.kind)
