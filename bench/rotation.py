@@ -13,7 +13,7 @@ key, no join, no hash; index maintenance included), by one statement per table, 
 connections over equal shares of the pages (what this machine's cores allow).
 
     python -m bench.rotation [--sessions 1000000 --assistants 200000 --clients 100000
-                              --pages 200 --workers 2]
+                              --pages 200 --workers 3]
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ async def main() -> None:
     parser.add_argument("--assistants", type=int, default=200_000)
     parser.add_argument("--clients", type=int, default=100_000)
     parser.add_argument("--pages", type=int, default=200, help="ROTATION_BATCH_PAGES")
-    parser.add_argument("--workers", type=int, default=2, help="ROTATION_WORKERS")
+    parser.add_argument("--workers", type=int, default=3, help="ROTATION_WORKERS")
     args = parser.parse_args()
     template = f"bench_rot_{uuid.uuid4().hex[:6]}"
     created = [template]

@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     # Step 4: new keys
     key_format: KeyFormat = KeyFormat.UUID4
     rotation_batch_pages: int = Field(default=200, gt=0)
-    rotation_workers: int = Field(default=2, gt=0)
+    rotation_workers: int = Field(default=3, gt=0)
 
     # Step 5: email
     mailer: MailerKind = MailerKind.SMTP
