@@ -91,5 +91,8 @@ class SqlNotificationLedger:
                    "email": record.email, "status": record.status.value,
                    "attempts": record.attempts, "error": record.error}
                   for record in latest.values()]
-        async with self.sessions() as session, session.begin():
-            await session.execute(NOTIFICATION_UPSERT, values)
+        # One statement is atomic by itself: autocommit spares a BEGIN and a COMMIT round trip
+        # per email.
+        async with self.sessions() as session:
+            conn = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            await conn.execute(NOTIFICATION_UPSERT, values)
