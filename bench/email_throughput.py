@@ -17,7 +17,7 @@ measured per contender: on loopback without delay both are CPU-bound, and the be
 can do on this machine is (sender + sink CPU per message) / cores.
 
     python -m bench.email_throughput [--clients 10000] [--sink-processes 2]
-                                     [--reply-delay-ms 0,5] [--concurrency N]
+                                     [--reply-delay-ms 0,5,20] [--concurrency N]
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=10_000)
     parser.add_argument("--sink-processes", default="2", help="comma-separated, e.g. 1,2,4")
-    parser.add_argument("--reply-delay-ms", default="0,5", help="comma-separated, e.g. 0,5")
+    parser.add_argument("--reply-delay-ms", default="0,5,20", help="comma-separated, e.g. 0,5")
     parser.add_argument("--concurrency", type=int, default=None,
                         help="EMAIL_CONCURRENCY for our step (default: the setting's default)")
     parser.add_argument("--baseline-seconds", type=float, default=10.0)
