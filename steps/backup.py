@@ -6,6 +6,7 @@ a file that looks complete. A JSON sidecar ties the verified dump to its run for
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -40,7 +41,7 @@ async def _client_major(program: str) -> int:
     return int(match.group(1))
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -75,7 +76,7 @@ class BackupStep:
         for sidecar in sorted(ctx.settings.backup_dir.glob(f"{PREFIX}*.dump.json"), reverse=True):
             meta = json.loads(sidecar.read_text())
             dump = Path(meta.get("path", ""))
-            if meta.get("run_id") == ctx.run_id and dump.exists() and _sha256(dump) == meta.get(
+            if meta.get("run_id") == ctx.run_id and dump.exists() and file_sha256(dump) == meta.get(
                 "sha256"
             ):
                 return CheckResult(True, f"verified backup {dump} exists")
@@ -102,9 +103,15 @@ class BackupStep:
             if dumped.returncode != 0:
                 raise StepError(f"pg_dump failed (exit {dumped.returncode}): "
                                 + " | ".join(dumped.tail[-3:]))
+            # The hash is taken in a thread (hashlib lets go of the GIL), beside the check, and
+            # never on the event loop: Slack still gets its acks while a large dump is read.
+            hashing = asyncio.create_task(asyncio.to_thread(file_sha256, partial))
             toc: list[str] = []
-            listed = await run_process([s.pg_restore_path, "--list", str(partial)],
-                                       emit=toc.append, env=env)
+            try:
+                listed = await run_process([s.pg_restore_path, "--list", str(partial)],
+                                           emit=toc.append, env=env)
+            finally:
+                digest = await hashing
             entries = sum(1 for line in toc if line and not line.startswith(";"))
             if listed.returncode != 0 or entries == 0:
                 raise StepError("the dump did not verify with pg_restore --list: "
@@ -112,7 +119,7 @@ class BackupStep:
             partial.rename(final)
         finally:
             partial.unlink(missing_ok=True)
-        size, digest = final.stat().st_size, _sha256(final)
+        size = final.stat().st_size
         emit(f"verified: {entries} TOC entries, {pretty_bytes(size)}, sha256 {digest}")
         facts = {"path": str(final.resolve()), "size_bytes": size, "sha256": digest,
                  "toc_entries": entries}
