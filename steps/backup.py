@@ -76,9 +76,9 @@ class BackupStep:
         for sidecar in sorted(ctx.settings.backup_dir.glob(f"{PREFIX}*.dump.json"), reverse=True):
             meta = json.loads(sidecar.read_text())
             dump = Path(meta.get("path", ""))
-            if meta.get("run_id") == ctx.run_id and dump.exists() and file_sha256(dump) == meta.get(
-                "sha256"
-            ):
+            if meta.get("run_id") != ctx.run_id or not dump.exists():
+                continue
+            if await asyncio.to_thread(file_sha256, dump) == meta.get("sha256"):
                 return CheckResult(True, f"verified backup {dump} exists")
         return CheckResult(False, "no verified backup for this run")
 
