@@ -114,8 +114,11 @@ class ThreadMirror:
 
     async def _loop(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns normally when it is
+            # cancelled just as the event fires, and stop() would then wait for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=WRITE_INTERVAL)
+                async with asyncio.timeout(WRITE_INTERVAL):
+                    await self._wake.wait()
             self._wake.clear()
             runs, self._dirty = self._dirty, set()
             for run_id in runs:

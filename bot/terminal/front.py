@@ -68,8 +68,9 @@ class TerminalFront:
             current = _current_step(view)
             if current is not None and await self._act(view, current):
                 continue  # we changed something: read the log again at once
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+            with contextlib.suppress(TimeoutError):  # not wait_for: see ThreadMirror._loop
+                async with asyncio.timeout(POLL_SECONDS):
+                    await self._wake.wait()
 
     async def print_new(self, run_id: str) -> None:
         while True:
