@@ -24,6 +24,7 @@ import asyncpg
 
 from bot.db.urls import libpq_url, password_of, redacted
 from bot.settings import MailerKind, RestartStrategy, Settings, SmtpSecurity
+from steps.rotate_keys import WORK_SCHEMA
 
 TIMEOUT = 5.0
 
@@ -126,6 +127,31 @@ def check_target_revision(settings: Settings, revision: str | None, problem: str
                      f"{url} at revision {revision or 'none'}, expected the Phase 3 head {head}",
                      "the downgrade refuses any other revision: inspect alembic_version by "
                      "hand (PHASE3_REVISIONS lists the chain the bot knows)")
+
+
+async def check_work_table(settings: Settings) -> CheckLine | None:
+    """Step 4 makes the new keys in a work table of its own schema in the target."""
+    url = settings.target_database_url.get_secret_value()
+    try:
+        conn = await _connect(url)
+    except (OSError, TimeoutError, asyncpg.PostgresError):
+        return None  # the target database line says why
+    try:
+        user, database, allowed = await conn.fetchrow(
+            "SELECT current_user, current_database(),"
+            " has_database_privilege(current_database(), 'CREATE') OR EXISTS ("
+            "   SELECT 1 FROM pg_namespace WHERE nspname = $1"
+            "      AND has_schema_privilege(oid, 'CREATE'))", WORK_SCHEMA)
+    finally:
+        await conn.close()
+    if allowed:
+        return CheckLine("key work table", True,
+                         f"{user} may create the schema {WORK_SCHEMA} for step 4's work table")
+    return CheckLine("key work table", False,
+                     f"{user} may not create the schema {WORK_SCHEMA} in {database}: step 4 "
+                     "makes the new keys in a work table there",
+                     f'GRANT CREATE ON DATABASE "{database}" TO "{user}" (or create the schema '
+                     f"{WORK_SCHEMA} owned by {user})")
 
 
 async def check_pg_dump(settings: Settings, server_major: int) -> CheckLine:
@@ -299,13 +325,13 @@ async def preflight(settings: Settings) -> list[CheckLine]:
     independent: list[Awaitable[CheckLine | None]] = [
         check_slack(settings), check_bot_db(settings), check_pg_dump(settings, server_major),
         check_restart(settings), check_mailer(settings), check_directory(settings),
-        check_api(settings),
+        check_api(settings), check_work_table(settings),
     ]
     results = await asyncio.gather(*independent)
-    slack, bot_db, pg_dump, restart, mailer, directory, api = results
+    slack, bot_db, pg_dump, restart, mailer, directory, api, work_table = results
     lines = [slack, bot_db, check_target_revision(settings, revision, problem), pg_dump,
              _writable("backup dir", settings.backup_dir, "set BACKUP_DIR to a writable folder"),
-             restart, mailer, directory, api]
+             restart, work_table, mailer, directory, api]
     return [line for line in lines if line is not None]
 
 

@@ -20,6 +20,7 @@ from bot.preflight import (
     check_pg_dump,
     check_restart,
     check_target_revision,
+    check_work_table,
     stops_rollback,
 )
 from bot.preflight import _target_facts as target_facts
@@ -80,6 +81,28 @@ async def test_target_down_is_a_problem() -> None:
     line = await revision_line(f"postgresql://postgres:s3cret@127.0.0.1:{free_port()}/x")
     assert not line.ok and "unreachable" in line.detail
     assert "s3cret" not in line.text()
+
+
+async def test_a_target_user_that_cannot_create_the_work_schema_is_a_problem(
+    databases: DatabaseFactory,
+) -> None:
+    url = await target_at(databases, "9ddfdd63af30")
+    line = await check_work_table(settings(target_database_url=url))
+    assert line is not None and line.ok and "may create the schema rollback_bot" in line.detail
+    role = "rb_preflight_no_create"
+    await admin_execute(url, f"DROP ROLE IF EXISTS {role}", f"CREATE ROLE {role} LOGIN")
+    try:
+        limited = url.replace("postgresql://postgres@", f"postgresql://{role}@", 1)
+        assert limited != url
+        line = await check_work_table(settings(target_database_url=limited))
+        assert line is not None and not line.ok and stops_rollback([line])
+        assert f"{role} may not create the schema rollback_bot" in line.detail
+        assert "GRANT CREATE ON DATABASE" in line.fix
+        await admin_execute(url, f"CREATE SCHEMA rollback_bot AUTHORIZATION {role}")
+        line = await check_work_table(settings(target_database_url=limited))
+        assert line is not None and line.ok, "its own schema is enough"
+    finally:
+        await admin_execute(url, "DROP SCHEMA IF EXISTS rollback_bot", f"DROP ROLE {role}")
 
 
 async def test_pg_dump_older_than_the_server_is_a_problem() -> None:
