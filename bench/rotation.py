@@ -31,6 +31,7 @@ import asyncpg
 
 from bot.db.urls import libpq_url, with_database
 from sandbox.migrate import migrate
+from steps.rotate_keys import PAGES_SQL
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 OWNED = "owner_api_key_hash IS NOT NULL"
@@ -79,8 +80,7 @@ async def copy_of(template: str, tag: str) -> str:
 async def pages_of(url: str, table: str) -> int:
     conn = await asyncpg.connect(libpq_url(url))
     try:
-        return int(await conn.fetchval(
-            "SELECT pg_relation_size($1::regclass) / current_setting('block_size')::int", table))
+        return int(await conn.fetchval(PAGES_SQL, table))
     finally:
         await conn.close()
 

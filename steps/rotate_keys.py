@@ -88,6 +88,21 @@ def _target_error(what: str, exc: Exception) -> StepError:
     return StepError(f"{what}: {type(exc).__name__}")
 
 
+PAGES_SQL = "SELECT pg_relation_size($1::regclass) / current_setting('block_size')::int"
+
+
+async def table_pages(conn: asyncpg.Connection) -> dict[str, int]:
+    """How many heap pages each table has now."""
+    return {t: int(await conn.fetchval(PAGES_SQL, t)) for t in TABLES}
+
+
+async def drop_work_table(conn: asyncpg.Connection, work: str) -> None:
+    """The work table, and its schema unless another run's work table is still there."""
+    await conn.execute(f"DROP TABLE IF EXISTS {work}")
+    with contextlib.suppress(asyncpg.DependentObjectsStillExistError):
+        await conn.execute(f"DROP SCHEMA IF EXISTS {WORK_SCHEMA}")
+
+
 def work_table(run_id: str) -> str:
     return f"{WORK_SCHEMA}.rotation_{run_id.replace('-', '')}"
 
@@ -189,9 +204,7 @@ class RotateKeysStep:
         async with connect(ctx.settings.target_database_url.get_secret_value()) as conn:
             try:
                 row = await conn.fetchrow(COUNTS_SQL)
-                pages = {t: int(await conn.fetchval("SELECT pg_relation_size($1::regclass) / "
-                                                    "current_setting('block_size')::int", t))
-                         for t in TABLES}
+                pages = await table_pages(conn)
                 leftover = await work_table_exists(conn, work_table(ctx.run_id))
             except asyncpg.PostgresError as exc:  # e.g. no owner_api_key before the downgrade
                 raise _target_error("cannot count clients on the target", exc) from None
@@ -243,30 +256,29 @@ class RotateKeysStep:
             clients = await self._make_keys(ctx, work, emit)
             if clients == 0:
                 async with connect(url) as conn:
-                    await conn.execute(f"DROP TABLE IF EXISTS {work}")
-                await self._drop_schema_if_empty(url)
+                    await drop_work_table(conn, work)
                 return Outcome(summary="no client without a new key: nothing to do",
                                facts={"clients_rotated": 0, "batches": 0, "sessions_updated": 0,
                                       "assistants_updated": 0,
                                       "duration_s": round(time.monotonic() - started, 3)})
-            sizes = await self._sizes(url)
-            todo = list(page_ranges(sizes, s.rotation_batch_pages))
+            async with connect(url) as conn:
+                todo = list(page_ranges(await table_pages(conn), s.rotation_batch_pages))
             updated = await self._rewrite(ctx, work, todo, emit)
-            sweep = page_ranges(await self._sizes(url), s.rotation_batch_pages * SWEEP_SCALE,
-                                open_end=True)
+            async with connect(url) as conn:
+                sweep = page_ranges(await table_pages(conn),
+                                    s.rotation_batch_pages * SWEEP_SCALE, open_end=True)
             swept = await self._rewrite(ctx, work, list(sweep), None)
             late = sum(swept.values())
             emit("sweep: no row written meanwhile" if not late else
                  f"sweep: {late:,} row{'' if late == 1 else 's'} written meanwhile re-keyed")
             for table in TABLES:
                 updated[table] += swept[table]
-            async with connect(url) as conn, conn.transaction():
+            async with connect(url) as conn:
                 left = await conn.fetchval(f"SELECT count(*) FROM ({PENDING_SQL}) p")
                 if left:
                     raise StepError(f"{left:,} clients still have rows without a key after the "
                                     f"sweep (written during it?): Retry re-keys them")
-                await conn.execute(f"DROP TABLE {work}")
-            await self._drop_schema_if_empty(url)
+                await drop_work_table(conn, work)
         except asyncpg.PostgresError as exc:
             raise _target_error("the target refused the rotation (its current transaction "
                                 "was rolled back; Retry resumes)", exc) from None
@@ -318,12 +330,6 @@ class RotateKeysStep:
                  f"the ledger holds their hashes")
         return len(pairs)
 
-    async def _sizes(self, url: str) -> dict[str, int]:
-        async with connect(url) as conn:
-            return {t: int(await conn.fetchval(
-                "SELECT pg_relation_size($1::regclass) / current_setting('block_size')::int", t))
-                for t in TABLES}
-
     async def _rewrite(self, ctx: StepContext, work: str, todo: list[PageRange],
                        emit: OutputSink | None) -> dict[str, int]:
         """Re-keys the rows of these page ranges, in order, several ranges at once."""
@@ -357,9 +363,3 @@ class RotateKeysStep:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
         return updated
-
-    async def _drop_schema_if_empty(self, url: str) -> None:
-        async with connect(url) as conn:
-            # Another run's work table may still be there: then the schema stays.
-            with contextlib.suppress(asyncpg.DependentObjectsStillExistError):
-                await conn.execute(f"DROP SCHEMA IF EXISTS {WORK_SCHEMA}")
