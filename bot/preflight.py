@@ -22,8 +22,8 @@ from typing import TextIO
 import aiohttp
 import asyncpg
 
-from bot.db.urls import libpq_url, password_of, redacted
 from bot.settings import MailerKind, RestartStrategy, Settings, SmtpSecurity
+from bot.urls import libpq_url, password_of, redacted
 from steps.rotate_keys import WORK_SCHEMA
 
 TIMEOUT = 5.0

@@ -14,10 +14,10 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bot.db.urls import database_name, libpq_url, password_of
+from bot.domain.step_protocol import CheckResult, Outcome, OutputSink, Plan, StepContext, StepError
 from bot.domain.steps import StepName
+from bot.urls import database_name, libpq_url, password_of
 from steps.process import run_process
-from steps.protocol import CheckResult, Outcome, OutputSink, Plan, StepContext, StepError
 from steps.target_db import database_size, pretty_bytes, server_version_major
 
 PREFIX = "backup_before_rollback_"

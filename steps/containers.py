@@ -17,8 +17,8 @@ from typing import Any, Protocol
 import aiodocker
 import aiohttp
 
+from bot.domain.step_protocol import StepError
 from bot.settings import Settings
-from steps.protocol import StepError
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"

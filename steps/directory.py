@@ -16,8 +16,8 @@ from typing import Any
 
 import asyncpg
 
+from bot.domain.step_protocol import StepError
 from bot.settings import Settings
-from steps.protocol import StepError
 from steps.target_db import connect
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")

@@ -11,10 +11,10 @@ import shlex
 
 from sqlalchemy.engine import make_url
 
+from bot.domain.step_protocol import CheckResult, Outcome, OutputSink, Plan, StepContext, StepError
 from bot.domain.steps import StepName
 from bot.settings import Settings
 from steps.process import run_process
-from steps.protocol import CheckResult, Outcome, OutputSink, Plan, StepContext, StepError
 from steps.target_db import alembic_revision, column_exists
 
 KEY_TABLES = ("sessions", "assistants")
@@ -48,6 +48,7 @@ class DowngradeStep:
         s = ctx.settings
         current = await alembic_revision(s.target_database_url.get_secret_value())
         undo = revisions_to_undo(s, current)
+        warnings: tuple[str, ...]
         if current == s.phase2_revision:
             summary, warnings = f"already at {current}: nothing to undo", ()
         elif undo:

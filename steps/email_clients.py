@@ -14,13 +14,13 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
+from bot.domain.ledgers import NotificationRecord, NotificationStatus
+from bot.domain.step_protocol import CheckResult, Outcome, OutputSink, Plan, StepContext, StepError
 from bot.domain.steps import StepName
 from bot.settings import Settings
 from steps.directory import Contact, Directory, load_directory
-from steps.ledgers import NotificationRecord, NotificationStatus
 from steps.mailers.delivery import Delivery
 from steps.mailers.template import Template, masked
-from steps.protocol import CheckResult, Outcome, OutputSink, Plan, StepContext, StepError
 from steps.target_db import connect
 
 __all__ = ["EmailClientsStep", "Template", "masked"]

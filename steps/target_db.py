@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
-from bot.db.urls import libpq_url, password_of
+from bot.urls import libpq_url, password_of
 
 
 @asynccontextmanager

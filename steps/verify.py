@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from bot.domain.step_protocol import CheckResult, Outcome, OutputSink, Plan, StepContext, StepError
 from bot.domain.steps import StepName
 from bot.settings import RestartStrategy, Settings
 from steps.containers import docker_engine, selector
 from steps.http_probe import HttpAnswer, HttpProbe, join_url
-from steps.protocol import CheckResult, Outcome, OutputSink, Plan, StepContext, StepError
 from steps.target_db import connect
 
 SESSIONS_PATH = "/api/v1/sessions"

@@ -27,13 +27,13 @@ from bot.domain.approvals import (
 )
 from bot.domain.events import EventKind, Source
 from bot.domain.states import DONE_STEP_STATUSES, RETRYABLE_STEP_STATUSES, RunStatus, StepStatus
+from bot.domain.step_protocol import Plan, Step, StepContext
 from bot.domain.steps import STEP_ORDER, StepName, next_step
 from bot.domain.views import RunView
 from bot.engine.executor import StepExecutor
 from bot.engine.plans import safe_plan
 from bot.engine.view_builder import build_run_view
 from bot.settings import Settings
-from steps.protocol import Plan, Step, StepContext
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class Engine:
 
     async def dry_run(self) -> list[Plan]:
         """Every step's plan against the live target, changing nothing."""
-        from steps.dry_run import dry_run
+        from bot.engine.dry_run import dry_run
 
         return await dry_run(self.settings, self.steps)
 

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 from bot.db import repo_events, repo_runs
 from bot.domain.events import EventKind, Source
 from bot.domain.states import StepStatus
+from bot.domain.step_protocol import Outcome, StepError
 from bot.domain.steps import StepName
 from bot.engine.output import OutputBuffer, Redactor
-from steps.protocol import Outcome, StepError
 
 if TYPE_CHECKING:
     from bot.engine.engine import Engine
@@ -40,7 +40,7 @@ class StepExecutor:
             for v in (s.slack_bot_token, s.slack_signing_secret, s.slack_app_token, s.smtp_password)
             if v is not None
         ]
-        from bot.db.urls import password_of
+        from bot.urls import password_of
 
         for url in (s.target_database_url, s.database_url):
             if url is not None:
@@ -68,7 +68,8 @@ class StepExecutor:
         heartbeat = asyncio.create_task(self._heartbeat(execution_id))
         flusher = asyncio.create_task(self._flush_loop(run_id, step_name, execution_id, output))
         started = time.monotonic()
-        status, summary, facts, error_tail = StepStatus.FAILED, "", {}, []
+        status, summary, error_tail = StepStatus.FAILED, "", list[str]()
+        facts: dict[str, Any] = {}
         try:
             check = await step.check(ctx)
             if check.done:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from steps.protocol import Plan, Step, StepContext
+from bot.domain.step_protocol import Plan, Step, StepContext
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from bot.domain.ledgers import NotificationRecord, NotificationStatus
+from bot.domain.step_protocol import OutputSink, StepContext
 from steps.directory import Contact
-from steps.ledgers import NotificationRecord, NotificationStatus
 from steps.mailers import Mailer, PermanentMailError, TransientMailError, build_mailer
 from steps.mailers.template import Template
-from steps.protocol import OutputSink, StepContext
 from steps.target_db import connect
 
 BACKOFF_SECONDS = 0.2

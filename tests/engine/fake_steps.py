@@ -6,8 +6,16 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from bot.domain.step_protocol import (
+    CheckResult,
+    Outcome,
+    OutputSink,
+    Plan,
+    Step,
+    StepContext,
+    StepError,
+)
 from bot.domain.steps import STEP_ORDER, StepName
-from steps.protocol import CheckResult, Outcome, OutputSink, Plan, Step, StepContext, StepError
 
 
 @dataclass

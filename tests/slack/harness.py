@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.domain.step_protocol import Step
 from bot.domain.steps import StepName
 from bot.engine.engine import Engine
 from bot.settings import Settings
@@ -24,7 +25,6 @@ from bot.slack.modal import (
     REASON_ACTION_ID,
     REASON_BLOCK_ID,
 )
-from steps.protocol import Step
 from tests.slackwire.fake_web_api import FakeSlack, Message
 from tests.slackwire.requests import block_actions, sign, slash_command, view_submission
 from tests.slackwire.serve import serve_on_free_port

@@ -12,11 +12,11 @@ import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.db.urls import libpq_url
+from bot.domain.ledgers import NotificationRecord, NotificationStatus
+from bot.domain.step_protocol import StepContext, StepError
 from bot.rehearsal.postgres import free_port
+from bot.urls import libpq_url
 from steps.email_clients import EmailClientsStep
-from steps.ledgers import NotificationRecord, NotificationStatus
-from steps.protocol import StepContext, StepError
 from steps.rotate_keys import RotateKeysStep
 from tests.fixtures.sandbox import SandboxSeed
 from tests.fixtures.smtp import SmtpServer

@@ -15,14 +15,14 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from bot.db.urls import libpq_url
+from bot.domain.step_protocol import StepError
 from bot.rehearsal.postgres import free_port
 from bot.settings import Settings
+from bot.urls import libpq_url
 from steps.directory import Contact, load_directory
 from steps.mailers import PermanentMailError, TransientMailError, build_mailer
 from steps.mailers.outbox import OutboxMailer
 from steps.mailers.template import Template
-from steps.protocol import StepError
 from tests.fixtures.smtp import RecordingHandler, SmtpServer
 from tests.steps.step_context import settings_for
 
