@@ -5,6 +5,12 @@ asks the pure schedule (`thread_schedule.next_write`) for the one write the thre
 and performs it: at most about one write a second per channel, the log's one-off entries
 (attached output, summary, timeline) delivered in order through a cursor kept in the database.
 A Slack outage delays the thread, never a step, and loses nothing.
+
+One replica writes a run's thread: the one holding its claim (`thread_claims`). Every replica
+looks for runs to mirror once a second, so a change made by another replica, or a run whose
+writer died, is picked up without being told. What Slack refuses for good is handled, not
+retried (`mirror_refusals`); a write that keeps failing for a passing reason is set aside after
+its retry budget so it never holds back the writes behind it for longer.
 """
 
 from __future__ import annotations
@@ -15,24 +21,27 @@ import logging
 import time
 from datetime import UTC, datetime
 
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.db import repo_events, repo_runs
+from bot.db import repo_events, repo_mirror, repo_runs
 from bot.domain.events import EventKind
+from bot.domain.states import RunStatus
 from bot.domain.steps import StepName
-from bot.domain.timeline import timeline_markdown
 from bot.domain.views import RunView
 from bot.engine.engine import Engine
 from bot.engine.view_builder import TAIL_LINES, build_run_view
-from bot.slack import blocks
+from bot.slack.mirror_refusals import Refusals
+from bot.slack.mirror_writes import ThreadWrites
+from bot.slack.slack_errors import Failure, classify, error_code, is_slack_failure
+from bot.slack.thread_claims import ClaimLost, ThreadClaims
 from bot.slack.thread_schedule import (
     Action,
     Drawn,
     NextWrite,
     PendingEntry,
     ThreadSnapshot,
+    board_key,
     next_write,
     sends_something,
 )
@@ -41,6 +50,8 @@ log = logging.getLogger(__name__)
 
 WRITE_INTERVAL = 1.0  # Slack allows roughly one write per second per channel
 RETRY_DELAY = 2.0
+RETRY_BUDGET = 5  # tries of one write that fails for a passing reason before it is set aside
+SET_ASIDE_SECONDS = 30.0  # then the writes behind it go first for this long
 
 
 class WriteBudget:
@@ -72,9 +83,17 @@ class ThreadMirror:
         self.engine = engine
         self.client = client
         self.budget = WriteBudget(interval)
+        self.claims = ThreadClaims(engine.sessions, engine.replica_id,
+                                   engine.settings.step_lease_seconds)
+        self.writes = ThreadWrites(engine.sessions, client, self.budget)
+        self.refusals = Refusals(self)
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
-        self._drawn: dict[str, Drawn] = {}  # message key -> what Slack shows
+        self._drawn: dict[str, dict[str, Drawn]] = {}  # run -> message key -> what it shows
+        self._tries: dict[str, int] = {}  # write key -> failed tries in a row
+        self._set_aside: dict[str, float] = {}  # write key -> monotonic time it may go again
+        self.moved_from: dict[str, str | None] = {}  # run -> link to the thread it left
+        self.unwritable: dict[str, str] = {}  # run -> why its thread cannot be written
         self._task: asyncio.Task[None] | None = None
         engine.subscribe(self.notify)
 
@@ -83,13 +102,24 @@ class ThreadMirror:
         self._wake.set()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop())
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._loop())
+        self.claims.start()
 
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            self._task = None
+        await self.claims.stop()
+
+    async def repost_board(self, run_id: str) -> None:
+        """`/rollback-phase3 status`: the board is drawn again, and a thread that was lost
+        (deleted, archived, the bot removed) gets a new root in the rollback channel."""
+        await self.refusals.rehome_if_lost(run_id)
+        self.forget_drawn(run_id, board_key(run_id))  # an edit of a deleted root shows it
+        self.notify(run_id)
 
     async def _loop(self) -> None:
         while True:
@@ -100,28 +130,52 @@ class ThreadMirror:
                     await self._wake.wait()
             self._wake.clear()
             runs, self._dirty = self._dirty, set()
-            for run_id in runs:
+            for run_id in dict.fromkeys([*await self.claims.candidates(), *sorted(runs)]):
+                if not await self._hold(run_id):
+                    continue  # another replica writes this thread
                 try:
                     still_live = await self.sync(run_id)
-                except (TimeoutError, SlackApiError, OSError) as exc:
-                    log.warning("Slack is not taking writes (%s); retrying", exc)
-                    self._dirty.add(run_id)
-                    await asyncio.sleep(RETRY_DELAY)
+                except ClaimLost:
+                    log.warning("run %s: another replica writes its thread now", run_id)
                     continue
-                except Exception:
-                    log.exception("could not mirror run %s", run_id)
+                except Exception as exc:
+                    if is_slack_failure(exc):
+                        log.warning("Slack is not taking writes (%s); retrying", exc)
+                    else:
+                        log.exception("could not mirror run %s", run_id)
                     self._dirty.add(run_id)
                     await asyncio.sleep(RETRY_DELAY)
                     continue
                 if still_live:  # keep the elapsed time of a running step moving
                     self._dirty.add(run_id)
 
+    async def _hold(self, run_id: str) -> bool:
+        before = set(self.claims.held)
+        if not await self.claims.hold(run_id):
+            return False
+        if run_id not in before:  # taken (over): know nothing of the thread but the database
+            self.writes.forget(run_id)
+            self._drawn.pop(run_id, None)
+        return True
+
+    async def _read_thread_state(self, run_id: str) -> None:
+        """Whether the run moved threads or cannot be written, as recorded (any replica may
+        have recorded it: a `/rollback-phase3 status` typed anywhere moves a lost thread)."""
+        async with self.engine.sessions() as session:
+            moved, stuck = await repo_mirror.thread_state(session, run_id)
+        self.moved_from[run_id] = moved
+        if stuck:
+            self.unwritable[run_id] = stuck
+        else:
+            self.unwritable.pop(run_id, None)
+
     async def drain(self) -> None:
         """Sync until nothing is pending (tests, shutdown); callers bound it with a timeout."""
         while self._dirty:
             for run_id in list(self._dirty):
                 self._dirty.discard(run_id)
-                await self.sync(run_id)
+                if await self._hold(run_id):
+                    await self.sync(run_id)
 
     # --- one pass ---------------------------------------------------------------------------
 
@@ -130,7 +184,10 @@ class ThreadMirror:
         running step's clock and tail are redrawn once a pass, so a pass ends; True if there
         is more to draw (a step is running, or a redraw waits for the next pass)."""
         redrawn: set[str] = set()
+        await self._read_thread_state(run_id)
         while True:
+            if run_id in self.unwritable:
+                return await self.refusals.stop_if_stuck(run_id)
             snapshot = await self._snapshot(run_id, frozenset(redrawn))
             write = next_write(snapshot)
             if write.action is Action.WAIT:
@@ -138,11 +195,15 @@ class ThreadMirror:
                 await asyncio.sleep(write.wait)
                 continue
             if write.action is Action.NOTHING:
-                return write.again
-            await self._perform(snapshot, write)
+                if not write.again and snapshot.view.status is not RunStatus.ACTIVE \
+                        and snapshot.entry is None:
+                    await self.claims.done(run_id)
+                return write.again or bool(self._set_aside)
+            await self.claims.confirm(run_id)  # fencing: still ours, in database time
+            await self.perform(snapshot, write)
             redrawn.add(write.key)
 
-    def _channel(self, view: RunView) -> str:
+    def channel_of(self, view: RunView) -> str:
         return view.channel_id or self.engine.settings.rollback_channel
 
     async def _snapshot(self, run_id: str, redrawn: frozenset[str]) -> ThreadSnapshot:
@@ -159,61 +220,69 @@ class ThreadMirror:
                     execution = await repo_runs.get_execution(session, step.execution_id)
                     posted[step.execution_id] = execution.message_ts if execution else None
         if passed is not None:
-            await self._advance(run_id, passed)
+            await self.advance(run_id, passed)
+        now = time.monotonic()
+        self._set_aside = {k: t for k, t in self._set_aside.items() if t > now}
         return ThreadSnapshot(
-            view=view, now=utcnow(), posted=posted, drawn=dict(self._drawn), entry=entry,
-            redrawn=redrawn, budget_wait=self.budget.wait_seconds(self._channel(view)))
+            view=view, now=datetime.now(UTC), posted=posted,
+            drawn=dict(self._drawn.get(run_id, {})), entry=entry, redrawn=redrawn,
+            budget_wait=self.budget.wait_seconds(self.channel_of(view)),
+            set_aside=frozenset(self._set_aside),
+            moved_from=self.moved_from.get(run_id))
 
-    async def _perform(self, snapshot: ThreadSnapshot, write: NextWrite) -> None:
+    async def perform(self, snapshot: ThreadSnapshot, write: NextWrite,
+                       plain: bool = False) -> None:
+        """One write; a failure is classified: retried within its budget, or handled."""
         view = snapshot.view
-        channel = self._channel(view)
-        if write.action is Action.POST_ROOT:
-            await self._post_root(view, channel, write)
+        try:
+            await self._write(view, write, plain)
+        except Exception as exc:
+            if not is_slack_failure(exc):
+                raise
+            self.writes.forget(view.run_id)  # it may have been applied: read before posting
+            failure = classify(exc)
+            if failure is not Failure.TRANSIENT:
+                self._tries.pop(write.key, None)
+                await self.refusals.handle(snapshot, write, failure, error_code(exc), plain)
+                return
+            tries = self._tries[write.key] = self._tries.get(write.key, 0) + 1
+            if tries < RETRY_BUDGET:
+                raise
+            log.error("run %s: %s %s failed %d times (%s); the writes behind it go first",
+                      view.run_id, write.action, write.key, tries, error_code(exc))
+            self._tries.pop(write.key, None)
+            self.set_aside(write.key)
             return
-        assert view.thread_ts is not None
-        if write.action is Action.POST_STEP:
-            await self._post_step(channel, view.thread_ts, write)
+        self._tries.pop(write.key, None)
+
+    async def _write(self, view: RunView, write: NextWrite, plain: bool) -> None:
+        channel = self.channel_of(view)
+        if write.action is Action.POST_ROOT:
+            if await self.writes.post_root(view, channel, write, plain):
+                self.record_drawn(view.run_id, write)
+        elif write.action is Action.POST_STEP:
+            if await self.writes.post_step(view, channel, write, plain):
+                self.record_drawn(view.run_id, write)
         elif write.action is Action.EDIT:
-            await self._update(channel, write)
+            await self.writes.update(channel, write, plain)
+            self.record_drawn(view.run_id, write)
         elif write.entry is not None:
-            await self._deliver(view, write.entry, channel, view.thread_ts)
+            await self._deliver(view, write.entry, channel, plain)
 
-    # --- writes -----------------------------------------------------------------------------
+    def set_aside(self, key: str) -> None:
+        """Let the writes behind `key` go first for a while."""
+        self._set_aside[key] = time.monotonic() + SET_ASIDE_SECONDS
 
-    async def _post_root(self, view: RunView, channel: str, write: NextWrite) -> None:
-        assert write.message is not None and write.drawn is not None
-        async with self.engine.sessions() as session, session.begin():
-            run = await repo_runs.get_run(session, view.run_id, for_update=True)
-            if run is not None and run.thread_ts:  # another replica posted it meanwhile
-                return
-            await self.budget.take(channel)
-            answer = await self.client.chat_postMessage(
-                channel=channel, text=write.message.text, blocks=write.message.blocks)
-            await repo_runs.set_run_thread(session, view.run_id, answer["channel"], answer["ts"])
-        self._drawn[write.key] = write.drawn
+    def record_drawn(self, run_id: str, write: NextWrite) -> None:
+        if write.drawn is not None:
+            self._drawn.setdefault(run_id, {})[write.key] = write.drawn
 
-    async def _post_step(self, channel: str, thread_ts: str, write: NextWrite) -> None:
-        assert write.step is not None and write.step.execution_id is not None
-        assert write.message is not None and write.drawn is not None
-        async with self.engine.sessions() as session, session.begin():
-            execution = await repo_runs.get_execution(session, write.step.execution_id,
-                                                      for_update=True)
-            if execution is None or execution.message_ts:
-                return
-            await self.budget.take(channel)
-            answer = await self.client.chat_postMessage(
-                channel=channel, thread_ts=thread_ts, text=write.message.text,
-                blocks=write.message.blocks)
-            await repo_runs.set_execution_message(session, write.step.execution_id,
-                                                  answer["ts"])
-        self._drawn[write.key] = write.drawn
-
-    async def _update(self, channel: str, write: NextWrite) -> None:
-        assert write.message is not None and write.drawn is not None and write.ts
-        await self.budget.take(channel)
-        await self.client.chat_update(channel=channel, ts=write.ts, text=write.message.text,
-                                      blocks=write.message.blocks)
-        self._drawn[write.key] = write.drawn
+    def forget_drawn(self, run_id: str, key: str | None = None) -> None:
+        """Draw a message again (None: every message of the run)."""
+        if key is None:
+            self._drawn.pop(run_id, None)
+        else:
+            self._drawn.get(run_id, {}).pop(key, None)
 
     # --- one-off entries (the outbox) ---------------------------------------------------------
 
@@ -243,52 +312,19 @@ class ThreadMirror:
                 return None, (skipped if skipped != cursor else None)
 
     async def _deliver(
-        self, view: RunView, entry: PendingEntry, channel: str, thread_ts: str
+        self, view: RunView, entry: PendingEntry, channel: str, plain: bool
     ) -> None:
-        """At least once: the cursor passes the entry only after Slack has taken it."""
+        """At least once to Slack, once in the thread: the cursor passes the entry only after
+        Slack has taken it, and a retry finds what an unanswered try left there."""
         if entry.closes:
             # The run may have ended after `view` was read: summarise what is there now.
-            await self._post_summary(await self.engine.run_view(view.run_id), channel,
-                                     thread_ts)
+            await self.writes.post_summary(await self.engine.run_view(view.run_id), channel,
+                                           plain)
         else:
-            await self._attach_output(view, entry, channel, thread_ts)
-        await self._advance(view.run_id, entry.event_id)
+            await self.writes.attach_output(view, entry, channel)
+        await self.advance(view.run_id, entry.event_id)
 
-    async def _advance(self, run_id: str, event_id: int) -> int:
+    async def advance(self, run_id: str, event_id: int) -> int:
         async with self.engine.sessions() as session, session.begin():
             await repo_events.advance_outbox(session, run_id, event_id)
         return event_id
-
-    async def _attach_output(
-        self, view: RunView, entry: PendingEntry, channel: str, thread_ts: str
-    ) -> None:
-        """Output longer than the message shows goes to the thread as a file (from the log,
-        not from `view`, which may predate the step's last lines)."""
-        execution_id = entry.execution_id or ""
-        async with self.engine.sessions() as session:
-            lines = await repo_events.all_output(session, view.run_id, execution_id)
-        attempt = next((s.attempt for s in view.steps if s.execution_id == execution_id), 1)
-        await self.budget.take(channel)
-        await self.client.files_upload_v2(
-            channel=channel, thread_ts=thread_ts, filename=f"{entry.step}-output.log",
-            title=f"Full output of {entry.step} (attempt {attempt}, {len(lines)} lines)",
-            content="\n".join(lines) + "\n",
-        )
-
-    async def _post_summary(self, view: RunView, channel: str, thread_ts: str) -> None:
-        text, summary = blocks.run_summary(view)
-        await self.budget.take(channel)
-        await self.client.chat_postMessage(
-            channel=channel, thread_ts=thread_ts, text=text, blocks=summary
-        )
-        async with self.engine.sessions() as session:
-            events = await repo_events.all_events(session, view.run_id)
-        await self.budget.take(channel)
-        await self.client.files_upload_v2(
-            channel=channel, thread_ts=thread_ts, filename=f"rollback-{view.run_id[:8]}.md",
-            title="Incident timeline", content=timeline_markdown(view, events),
-        )
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

@@ -95,6 +95,7 @@ class ThreadSnapshot:
     redrawn: frozenset[str] = frozenset()  # keys this pass has written already
     budget_wait: float = 0.0  # seconds until the channel's write budget allows one
     set_aside: frozenset[str] = frozenset()  # keys whose writes exhausted their retry budget
+    moved_from: str | None = None  # permalink of the thread the run had to leave
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,16 @@ def board_key(run_id: str) -> str:
 
 def digest(text: str, message_blocks: list[dict[str, Any]]) -> str:
     return hashlib.sha256(json.dumps([text, message_blocks], sort_keys=True).encode()).hexdigest()
+
+
+def board_drawing(view: RunView, moved_from: str | None) -> Rendered:
+    """The status board; once the run had to leave a lost thread, it says so and links back."""
+    text, board = blocks.status_board(view)
+    if moved_from:
+        board = [*board, {"type": "context", "elements": [{"type": "mrkdwn", "text": (
+            f":leftwards_arrow_with_hook: The rollback continues here; its first thread "
+            f"could no longer be written: <{moved_from}|earlier thread>")}]}]
+    return Rendered(text, board)
 
 
 def sends_something(kind: EventKind, output_lines: int, tail_lines: int) -> bool:
@@ -175,9 +186,9 @@ def next_write(snapshot: ThreadSnapshot) -> NextWrite:
 def _most_valuable(snap: ThreadSnapshot) -> NextWrite:
     view = snap.view
     if not view.thread_ts:
-        text, board = blocks.status_board(view)
         return NextWrite(Action.POST_ROOT, "no thread yet: the board is its root",
-                         key=board_key(view.run_id), message=Rendered(text, board))
+                         key=board_key(view.run_id),
+                         message=board_drawing(view, snap.moved_from))
     entry = snap.entry if snap.entry and snap.entry.key not in snap.set_aside else None
     redraws = _redraws(snap)
     moved = {w.key: w for rank, _, w in redraws if rank == Rank.STATUS_MOVED}
@@ -220,12 +231,12 @@ def _redraws(snap: ThreadSnapshot) -> list[tuple[int, int, NextWrite]]:
     view = snap.view
     redraws: list[tuple[int, int, NextWrite]] = []
     key = board_key(view.run_id)
-    text, board = blocks.status_board(view)
+    board = board_drawing(view, snap.moved_from)
     shown = snap.drawn.get(key)
-    if key not in snap.set_aside and (shown is None or shown.digest != digest(text, board)):
+    if key not in snap.set_aside and (shown is None or shown.digest != board.digest):
         redraws.append((Rank.BOARD, 0, NextWrite(
             Action.EDIT, "the board is behind the log", key=key, ts=view.thread_ts,
-            message=Rendered(text, board))))
+            message=board)))
     for order, step in enumerate(view.steps):
         ts = snap.posted.get(step.execution_id or "")
         if step.execution_id is None or ts is None or step.execution_id in snap.set_aside:

@@ -3,6 +3,7 @@ and the one write that must go next (the mirror only performs it)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -211,3 +212,12 @@ def test_which_log_entries_put_something_in_the_thread(
     kind: EventKind, lines: int, sends: bool
 ) -> None:
     assert sends_something(kind, lines, tail_lines=12) is sends
+
+
+def test_a_run_that_left_a_lost_thread_says_so_on_its_new_board() -> None:
+    view = run(S.AWAITING_APPROVAL, thread=False)
+    link = "https://slack.com/archives/C1/p1000"
+    write = next_write(replace(shown(view), moved_from=link))
+    assert write.action is Action.POST_ROOT and write.message is not None
+    assert link in json.dumps(write.message.blocks)
+    assert "continues here" in json.dumps(write.message.blocks)
