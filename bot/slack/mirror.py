@@ -154,6 +154,7 @@ class ThreadMirror:
         if not await self.claims.hold(run_id):
             return False
         if run_id not in before:  # taken (over): know nothing of the thread but the database
+            log.info("replica %s writes the thread of run %s", self.claims.owner, run_id)
             self.writes.forget(run_id)
             self._drawn.pop(run_id, None)
         return True

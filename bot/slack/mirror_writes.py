@@ -52,34 +52,36 @@ class ThreadWrites:
 
     async def _post(self, view: RunView, channel: str, identity: Identity,
                     thread_ts: str | None, text: str,
-                    message_blocks: list[dict[str, Any]] | None) -> tuple[str, str]:
-        """The message's (channel, ts): the one the thread already holds, or a new post."""
+                    message_blocks: list[dict[str, Any]] | None) -> tuple[str, str, bool]:
+        """The message's (channel, ts, posted now): the one the thread already holds (what it
+        shows is unknown: it is redrawn), or a new post."""
         contents = await self._contents(view, channel)
         found = contents.messages.get(identity)
         if found is not None:
             log.info("adopting %s already in the thread (%s)", identity, found)
-            return channel, found
+            return channel, found, False
         await self.budget.take(channel)
         answer = await self.client.chat_postMessage(
             channel=channel, thread_ts=thread_ts, text=text, blocks=message_blocks,
             metadata=identity.metadata())
         contents.messages[identity] = str(answer["ts"])
-        return str(answer["channel"]), str(answer["ts"])
+        return str(answer["channel"]), str(answer["ts"]), True
 
     async def post_root(self, view: RunView, channel: str, write: NextWrite,
                         plain: bool = False) -> bool:
-        """False if another replica posted it meanwhile."""
+        """True if posted now with `write`'s drawing; False if adopted, or if another
+        replica posted it meanwhile."""
         assert write.message is not None
         async with self.sessions() as session, session.begin():
             run = await repo_runs.get_run(session, view.run_id, for_update=True)
             if run is not None and run.thread_ts:
                 return False
-            posted_channel, ts = await self._post(
+            posted_channel, ts, posted = await self._post(
                 view, channel, Identity(view.run_id, "board"), None, write.message.text,
                 None if plain else write.message.blocks)
             await repo_runs.set_run_thread(session, view.run_id, posted_channel, ts)
         self.known[view.run_id] = ThreadContents({Identity(view.run_id, "board"): ts})
-        return True
+        return posted
 
     async def post_step(self, view: RunView, channel: str, write: NextWrite,
                         plain: bool = False) -> bool:
@@ -91,11 +93,11 @@ class ThreadWrites:
                                                       for_update=True)
             if execution is None or execution.message_ts:
                 return False
-            _, ts = await self._post(view, channel, identity, view.thread_ts,
-                                     write.message.text,
-                                     None if plain else write.message.blocks)
+            _, ts, posted = await self._post(view, channel, identity, view.thread_ts,
+                                             write.message.text,
+                                             None if plain else write.message.blocks)
             await repo_runs.set_execution_message(session, write.step.execution_id, ts)
-        return True
+        return posted
 
     async def update(self, channel: str, write: NextWrite, plain: bool = False) -> None:
         assert write.message is not None and write.ts
