@@ -8,6 +8,13 @@ from contextlib import asynccontextmanager
 import asyncpg
 
 from bot.urls import libpq_url, password_of
+from steps.target_sql import (
+    ALEMBIC_REVISIONS_SQL,
+    ALEMBIC_TABLE_EXISTS_SQL,
+    COLUMN_EXISTS_SQL,
+    DATABASE_SIZE_SQL,
+    SERVER_VERSION_NUM_SQL,
+)
 
 
 @asynccontextmanager
@@ -22,27 +29,34 @@ async def connect(url: str) -> AsyncIterator[asyncpg.Connection]:
 async def alembic_revision(url: str) -> str | None:
     """The revision stamped in `alembic_version`, or None when there is no such table."""
     async with connect(url) as conn:
-        if not await conn.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL"):
-            return None
-        rows = await conn.fetch("SELECT version_num FROM alembic_version")
-        return ",".join(sorted(r["version_num"] for r in rows)) or None
+        return await revision_on(conn)
+
+
+async def revision_on(conn: asyncpg.Connection) -> str | None:
+    """`alembic_revision` on a connection already open (several heads joined by commas)."""
+    if not await conn.fetchval(ALEMBIC_TABLE_EXISTS_SQL):
+        return None
+    rows = await conn.fetch(ALEMBIC_REVISIONS_SQL)
+    return ",".join(sorted(r["version_num"] for r in rows)) or None
 
 
 async def server_version_major(url: str) -> int:
     async with connect(url) as conn:
-        return int(await conn.fetchval("SHOW server_version_num")) // 10000
+        return await server_major_on(conn)
+
+
+async def server_major_on(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval(SERVER_VERSION_NUM_SQL)) // 10000
 
 
 async def database_size(url: str) -> int:
     async with connect(url) as conn:
-        return int(await conn.fetchval("SELECT pg_database_size(current_database())"))
+        return int(await conn.fetchval(DATABASE_SIZE_SQL))
 
 
 async def column_exists(url: str, table: str, column: str) -> bool:
     async with connect(url) as conn:
-        return bool(await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema ="
-            " current_schema() AND table_name = $1 AND column_name = $2)", table, column))
+        return bool(await conn.fetchval(COLUMN_EXISTS_SQL, table, column))
 
 
 def pretty_bytes(size: int) -> str:

@@ -24,6 +24,7 @@ from steps.directory import Contact
 from steps.mailers import Mailer, PermanentMailError, TransientMailError, build_mailer
 from steps.mailers.template import Template
 from steps.target_db import connect
+from steps.target_sql import KEYS_BY_NEW_HASH_SQL
 
 BACKOFF_SECONDS = 0.2
 KEY_BATCH = 500
@@ -156,11 +157,5 @@ class Delivery:
 
 async def _keys_for(conn: asyncpg.Connection, new_hashes: list[str]) -> dict[str, str]:
     """new hash -> key, read from whichever row holds it (all of a client's rows agree)."""
-    rows = await conn.fetch(
-        "SELECT DISTINCT ON (h) h, k FROM ("
-        " SELECT owner_api_key_hash AS h, owner_api_key AS k FROM sessions"
-        "  WHERE owner_api_key_hash = ANY($1) AND owner_api_key IS NOT NULL"
-        " UNION ALL SELECT owner_api_key_hash, owner_api_key FROM assistants"
-        "  WHERE owner_api_key_hash = ANY($1) AND owner_api_key IS NOT NULL) t ORDER BY h",
-        new_hashes)
-    return {r["h"]: r["k"] for r in rows}
+    rows = await conn.fetch(KEYS_BY_NEW_HASH_SQL, new_hashes)
+    return {r["hash"]: r["key"] for r in rows}
