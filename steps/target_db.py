@@ -1,9 +1,14 @@
-"""Small read-only questions asked of the target database."""
+"""Small read-only questions asked of the target database.
+
+Each is a probe that a step and `rollback-bot check` both ask: one function per fact, so the
+preflight can never disagree with the rollback about what the target looks like.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -13,13 +18,19 @@ from steps.target_sql import (
     ALEMBIC_TABLE_EXISTS_SQL,
     COLUMN_EXISTS_SQL,
     DATABASE_SIZE_SQL,
+    OWNER_HASHES_SQL,
     SERVER_VERSION_NUM_SQL,
+    WORK_SCHEMA_PRIVILEGE_SQL,
 )
+
+CONNECT_TIMEOUT_SECONDS = 15.0
 
 
 @asynccontextmanager
-async def connect(url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(libpq_url(url), password=password_of(url), timeout=15)
+async def connect(url: str, connect_seconds: float = CONNECT_TIMEOUT_SECONDS
+                  ) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(libpq_url(url), password=password_of(url),
+                                 timeout=connect_seconds)
     try:
         yield conn
     finally:
@@ -57,6 +68,30 @@ async def database_size(url: str) -> int:
 async def column_exists(url: str, table: str, column: str) -> bool:
     async with connect(url) as conn:
         return bool(await conn.fetchval(COLUMN_EXISTS_SQL, table, column))
+
+
+async def owner_hashes(url: str) -> set[str]:
+    """Every hash that owns a session or an assistant: the clients as the target knows them."""
+    async with connect(url) as conn:
+        return await owner_hashes_on(conn)
+
+
+async def owner_hashes_on(conn: asyncpg.Connection) -> set[str]:
+    return {r["hash"] for r in await conn.fetch(OWNER_HASHES_SQL)}
+
+
+@dataclass(frozen=True)
+class SchemaPrivilege:
+    user: str
+    database: str
+    allowed: bool  # may create the schema, or create in it when it already exists
+
+
+async def schema_privilege_on(conn: asyncpg.Connection, schema: str) -> SchemaPrivilege:
+    """Whether this connection's user may make a table in `schema` (creating it if need be)."""
+    row = await conn.fetchrow(WORK_SCHEMA_PRIVILEGE_SQL, schema)
+    assert row is not None
+    return SchemaPrivilege(row["user_name"], row["database_name"], bool(row["allowed"]))
 
 
 def pretty_bytes(size: int) -> str:
