@@ -111,6 +111,9 @@ class EmailClientsStep:
             "duration_s": round(time.monotonic() - started, 3),
         }
         summary = f"{sent:,} emails sent, {len(no_contact):,} clients without a contact"
+        if directory.problems:  # refused at load, named in the output with their line numbers
+            facts["directory_refused"] = len(directory.problems)
+            summary += f"; {len(directory.problems):,} directory rows refused"
         if in_doubt:
             summary += (f"; {len(in_doubt)} uncertain (the bot stopped mid-send, not re-sent:"
                         f" {', '.join(in_doubt[:10])})")

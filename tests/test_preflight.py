@@ -151,7 +151,8 @@ async def test_with_both_directory_settings_check_and_step_5_name_the_same_clien
                  client_directory_query=query, mailer="outbox", outbox_dir=tmp_path / "out")
     plan = await EmailClientsStep().plan(step_context(s))
     assert plan.facts["recipients"] == 1 and plan.facts["without_contact"] == 2
-    assert plan.warnings == ("query row 2: email 'nobody' is not an address",)
+    assert plan.warnings == ("query row 2: email 'nobody' is not an address: An email address "
+                             "must have an @-sign.",)
     line = await check_directory(s)
     assert "1 of 3 client hashes have a contact (CLIENT_DIRECTORY_QUERY)" in line.detail
     assert line.notes == plan.warnings
@@ -174,6 +175,71 @@ async def test_smtp_answers_ehlo_and_a_closed_port_is_a_problem() -> None:
     assert line.ok and "answered EHLO" in line.detail
     down = await check_mailer(settings(smtp_host="127.0.0.1", smtp_port=free_port()))
     assert not down.ok and "unreachable" in down.detail
+
+
+async def test_smtp_security_lines_say_how_mail_would_travel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ssl
+    import subprocess
+
+    class Sink:
+        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+            raise AssertionError("the check must not send mail")
+
+    plain = Controller(Sink(), hostname="127.0.0.1", port=free_port())
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    tls = Controller(Sink(), hostname="127.0.0.1", port=free_port(), tls_context=context)
+    plain.start()
+    tls.start()
+    try:
+        line = await check_mailer(settings(smtp_host="127.0.0.1", smtp_port=plain.port))
+        assert line.ok and "in plaintext: the server offers no STARTTLS" in line.detail
+        line = await check_mailer(settings(smtp_host="127.0.0.1", smtp_port=plain.port,
+                                           smtp_security="none"))
+        assert line.ok, "plaintext to a loopback relay is fine"
+        line = await check_mailer(settings(smtp_host="127.0.0.1", smtp_port=plain.port,
+                                           smtp_security="starttls"))
+        assert not line.ok and line.blocking and "does not offer STARTTLS" in line.detail
+        line = await check_mailer(settings(smtp_host="127.0.0.1", smtp_port=tls.port))
+        assert not line.ok and "certificate not trusted" in line.detail, line.text()
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        line = await check_mailer(settings(smtp_host="127.0.0.1", smtp_port=tls.port))
+        assert line.ok and "with STARTTLS, certificate verified" in line.detail, line.text()
+    finally:
+        plain.stop()
+        tls.stop()
+
+
+@pytest.mark.parametrize(("security", "upgraded", "loopback", "risk"), [
+    ("none", False, False, True),   # explicit plaintext to another host: warned
+    ("none", False, True, False),   # to a relay on this machine: fine
+    ("auto", False, False, True),   # the server offered no STARTTLS
+    ("auto", True, False, False),
+    ("auto", False, True, False),
+])
+def test_plaintext_is_a_risk_only_across_a_network(
+    security: str, upgraded: bool, loopback: bool, risk: bool,
+) -> None:
+    from bot.preflight.mail import plaintext_risk
+    from bot.settings import SmtpSecurity
+
+    assert plaintext_risk(SmtpSecurity(security), upgraded, loopback) is risk
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("localhost", True), ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True),
+    ("[::1]", True), ("::ffff:127.0.0.1", True), ("192.0.2.25", False), ("2001:db8::1", False),
+])
+async def test_loopback_hosts(host: str, loopback: bool) -> None:
+    from bot.preflight.mail import is_loopback
+
+    assert await is_loopback(host) is loopback
 
 
 async def test_outbox_mailer_needs_a_writable_folder(tmp_path: Path) -> None:
