@@ -118,3 +118,22 @@ async def test_serve_http_answers_a_signed_help_command_and_reports_healthy(
         assert len(replies) == 1, "the forged request got no answer"
         assert "/rollback-phase3" in replies[0].args["text"]
         assert replies[0].args["channel"] == "C_ONCALL"
+
+
+async def test_a_sandbox_rehearsal_runs_all_six_steps_inside_the_image(
+    bot_image: str, pg_admin_url: str,
+) -> None:
+    """The whole rollback in the container: pg_dump 17, the venv's alembic, git, the outbox."""
+    rehearsed = await docker(
+        "run", "--rm", "--network", "host", "-e", f"DATABASE_URL={pg_admin_url}", bot_image,
+        "rehearse", "--sandbox", "--no-docker", "--approver", "alice", "--approver", "bob",
+        "--initiator", "carol", "--clients", "5", "--dir", "/tmp/rehearsal", within=300)
+    assert rehearsed.code == 0, rehearsed.output[-4000:]
+    assert "server PostgreSQL" in rehearsed.output and "pg_dump 17" in rehearsed.output
+    for step in ("1/6 Back up the database", "2/6 Alembic downgrade to Phase 2",
+                 "3/6 Restore Phase 2 code and restart api", "4/6 Generate one new API key",
+                 "5/6 Email each client its new key", "6/6 Verify authentication and logs"):
+        assert any(step in line and "succeeded" in line
+                   for line in rehearsed.output.splitlines()), step
+    assert "random key refused (401)" in rehearsed.output
+    assert "outbox:     /tmp/rehearsal/outbox (4 emails)" in rehearsed.output
