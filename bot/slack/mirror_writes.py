@@ -23,8 +23,6 @@ from bot.slack.thread_writer import Identity, ThreadContents, ThreadReader
 
 log = logging.getLogger(__name__)
 
-ROOT_LOOKBACK_SECONDS = 300  # a root is looked for in the channel from a little before the run
-
 
 class ThreadWrites:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], client: AsyncWebClient,
@@ -45,8 +43,7 @@ class ThreadWrites:
             if view.thread_ts:
                 contents = await self.reader.thread(channel, view.thread_ts)
             else:
-                contents = await self.reader.channel_roots(
-                    channel, view.created_at.timestamp() - ROOT_LOOKBACK_SECONDS)
+                contents = await self.reader.channel_roots(channel)
             self.known[view.run_id] = contents
         return contents
 

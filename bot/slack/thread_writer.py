@@ -74,19 +74,15 @@ class ThreadReader:
             if not cursor or not answer.get("has_more", True):
                 return contents
 
-    async def channel_roots(self, channel: str, oldest: float) -> ThreadContents:
-        """Root messages of the channel since `oldest` (Unix seconds)."""
+    async def channel_roots(self, channel: str) -> ThreadContents:
+        """The channel's newest root messages (newest first: a run's root is among the last
+        posted; one page is enough)."""
         contents = ThreadContents()
-        cursor: str | None = None
-        while True:
-            answer = await self.client.conversations_history(
-                channel=channel, oldest=f"{oldest:.6f}", include_all_metadata=True,
-                limit=PAGE, cursor=cursor)
-            for message in answer.get("messages") or []:
-                contents.add(message)
-            cursor = (answer.get("response_metadata") or {}).get("next_cursor") or None
-            if not cursor or not answer.get("has_more", True):
-                return contents
+        answer = await self.client.conversations_history(
+            channel=channel, include_all_metadata=True, limit=PAGE)
+        for message in answer.get("messages") or []:
+            contents.add(message)
+        return contents
 
 
 def permalink(channel: str, ts: str) -> str:

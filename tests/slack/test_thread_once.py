@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 from bot.domain.steps import StepName
 from tests.engine.fake_steps import ScriptedStep
 from tests.slack.harness import SlackBot
+from tests.slackwire.fake_web_api import RecordedCall
 from tests.slack.test_slack_front import approve, start_rollback
-from tests.slackwire.fake_web_api import message_identity
+
+
+def identity(call: RecordedCall) -> str:
+    return json.dumps(call.args.get("metadata"), sort_keys=True)
 
 
 def step_texts(bot: SlackBot) -> Counter[str]:
@@ -27,7 +32,7 @@ async def test_a_post_applied_but_answered_500_twice_appears_once(
     what it finds, so the message is neither lost nor repeated, and each is drawn as the log
     says (the adopted copy showed an older state)."""
     steps[StepName.BACKUP].lines = 500  # an attached file too
-    bot.fake.fail_after_applying("chat.postMessage", times=2)
+    bot.fake.lose_answer("chat.postMessage", times=16)  # twice as many as there are posts
     root = await start_rollback(bot)
     for number in range(1, 7):
         message = await approve(bot, number, "U_BOB", "U_CAROL")
@@ -40,9 +45,10 @@ async def test_a_post_applied_but_answered_500_twice_appears_once(
     counts = step_texts(bot)
     assert counts == {f"Step {n}/6": 1 for n in range(1, 7)} | {"Rollback completed": 1}, counts
     assert bot.fake.calls_to("conversations.replies"), "the thread was read before a re-post"
-    # Each of the 8 posts was answered 500 and would have been twice more: none was repeated.
-    posts = Counter(message_identity(c.args) for c in bot.fake.calls_to("chat.postMessage"))
+    # Each of the 8 posts was answered 500, and a repeat would have been too: none was made.
+    posts = Counter(identity(c) for c in bot.fake.calls_to("chat.postMessage"))
     assert len(posts) == 8 and set(posts.values()) == {1}, posts
+    assert bot.fake.faults["chat.postMessage"].times == 8
     shared = [u for u in bot.fake.uploads.values() if u.get("thread_ts") == root.ts]
     assert sorted(u["filename"] for u in shared) == sorted(
         ["backup-output.log", f"rollback-{(await bot.the_run_id())[:8]}.md"])
