@@ -8,8 +8,8 @@ from collections import Counter
 from bot.domain.steps import StepName
 from tests.engine.fake_steps import ScriptedStep
 from tests.slack.harness import SlackBot
-from tests.slackwire.fake_web_api import RecordedCall
 from tests.slack.test_slack_front import approve, start_rollback
+from tests.slackwire.fake_web_api import RecordedCall
 
 
 def identity(call: RecordedCall) -> str:
