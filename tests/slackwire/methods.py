@@ -80,6 +80,7 @@ def auth_test(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
 @method("chat.postMessage")
 def post_message(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
     ws = fake.workspace
+    opens_im(fake, args)
     channel = ws.writable(args.get("channel"))
     thread_ts = args.get("thread_ts") or None
     parent = ws.thread_parent(channel, thread_ts) if thread_ts else None
@@ -303,6 +304,18 @@ def connections_open(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
     if not fake.socket_url:
         raise SlackError("invalid_auth")
     return {"url": fake.socket_url}
+
+
+def opens_im(fake: FakeSlack, args: dict[str, Any]) -> None:
+    """chat.postMessage to a user's id posts in the app's direct message with that user,
+    opening it if need be (added for the mirror, which tells an initiator there)."""
+    user = args.get("channel")
+    ws = fake.workspace
+    if isinstance(user, str) and user.startswith(("U", "W")) and user not in ws.channels:
+        dm = f"D_BOT_{user}"
+        if dm not in ws.channels:
+            ws.add_channel(dm, "directmessage", user, kind="im", bot=True)
+        args["channel"] = dm
 
 
 def shared_files(fake: FakeSlack, channel: str, thread_ts: str
