@@ -190,7 +190,7 @@ async def test_an_answer_to_a_real_key_is_shown_by_status_and_code_never_its_bod
     """An api that echoes the key and other clients' rows in its error bodies (real HTTP)."""
     from aiohttp import web
 
-    from bot.rehearsal.postgres import free_port
+    from tests.fixtures.http import serving
 
     keys = await rekey_by_hand(target_db_url)
 
@@ -205,18 +205,12 @@ async def test_an_answer_to_a_real_key_is_shown_by_status_and_code_never_its_bod
 
     app = web.Application()
     app.router.add_get("/api/v1/sessions", sessions)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with serving(app) as base_url:
         settings = sandbox_settings(target_db_url, tmp_path, restart_strategy="command",
-                                    api_base_url=f"http://127.0.0.1:{port}")
+                                    api_base_url=base_url)
         lines: list[str] = []
         with pytest.raises(StepError, match="5 of 5 new keys did not work") as failure:
             await VerifyStep().run(step_context(settings), lines.append)
-    finally:
-        await runner.cleanup()
     assert sum("FAILED, answered 500 (INTERNAL_ERROR)" in line for line in lines) == 5
     assert "random key: answered 401 (AUTHENTICATION_ERROR)" in lines
     everything = "\n".join([*lines, str(failure.value)])
