@@ -22,7 +22,7 @@ from tests.image.conftest import REPO_ROOT, Completed, Container, docker, health
 from tests.slackwire.fake_web_api import FakeSlack
 from tests.slackwire.requests import sign, slash_command
 
-pytestmark = [pytest.mark.docker, pytest.mark.image]
+pytestmark = [pytest.mark.docker, pytest.mark.image, pytest.mark.compose]
 
 HERE = Path(__file__).resolve().parent
 STANDIN_IMAGE = "rollback-bot-test-postgres:17"
