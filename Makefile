@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # scripts/test-env.sh brings up PostgreSQL, a Docker engine and Redis where it can, and says
 # which tests will be skipped (and why) where it cannot.

@@ -26,9 +26,9 @@ import aiohttp
 
 from bench.rotation import ADMIN, admin
 from bot.db.migrate import upgrade_to_head
-from bot.db.urls import with_database
 from bot.rehearsal.postgres import free_port
 from bot.slack.actions import ActionId, ButtonValue
+from bot.urls import with_database
 from tests.crash.bot_process import wait_healthy
 from tests.slackwire.fake_web_api import start_fake_slack
 from tests.slackwire.requests import block_actions, sign, slash_command

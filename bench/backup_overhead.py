@@ -18,11 +18,11 @@ import uuid
 from pathlib import Path
 
 from bench.rotation import ADMIN, admin, build_template
-from bot.db.urls import libpq_url, with_database
+from bot.domain.memory_ledgers import MemoryNotificationLedger, MemoryRotationLedger
+from bot.domain.step_protocol import StepContext
 from bot.settings import Settings
+from bot.urls import libpq_url, with_database
 from steps.backup import BackupStep, file_sha256
-from steps.memory_ledgers import MemoryNotificationLedger, MemoryRotationLedger
-from steps.protocol import StepContext
 
 
 def by_hand(url: str, folder: Path) -> float:

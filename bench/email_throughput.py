@@ -44,16 +44,16 @@ from bot.db import repo_runs
 from bot.db.ledgers import SqlNotificationLedger
 from bot.db.migrate import upgrade_to_head
 from bot.db.session import make_engine, make_sessionmaker
-from bot.db.urls import libpq_url, with_database
+from bot.domain.memory_ledgers import MemoryNotificationLedger, MemoryRotationLedger
 from bot.domain.states import RunStatus
+from bot.domain.step_protocol import StepContext
 from bot.rehearsal.postgres import free_port
 from bot.settings import Settings
+from bot.urls import libpq_url, with_database
 from sandbox.migrate import migrate
 from sandbox.seed import seed
 from steps.directory import Contact
 from steps.email_clients import EmailClientsStep, Template
-from steps.memory_ledgers import MemoryNotificationLedger, MemoryRotationLedger
-from steps.protocol import StepContext
 from steps.rotate_keys import RotateKeysStep
 
 MEMORY_PROBE = 2_000  # peak memory after this many clients, then after all of them

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from bot.db.urls import libpq_url, with_database
+from bot.urls import libpq_url, with_database
 from sandbox.migrate import migrate
 from steps.rotate_keys import PAGES_SQL
 

@@ -13,9 +13,9 @@ import sys
 import time
 import uuid
 
+from bot.domain.memory_ledgers import MemoryNotificationLedger, MemoryRotationLedger
+from bot.domain.step_protocol import StepContext
 from bot.settings import Settings
-from steps.memory_ledgers import MemoryNotificationLedger, MemoryRotationLedger
-from steps.protocol import StepContext
 from steps.rotate_keys import RotateKeysStep
 
 

@@ -30,13 +30,13 @@ from dataclasses import dataclass, field
 from bench.rotation import ADMIN, admin
 from bot.db.migrate import upgrade_to_head
 from bot.db.session import make_engine, make_sessionmaker
-from bot.db.urls import with_database
 from bot.domain.events import Source
+from bot.domain.step_protocol import Outcome, OutputSink, StepContext
 from bot.domain.steps import StepName
 from bot.engine.engine import Actor, Click, Engine
 from bot.settings import Settings
 from bot.slack.app import build_slack_front
-from steps.protocol import Outcome, OutputSink, StepContext
+from bot.urls import with_database
 from tests.engine.fake_steps import ScriptedStep, scripted_steps
 from tests.slackwire.fake_web_api import FakeSlack, start_fake_slack
 

@@ -31,9 +31,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _plan(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.engine.registry import default_steps
+    from bot.engine.dry_run import dry_run
     from bot.engine.reports import plans_text
-    from steps.dry_run import dry_run
+    from steps.registry import default_steps
 
     print("Dry run against the configured target; nothing is changed.")
     print(plans_text(asyncio.run(dry_run(settings, default_steps()))))

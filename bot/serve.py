@@ -8,10 +8,10 @@ import logging
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
-from bot.engine.startup import open_engine
 from bot.settings import Settings
 from bot.slack.app import build_slack_front
 from bot.slack.http import build_web_app
+from bot.startup import open_engine
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,6 @@ async def serve(settings: Settings, *, http: bool, host: str, port: int) -> None
                 handler = AsyncSocketModeHandler(front.app,
                                                  settings.slack_app_token.get_secret_value())
                 log.info("connecting to Slack over Socket Mode")
-                await handler.start_async()
+                await handler.start_async()  # type: ignore[no-untyped-call]
         finally:
             await front.close()

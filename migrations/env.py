@@ -9,7 +9,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.db.models import Base
-from bot.db.urls import sqlalchemy_url
+from bot.urls import sqlalchemy_url
 
 config = context.config
 target_metadata = Base.metadata

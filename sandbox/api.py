@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from bot.db.urls import libpq_url, password_of
+from bot.urls import libpq_url, password_of
 
 PHASE_KEY = web.AppKey("phase", int)
 POOL_KEY = web.AppKey("pool", asyncpg.Pool)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import asyncpg
 
-from bot.db.urls import libpq_url, password_of
+from bot.urls import libpq_url, password_of
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from steps.protocol import OutputSink, StepError
+from bot.domain.step_protocol import OutputSink, StepError
 
 TAIL_LINES = 50
 PR_SET_PDEATHSIG = 1

@@ -13,12 +13,12 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.domain.step_protocol import CheckResult, Outcome, OutputSink, Plan, StepContext, StepError
 from bot.domain.steps import StepName
 from bot.settings import RestartStrategy, Settings
 from steps.containers import ContainerEngine, ContainerState, docker_engine, selector
 from steps.http_probe import HttpProbe, get_once, join_url
 from steps.process import run_process
-from steps.protocol import CheckResult, Outcome, OutputSink, Plan, StepContext, StepError
 
 POLL_SECONDS = 0.25
 LOG_LINES_ON_FAILURE = 20

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from bot.domain.step_protocol import CheckResult, Outcome, OutputSink, Plan, StepContext, StepError
 from bot.domain.steps import StepName
 from bot.settings import KeyFormat
-from steps.protocol import CheckResult, Outcome, OutputSink, Plan, StepContext, StepError
 from steps.target_db import connect
 
 TABLES = ("sessions", "assistants")

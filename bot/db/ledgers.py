@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import KeyRotation, Notification
-from steps.ledgers import NotificationRecord, NotificationStatus
+from bot.domain.ledgers import NotificationRecord, NotificationStatus
 
 
 def _notification_upsert() -> Any:

@@ -10,7 +10,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from bot.db.urls import libpq_url, password_of
+from bot.urls import libpq_url, password_of
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 

@@ -28,9 +28,9 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from bot.domain.events import EventKind, Source
+from bot.domain.ledgers import NotificationStatus
 from bot.domain.states import RunStatus, StepStatus
 from bot.domain.steps import StepName
-from steps.ledgers import NotificationStatus
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",

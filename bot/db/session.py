@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from bot.db.urls import sqlalchemy_url
+from bot.urls import sqlalchemy_url
 
 
 def make_engine(url: str, pool_size: int = 10) -> AsyncEngine:

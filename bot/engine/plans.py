@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from steps.protocol import Plan, Step, StepContext
+from bot.domain.step_protocol import Plan, Step, StepContext
 
 log = logging.getLogger(__name__)
 
@@ -20,3 +21,13 @@ async def safe_plan(step: Step, ctx: StepContext) -> Plan:
             facts={"plan_error": str(exc)},
             warnings=(f"could not compute the plan: {exc}",),
         )
+
+
+def plan_to_json(plan: Plan) -> dict[str, Any]:
+    """The plan as stored on its step execution (and drawn by the fronts)."""
+    return {
+        "summary": plan.summary,
+        "facts": dict(plan.facts),
+        "details": list(plan.details),
+        "warnings": list(plan.warnings),
+    }

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from bot.domain.step_protocol import Plan
 from bot.domain.steps import STEP_TITLES, step_number
-from steps.protocol import Plan
 
 if TYPE_CHECKING:
     from bot.engine.engine import Engine

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import asyncpg
 
-from bot.db.urls import libpq_url, password_of, with_database
+from bot.urls import libpq_url, password_of, with_database
 
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 

@@ -6,9 +6,9 @@ Limits that bite (SLACK-WIRE.md): 50 blocks, 3,000 characters of section text, b
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from bot.domain.states import RunStatus, StepStatus
 from bot.domain.steps import STEP_TITLES, step_number
@@ -188,34 +188,6 @@ def run_summary(run: RunView) -> tuple[str, list[Block]]:
     if key_facts:
         blocks.append(section("\n".join(key_facts)))
     return text, blocks
-
-
-class EventLike(Protocol):
-    id: int
-    at: datetime
-    actor: str
-    source: str
-    kind: str
-    step: str | None
-    data: dict[str, Any]
-
-
-def timeline_markdown(run: RunView, events: Iterable[EventLike]) -> str:
-    lines = [f"# Phase 3 rollback {run.run_id}", "",
-             f"- started by {run.initiator_name} ({run.initiator_id}) at {run.created_at}",
-             f"- reason: {run.reason}", f"- status: {run.status.value}", "",
-             "| # | time (UTC) | actor | source | event | step | details |",
-             "|---|---|---|---|---|---|---|"]
-    for e in events:
-        data = dict(e.data)
-        if e.kind == "step_output":
-            details = f"{len(data.get('lines', []))} output lines from line {data.get('first')}"
-        else:
-            details = json.dumps(data, default=str, sort_keys=True)
-        details = details.replace("|", "\\|")[:500]
-        lines.append(f"| {e.id} | {e.at:%Y-%m-%d %H:%M:%S} | {e.actor} | {e.source} | "
-                     f"{e.kind} | {e.step or ''} | {details} |")
-    return "\n".join(lines) + "\n"
 
 
 def help_text() -> str:

@@ -29,6 +29,7 @@ from bot.db.models import IncidentEvent
 from bot.domain.events import EventKind
 from bot.domain.states import StepStatus
 from bot.domain.steps import STEP_ORDER, StepName
+from bot.domain.timeline import timeline_markdown
 from bot.domain.views import RunView, StepView
 from bot.engine.engine import Engine
 from bot.engine.view_builder import TAIL_LINES, build_run_view
@@ -357,7 +358,7 @@ class ThreadMirror:
         await self.budget.take(channel)
         await self.client.files_upload_v2(
             channel=channel, thread_ts=thread_ts, filename=f"rollback-{view.run_id[:8]}.md",
-            title="Incident timeline", content=blocks.timeline_markdown(view, events),
+            title="Incident timeline", content=timeline_markdown(view, events),
         )
 
 

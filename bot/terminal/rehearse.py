@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from bot.domain.states import RunStatus
+from bot.domain.timeline import timeline_markdown
 from bot.domain.views import RunView
 from bot.settings import Settings, SettingsError
-from bot.slack.blocks import timeline_markdown
 from bot.terminal.approvals import NamedApprovers, PromptApprovers
 from bot.terminal.decisions import ApprovalSource, FrontError
 from bot.terminal.summary import summary_text
@@ -80,8 +80,10 @@ def _log_to_file(path: Path) -> tuple[logging.Handler, list[logging.Handler]]:
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
-    removed = [old for old in root.handlers if isinstance(old, logging.StreamHandler)
-               and getattr(old, "stream", None) in (sys.stderr, sys.stdout)]
+    removed: list[logging.Handler] = [
+        old for old in root.handlers if isinstance(old, logging.StreamHandler)
+        and getattr(old, "stream", None) in (sys.stderr, sys.stdout)
+    ]
     for old in removed:
         root.removeHandler(old)
     root.addHandler(handler)
@@ -101,7 +103,7 @@ def _restore_logging(handler: logging.Handler, removed: list[logging.Handler]) -
 async def drive(settings: Settings, out: TextIO, approvals: ApprovalSource, initiator: str,
                 reason: str) -> RunView:
     """Run one rollback to its end through the terminal front on the configured bot DB."""
-    from bot.engine.startup import open_engine
+    from bot.startup import open_engine
     from bot.terminal.front import TerminalFront
 
     async with open_engine(settings) as engine:

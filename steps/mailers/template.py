@@ -13,9 +13,9 @@ from email.policy import default as DEFAULT_POLICY
 from email.utils import make_msgid
 from pathlib import Path
 
+from bot.domain.step_protocol import StepError
 from bot.settings import Settings
 from steps.directory import Contact
-from steps.protocol import StepError
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "key_rotation_email.txt"
 
@@ -49,7 +49,7 @@ class Template:
         """`tag` (a hash prefix) names the message in headers and outbox file names."""
         message = EmailMessage()
         for name, value in self._headers(settings.mail_from):
-            message.set_raw(name, value)  # type: ignore[arg-type]
+            message.set_raw(name, value)
         message["To"] = contact.email  # parsed (and refused if malformed) per client
         # Ours, plain ASCII without line breaks: stored as is, parsed only if read back.
         message.set_raw("Message-ID", make_msgid(domain="rollback-bot"))

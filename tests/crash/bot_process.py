@@ -14,9 +14,9 @@ import aiohttp
 import asyncpg
 import pytest
 
-from bot.db.urls import libpq_url
 from bot.rehearsal.postgres import free_port
 from bot.slack.actions import ActionId
+from bot.urls import libpq_url
 from tests.slack.harness import CHANNEL, CHANNEL_NAME, SECRET, button_value
 from tests.slackwire.fake_web_api import FakeSlack, Message
 from tests.slackwire.requests import block_actions, sign, slash_command, view_submission

@@ -14,8 +14,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from bot.db.urls import libpq_url
 from bot.slack.actions import ActionId
+from bot.urls import libpq_url
 from tests.crash.bot_process import Bot, approve_step, base_env, start_run, step_message
 from tests.fixtures.sandbox import SandboxApi, SandboxSeed
 from tests.slack.harness import message_text

@@ -16,7 +16,7 @@ from sqlalchemy import Connection
 from bot.db.migrate import current_revision, downgrade_to_base, head_revision, upgrade_to_head
 from bot.db.models import Base
 from bot.db.session import make_engine
-from bot.db.urls import libpq_url
+from bot.urls import libpq_url
 
 TABLES = {"rollback_runs", "step_executions", "approvals", "incident_events", "slack_outbox",
           "notifications", "key_rotations"}

@@ -6,8 +6,16 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from bot.domain.step_protocol import (
+    CheckResult,
+    Outcome,
+    OutputSink,
+    Plan,
+    Step,
+    StepContext,
+    StepError,
+)
 from bot.domain.steps import STEP_ORDER, StepName
-from steps.protocol import CheckResult, Outcome, OutputSink, Plan, Step, StepContext, StepError
 
 
 @dataclass
@@ -20,6 +28,7 @@ class ScriptedStep:
     fail_times: int = 0
     lines: int = 3
     hold: asyncio.Event | None = None  # run waits for this when set
+    outcome_facts: dict[str, object] = field(default_factory=dict)  # added to run()'s facts
     runs: int = 0
     entered: asyncio.Event = field(default_factory=asyncio.Event)  # set when run() begins
 
@@ -41,7 +50,8 @@ class ScriptedStep:
             self.fail_times -= 1
             raise StepError(f"{self.name.value} failed on purpose")
         self.done = True
-        return Outcome(summary=f"{self.name.value} done", facts={"runs": self.runs})
+        return Outcome(summary=f"{self.name.value} done",
+                       facts={"runs": self.runs, **self.outcome_facts})
 
 
 def scripted_steps() -> dict[StepName, ScriptedStep]:

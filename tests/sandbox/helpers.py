@@ -7,7 +7,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from bot.db.urls import libpq_url
+from bot.urls import libpq_url
 
 
 async def fetch(url: str, sql: str, *args: object) -> list[asyncpg.Record]:

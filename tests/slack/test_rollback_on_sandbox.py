@@ -12,9 +12,9 @@ import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.db.urls import libpq_url
-from bot.engine.registry import default_steps
 from bot.slack.actions import ActionId
+from bot.urls import libpq_url
+from steps.registry import default_steps
 from tests.fixtures.sandbox import SandboxApi, SandboxSeed
 from tests.fixtures.smtp import SmtpServer
 from tests.slack.harness import button_of, message_text, running_bot

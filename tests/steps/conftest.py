@@ -13,11 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db import repo_runs
 from bot.db.ledgers import SqlNotificationLedger, SqlRotationLedger
-from bot.db.urls import libpq_url
+from bot.domain.memory_ledgers import MemoryNotificationLedger, MemoryRotationLedger
+from bot.domain.step_protocol import StepContext
 from bot.settings import Settings
+from bot.urls import libpq_url
 from sandbox.migrate import migrate
-from steps.memory_ledgers import MemoryNotificationLedger, MemoryRotationLedger
-from steps.protocol import StepContext
 
 # --- steps 4 and 5 (keys and email) ------------------------------------------------------
 

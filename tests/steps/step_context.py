@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from bot.domain.memory_ledgers import MemoryNotificationLedger, MemoryRotationLedger
+from bot.domain.step_protocol import StepContext
 from bot.settings import Settings
-from steps.memory_ledgers import MemoryNotificationLedger, MemoryRotationLedger
-from steps.protocol import StepContext
 
 
 def step_context(settings: Settings, run_id: str | None = None, **earlier: Any) -> StepContext:

@@ -9,9 +9,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from bot.db.urls import libpq_url
+from bot.domain.step_protocol import StepError
+from bot.urls import libpq_url
 from steps.backup import BackupStep
-from steps.protocol import StepError
 from tests.steps.step_context import settings_for, step_context
 
 
@@ -63,7 +63,7 @@ async def test_dump_is_verified_hashed_and_checked(small_db: str, tmp_path: Path
 async def test_missing_database_fails_clearly_and_leaves_no_dump(
     pg_admin_url: str, tmp_path: Path
 ) -> None:
-    from bot.db.urls import with_database
+    from bot.urls import with_database
 
     url = with_database(pg_admin_url, "no_such_database_for_backup")
     settings = settings_for(target_database_url=url, backup_dir=tmp_path)

@@ -7,9 +7,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from bot.db.urls import libpq_url
+from bot.domain.step_protocol import StepError
+from bot.urls import libpq_url
 from steps.downgrade import DowngradeStep
-from steps.protocol import StepError
 from tests.steps.sandbox_settings import sandbox_settings
 from tests.steps.step_context import step_context
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.domain.step_protocol import StepError
 from steps.process import run_process
-from steps.protocol import StepError
 
 
 async def test_lines_stream_in_order_with_exit_code() -> None:

@@ -16,11 +16,11 @@ import aiodocker
 import aiohttp
 import pytest
 
+from bot.domain.step_protocol import StepError
 from bot.rehearsal.postgres import free_port
 from bot.settings import Settings
 from sandbox.container import run_api_container, wait_healthy
 from steps.containers import docker_time
-from steps.protocol import StepError
 from steps.restart import RestartStep
 from tests.fixtures.docker import host_binds
 from tests.fixtures.sandbox import SandboxApi

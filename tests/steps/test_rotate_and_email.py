@@ -9,12 +9,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from bot.db.urls import libpq_url
+from bot.domain.ledgers import NotificationStatus
+from bot.domain.memory_ledgers import MemoryRotationLedger
+from bot.domain.step_protocol import StepContext, StepError
+from bot.urls import libpq_url
 from sandbox.migrate import migrate
 from steps.email_clients import EmailClientsStep
-from steps.ledgers import NotificationStatus
-from steps.memory_ledgers import MemoryRotationLedger
-from steps.protocol import StepContext, StepError
 from steps.rotate_keys import RotateKeysStep
 from tests.fixtures.sandbox import SandboxSeed
 from tests.fixtures.smtp import SmtpServer

@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.ledgers import SqlRotationLedger
-from bot.db.urls import libpq_url
-from steps.protocol import StepContext, StepError
+from bot.domain.step_protocol import StepContext, StepError
+from bot.urls import libpq_url
 from steps.rotate_keys import RotateKeysStep, work_table
 from tests.steps.conftest import (
     add_assistants_only_client,

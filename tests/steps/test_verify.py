@@ -12,12 +12,12 @@ from typing import Any
 import asyncpg
 import pytest
 
-from bot.db.urls import libpq_url
+from bot.domain.step_protocol import Outcome, StepError
 from bot.domain.steps import StepName
 from bot.settings import Settings
+from bot.urls import libpq_url
 from sandbox.migrate import migrate
 from steps.http_probe import HttpAnswer, HttpProbe
-from steps.protocol import Outcome, StepError
 from steps.restart import RestartStep
 from steps.verify import VerifyStep, judge
 from tests.fixtures.sandbox import SandboxApi

@@ -12,11 +12,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from bot.db.urls import libpq_url
 from bot.domain.events import Source
 from bot.domain.states import StepStatus
 from bot.settings import Settings
 from bot.terminal.rehearse import RehearsalOptions, RehearsalResult, rehearse
+from bot.urls import libpq_url
 
 CLIENTS = 4  # one of them without a contact
 

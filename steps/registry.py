@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from bot.domain.step_protocol import Step
 from bot.domain.steps import StepName
-from steps.protocol import Step
 
 
 def default_steps() -> Mapping[StepName, Step]:

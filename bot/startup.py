@@ -8,8 +8,8 @@ from contextlib import asynccontextmanager
 from bot.db.migrate import current_revision, head_revision
 from bot.db.session import make_engine, make_sessionmaker
 from bot.engine.engine import Engine
-from bot.engine.registry import default_steps
 from bot.settings import Settings, SettingsError
+from steps.registry import default_steps
 
 
 async def ensure_schema(database_url: str) -> None:

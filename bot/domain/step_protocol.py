@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bot.domain.fingerprint import plan_fingerprint
+from bot.domain.ledgers import NotificationLedger, RotationLedger
 from bot.domain.steps import StepName
 from bot.settings import Settings
-from steps.ledgers import NotificationLedger, RotationLedger
 
 # Receives each output line as it happens. Must not block: the engine buffers and mirrors.
 OutputSink = Callable[[str], None]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from bot.domain.memory_ledgers import MemoryNotificationLedger, MemoryRotationLedger
+from bot.domain.step_protocol import Plan, Step, StepContext
 from bot.domain.steps import STEP_ORDER, StepName
 from bot.engine.plans import safe_plan
 from bot.settings import Settings
-from steps.memory_ledgers import MemoryNotificationLedger, MemoryRotationLedger
-from steps.protocol import Plan, Step, StepContext
 
 
 async def dry_run(settings: Settings, steps: Mapping[StepName, Step]) -> list[Plan]:

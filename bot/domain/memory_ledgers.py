@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from steps.ledgers import NotificationRecord
+from bot.domain.ledgers import NotificationRecord
 
 
 class MemoryRotationLedger:
