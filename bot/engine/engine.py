@@ -47,7 +47,7 @@ class Engine:
         self.steps = steps
         self.replica_id = replica_id or f"replica-{uuid.uuid4().hex[:8]}"
         self.journal = Journal(sessions)
-        contexts = StepContexts(self.journal, settings)
+        contexts = StepContexts(self.journal, settings, self.replica_id)
         self.executor = StepExecutor(self.journal, contexts, steps, settings, self.replica_id)
         self.transitions = Transitions(self.journal, contexts, steps, settings, self.replica_id,
                                        start_execution=self._start_execution)
@@ -109,7 +109,7 @@ class Engine:
     async def _recover_once(self) -> int:
         verdicts = await recovery.examine_orphans(
             self.journal, self._contexts, self.steps, self.replica_id,
-            self.executor.lease_seconds,
+            self.executor.lease_seconds, running_here=set(self.executor.running),
         )
         for verdict in verdicts:
             await self.transitions.orphan_examined(verdict)

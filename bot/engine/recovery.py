@@ -10,7 +10,7 @@ blindly (no second downgrade, no second email).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from bot.db import repo_runs
@@ -44,13 +44,17 @@ class StalledRun:
 
 async def examine_orphans(
     journal: Journal, contexts: StepContexts, steps: Mapping[StepName, Step], replica_id: str,
-    lease_seconds: float,
+    lease_seconds: float, running_here: Collection[str] = (),
 ) -> list[OrphanVerdict]:
+    """`running_here`: executions this replica runs right now. Never ours to examine: if their
+    lease lapsed, their own lease keeper stops them and says so."""
     async with journal.sessions() as session:
         orphans = await repo_runs.find_orphaned_running(session)
     verdicts: list[OrphanVerdict] = []
     for execution in orphans:
         execution_id = str(execution.id)
+        if execution_id in running_here:
+            continue
         async with journal.sessions() as session, session.begin():
             if not await repo_runs.claim_lease(session, execution_id, replica_id, lease_seconds):
                 continue  # another replica is examining it
