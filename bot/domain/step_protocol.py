@@ -22,13 +22,20 @@ OutputSink = Callable[[str], None]
 
 @dataclass(frozen=True)
 class Plan:
-    """What a step will do. `facts` are what approvers approve: they form the fingerprint."""
+    """What a step will do. `facts` are what approvers approve: they form the fingerprint, and
+    a change in any of them voids the approvals given so far.
+
+    `volatile` facts are shown but not approved: live measurements that move while people read
+    (row counts on a target taking writes) and that the step itself does not treat as a
+    different plan. A step says which of its facts are which.
+    """
 
     step: StepName
     summary: str
     facts: Mapping[str, Any]
     details: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    volatile: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def fingerprint(self) -> str:

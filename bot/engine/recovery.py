@@ -9,6 +9,7 @@ blindly (no second downgrade, no second email).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -59,9 +60,13 @@ async def examine_orphans(
             if not await repo_runs.claim_lease(session, execution_id, replica_id, lease_seconds):
                 continue  # another replica is examining it
         run_id, step = str(execution.run_id), StepName(execution.step)
+        limit = contexts.settings.step_timeout_seconds
         try:
-            check = await steps[step].check(await contexts.for_run(run_id))
+            async with asyncio.timeout(limit):  # a check is bounded like the step itself
+                check = await steps[step].check(await contexts.for_run(run_id))
             done, reason = check.done, check.reason
+        except TimeoutError:
+            done, reason = False, f"could not check within {limit:g} s"
         except Exception as exc:
             done, reason = False, f"could not check: {exc}"
         verdicts.append(OrphanVerdict(execution_id, run_id, step, done, reason))

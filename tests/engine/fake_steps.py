@@ -34,8 +34,10 @@ class ScriptedStep:
     running_now: int = 0  # copies of run() in progress (over every replica of a test)
     stopped: int = 0  # copies of run() cancelled while in progress
     running_at_check: list[int] = field(default_factory=list)  # running_now at each check
+    plans: int = 0  # how often the plan was computed (each one queries a live target)
 
     async def plan(self, ctx: StepContext) -> Plan:
+        self.plans += 1
         return Plan(step=self.name, summary=f"would {self.name.value}",
                     facts={"target": "sandbox", **self.plan_facts})
 
