@@ -173,6 +173,15 @@ class Engine:
     async def retry(self, click: Click) -> Answer:
         return await self.transitions.retry(click)
 
+    async def take_over(self, run_id: str, actor: Actor, reason: str) -> Answer:
+        return await self.transitions.take_over(run_id, actor, reason)
+
+    async def run_source(self, run_id: str) -> Source | None:
+        """Which front started the run (a take-over is needed to attach another one)."""
+        async with self.sessions() as session:
+            run = await repo_runs.get_run(session, run_id)
+            return Source(run.source) if run else None
+
     # --- the inbox: what Slack was told OK ---------------------------------------------------
 
     def authorise_with(self, authoriser: Authoriser) -> None:

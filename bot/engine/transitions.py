@@ -272,6 +272,25 @@ class Transitions:
         return Answer(True, f"retry of attempt {attempt - 1} needs two fresh approvals",
                       run_id=click.run_id)
 
+    async def take_over(self, run_id: str, actor: Actor, reason: str) -> Answer:
+        """Break-glass: another front (the terminal) takes over a run started elsewhere. Only an
+        authorised engineer, with a reason; recorded in the incident log, shown in every view."""
+        if not actor.authorised:
+            await self._record_refusal(run_id, actor, Refusal.NOT_AUTHORISED, None)
+            return Answer.refused(Refusal.NOT_AUTHORISED, run_id=run_id)
+        if not reason.strip():
+            return Answer(False, "a take-over needs a reason", run_id=run_id)
+        async with self.journal.sessions() as session, session.begin():
+            run = await repo_runs.get_run(session, run_id, for_update=True)
+            if run is None or RunStatus(run.status) is not RunStatus.ACTIVE:
+                return Answer.refused(Refusal.NOT_WAITING, run_id=run_id)
+            await repo_events.append_event(
+                session, run_id, actor.user_id, actor.source, EventKind.TAKEN_OVER, None,
+                {"reason": reason, "user_name": actor.user_name, "started_from": run.source},
+            )
+        self.journal.changed(run_id)
+        return Answer(True, "taken over", run_id=run_id)
+
     async def _record_refusal(
         self, run_id: str | None, actor: Actor, refusal: Refusal, step: StepName | None
     ) -> None:

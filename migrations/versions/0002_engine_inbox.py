@@ -16,7 +16,22 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+OLD_KINDS = ("run_started", "plan_shown", "approval_given", "approvals_voided", "refused",
+             "step_started", "step_output", "step_succeeded", "step_already_done", "step_failed",
+             "step_interrupted", "step_rejected", "retry_requested", "run_aborted",
+             "run_completed")
+NEW_KINDS = (*OLD_KINDS, "taken_over")
+
+
+def _kinds(kinds: tuple[str, ...]) -> None:
+    op.drop_constraint(op.f("ck_incident_events_kind"), "incident_events", type_="check")
+    listed = ", ".join(f"'{kind}'" for kind in kinds)
+    op.create_check_constraint(op.f("ck_incident_events_kind"), "incident_events",
+                               f"kind IN ({listed})")
+
+
 def upgrade() -> None:
+    _kinds(NEW_KINDS)  # the break-glass take-over is an incident event
     op.create_table(
         "engine_inbox",
         sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
@@ -48,3 +63,4 @@ def downgrade() -> None:
     op.drop_index("ix_engine_inbox_unprocessed", table_name="engine_inbox",
                   postgresql_where=sa.text("processed_at IS NULL"))
     op.drop_table("engine_inbox")
+    _kinds(OLD_KINDS)
