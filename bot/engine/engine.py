@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db import repo_inbox, repo_runs
 from bot.domain.events import Source
+from bot.domain.redaction import Redactor
 from bot.domain.step_protocol import Plan, Step
 from bot.domain.steps import StepName
 from bot.domain.views import RunView
@@ -95,8 +97,10 @@ class Engine:
             if result is not None:
                 await self.transitions.step_finished(result)
             return
-        except Exception as exc:
-            log.exception("the executor failed on step execution %s", execution_id)
+        except Exception as exc:  # logged with its traceback, through the redactor
+            log.error("the executor failed on step execution %s:\n%s", execution_id,
+                      Redactor.for_settings(self.settings)(
+                          "".join(traceback.format_exception(exc))))
             failure = await self.executor.failed(execution_id, exc)
         if failure is not None:  # recorded only if the step is still running and ours
             await self.transitions.step_finished(failure)

@@ -12,20 +12,21 @@ import asyncio
 import contextlib
 import logging
 import time
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from bot.db import repo_events, repo_runs
 from bot.domain.events import EventKind
+from bot.domain.redaction import Redactor
 from bot.domain.states import StepStatus
 from bot.domain.step_protocol import Outcome, Step, StepContext, StepError
 from bot.domain.steps import StepName
 from bot.engine.contexts import StepContexts
 from bot.engine.journal import Journal
-from bot.engine.output import OutputBuffer, Redactor
+from bot.engine.output import OutputBuffer
 from bot.settings import Settings
-from bot.urls import password_of
 
 log = logging.getLogger(__name__)
 
@@ -44,21 +45,6 @@ class StepResult:
     summary: str
     facts: dict[str, Any] = field(default_factory=dict)
     error_tail: list[str] = field(default_factory=list)
-
-
-def secret_values(settings: Settings) -> list[str]:
-    secrets = [
-        v.get_secret_value()
-        for v in (settings.slack_bot_token, settings.slack_signing_secret,
-                  settings.slack_app_token, settings.smtp_password)
-        if v is not None
-    ]
-    for url in (settings.target_database_url, settings.database_url):
-        if url is not None:
-            password = password_of(url.get_secret_value())
-            if password:
-                secrets.append(password)
-    return secrets
 
 
 class StepExecutor:
@@ -97,9 +83,10 @@ class StepExecutor:
     ) -> StepResult:
         step = self.steps[step_name]
         ctx = await self.contexts.for_run(run_id, execution_id)
-        output = OutputBuffer(Redactor(secret_values(self.settings)))
+        redact = Redactor.for_settings(self.settings)
+        output = OutputBuffer(redact)
         started = time.monotonic()
-        work = asyncio.create_task(self._check_and_run(step, ctx, output),
+        work = asyncio.create_task(self._check_and_run(step, ctx, output, redact),
                                    name=f"{step_name.value} {execution_id}")
         fence = LeaseKeeper(self, execution_id, work, claimed_at)
         keeper = asyncio.create_task(fence.keep())
@@ -123,12 +110,13 @@ class StepExecutor:
             await self._flush(run_id, step_name, execution_id, output)
             if status is StepStatus.FAILED:
                 error_tail = await self._tail(run_id, execution_id)
-        facts = {**facts, "duration_s": round(time.monotonic() - started, 3),
+        facts = {**redact.value(facts), "duration_s": round(time.monotonic() - started, 3),
                  "output_lines": output.total}
-        return StepResult(execution_id, run_id, step_name, status, summary, facts, error_tail)
+        return StepResult(execution_id, run_id, step_name, status, redact(summary), facts,
+                          [redact(line) for line in error_tail])
 
     async def _check_and_run(
-        self, step: Step, ctx: StepContext, output: OutputBuffer
+        self, step: Step, ctx: StepContext, output: OutputBuffer, redact: Redactor
     ) -> tuple[StepStatus, str, dict[str, Any]]:
         """The step's own work, under the step timeout (its check included)."""
         timeout = self.settings.step_timeout_seconds
@@ -144,8 +132,9 @@ class StepExecutor:
             return StepStatus.FAILED, str(exc), {}
         except TimeoutError:
             return StepStatus.FAILED, f"timed out after {timeout:g} s", {}
-        except Exception as exc:
-            log.exception("step %s crashed", step.name)
+        except Exception as exc:  # the traceback too may quote a secret: redacted
+            log.error("step %s crashed:\n%s", step.name,
+                      redact("".join(traceback.format_exception(exc))))
             return StepStatus.FAILED, f"unexpected error: {type(exc).__name__}: {exc}", {}
 
     async def failed(self, execution_id: str, exc: Exception) -> StepResult | None:
@@ -154,9 +143,11 @@ class StepExecutor:
             execution = await repo_runs.get_execution(session, execution_id)
         if execution is None:
             return None
+        redact = Redactor.for_settings(self.settings)
         return StepResult(execution_id, str(execution.run_id), StepName(execution.step),
-                          StepStatus.FAILED,
-                          f"the bot failed while running this step: {type(exc).__name__}: {exc}")
+                          StepStatus.FAILED, redact(
+                              f"the bot failed while running this step: {type(exc).__name__}: "
+                              f"{exc}"))
 
     async def _flush_loop(
         self, run_id: str, step: StepName, execution_id: str, output: OutputBuffer

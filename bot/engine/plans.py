@@ -12,6 +12,7 @@ import asyncio
 import logging
 from typing import Any
 
+from bot.domain.redaction import Redactor
 from bot.domain.step_protocol import Plan, Step, StepContext
 from bot.domain.steps import StepName
 
@@ -27,19 +28,28 @@ async def bounded_plan(step: Step, ctx: StepContext) -> Plan:
     limit = ctx.settings.plan_timeout_seconds
     try:
         async with asyncio.timeout(limit):
-            return await step.plan(ctx)
+            return redacted_plan(await step.plan(ctx), Redactor.for_settings(ctx.settings))
     except TimeoutError:
         raise PlanTimeout(f"the target did not answer within {limit:g} s") from None
 
 
-def error_plan(step: StepName, exc: Exception) -> Plan:
+def redacted_plan(plan: Plan, redact: Redactor) -> Plan:
+    """A plan leaves its step like everything else: through the redactor."""
+    return Plan(step=plan.step, summary=redact(plan.summary), facts=redact.value(plan.facts),
+                details=tuple(redact(d) for d in plan.details),
+                warnings=tuple(redact(w) for w in plan.warnings),
+                volatile=redact.value(plan.volatile))
+
+
+def error_plan(step: StepName, exc: Exception, redact: Redactor) -> Plan:
     """What approvers see when a plan failed (the same failure, the same fingerprint)."""
-    log.warning("plan for %s failed: %s", step, exc)
+    why = redact(str(exc))
+    log.warning("plan for %s failed: %s", step, why)
     return Plan(
         step=step,
         summary="plan unavailable",
-        facts={"plan_error": str(exc)},
-        warnings=(f"could not compute the plan: {exc}",),
+        facts={"plan_error": why},
+        warnings=(f"could not compute the plan: {why}",),
     )
 
 
@@ -47,7 +57,7 @@ async def safe_plan(step: Step, ctx: StepContext) -> Plan:
     try:
         return await bounded_plan(step, ctx)
     except Exception as exc:
-        return error_plan(step.name, exc)
+        return error_plan(step.name, exc, Redactor.for_settings(ctx.settings))
 
 
 def plan_to_json(plan: Plan) -> dict[str, Any]:

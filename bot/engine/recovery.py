@@ -15,6 +15,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from bot.db import repo_runs
+from bot.domain.redaction import Redactor
 from bot.domain.states import DONE_STEP_STATUSES, RunStatus, StepStatus
 from bot.domain.step_protocol import Step
 from bot.domain.steps import STEP_ORDER, StepName
@@ -69,7 +70,8 @@ async def examine_orphans(
             done, reason = False, f"could not check within {limit:g} s"
         except Exception as exc:
             done, reason = False, f"could not check: {exc}"
-        verdicts.append(OrphanVerdict(execution_id, run_id, step, done, reason))
+        redact = Redactor.for_settings(contexts.settings)
+        verdicts.append(OrphanVerdict(execution_id, run_id, step, done, redact(reason)))
     return verdicts
 
 

@@ -18,6 +18,7 @@ from bot.db import repo_events, repo_runs
 from bot.db.models import RollbackRun, StepExecution
 from bot.domain.approvals import ApprovalContext, Refusal, decide_approval
 from bot.domain.events import EventKind, Source
+from bot.domain.redaction import Redactor
 from bot.domain.states import RETRYABLE_STEP_STATUSES, RunStatus, StepStatus
 from bot.domain.step_protocol import Step
 from bot.domain.steps import STEP_ORDER, StepName, next_step
@@ -153,7 +154,7 @@ class Transitions:
                         click.actor.user_name, exc)
             return await self._refuse_click(click, run_id, step, Refusal.TARGET_BUSY)
         except Exception as exc:  # as the first plan would show it: a warning to read
-            fresh = error_plan(step, exc)
+            fresh = error_plan(step, exc, Redactor.for_settings(self.settings))
         started = False
         async with self.journal.sessions() as session, session.begin():
             execution = await repo_runs.get_execution(session, click.execution_id, for_update=True)
