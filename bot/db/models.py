@@ -206,3 +206,32 @@ class SlackRefusal(Base):
     error: Mapped[str] = mapped_column(String(64))
     what: Mapped[str] = mapped_column(Text)
     handled: Mapped[str] = mapped_column(Text)
+
+
+class EngineInbox(Base):
+    """Clicks as Slack delivered them, written before Slack is told OK: an acknowledged click
+    is processed even if the bot dies right after the ack (at the next start, or by another
+    replica's watcher). Authorisation and the plan work happen at processing time."""
+
+    __tablename__ = "engine_inbox"
+    __table_args__ = (
+        CheckConstraint("action IN ('approve', 'retry', 'abort', 'reject')", name="action"),
+        CheckConstraint(one_of("source", Source), name="source"),
+        Index("ix_engine_inbox_unprocessed", "id", postgresql_where=text("processed_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    action: Mapped[str] = mapped_column(String(16))
+    run_id: Mapped[str] = mapped_column(String(64))
+    execution_id: Mapped[str] = mapped_column(String(64))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str] = mapped_column(String(64))
+    user_name: Mapped[str] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
+                                                  server_default=func.now())
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[dict[str, Any] | None] = mapped_column(JSONB)

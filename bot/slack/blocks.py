@@ -94,7 +94,8 @@ def status_board(run: RunView) -> tuple[str, list[Block]]:
         {"type": "header", "text": {"type": "plain_text", "text": "Phase 3 rollback"[:150]}},
         section(f":warning: *LOSSY rollback*: {LOSSY_TEXT}."),
         section(f"*Started by* <@{run.initiator_id}> · *Status:* {state}\n*Reason:* {run.reason}"
-                + (f"\n*Stopped:* {run.abort_reason}" if run.abort_reason else "")),
+                + (f"\n*Stopped:* {run.abort_reason}" if run.abort_reason else "")
+                + "".join(f"\n:warning: {notice}" for notice in run.notices)),
         section("\n".join(lines)),
         {"type": "context", "elements": [{"type": "mrkdwn",
                                           "text": f"run `{run.run_id}` · details in the thread"}]},
