@@ -30,6 +30,7 @@ from bot.domain.states import DONE_STEP_STATUSES, RETRYABLE_STEP_STATUSES, RunSt
 from bot.domain.step_protocol import Plan, Step, StepContext
 from bot.domain.steps import STEP_ORDER, StepName, next_step
 from bot.domain.views import RunView
+from bot.engine.approval_watch import note_expired_approvals
 from bot.engine.executor import StepExecutor
 from bot.engine.plans import safe_plan
 from bot.engine.view_builder import build_run_view
@@ -242,7 +243,11 @@ class Engine:
                      "old_fingerprint": execution.plan_fingerprint,
                      "new_fingerprint": fresh.fingerprint, "summary": fresh.summary},
                 )
-            approvers = await repo_runs.approvers(session, execution.id)
+            ttl = self.settings.approval_ttl_minutes * 60
+            approvers = await repo_runs.approvers(session, execution.id, ttl)
+            # Expired approvals are recorded (the message shows them) and no longer count.
+            await note_expired_approvals(session, run_id, step, str(execution.id), approvers)
+            approvers = [a for a in approvers if not a.expired]
             decision = decide_approval(
                 ApprovalContext(
                     user_id=click.actor.user_id,
@@ -268,14 +273,14 @@ class Engine:
             else:
                 result = await repo_runs.add_approval(
                     session, execution.id, click.actor.user_id, click.actor.user_name,
-                    click.fingerprint, click.actor.source.value,
+                    click.fingerprint, click.actor.source.value, ttl_seconds=ttl,
                 )
                 if result.inserted:
                     await repo_events.append_event(
                         session, run_id, click.actor.user_id, click.actor.source,
                         EventKind.APPROVAL_GIVEN, step,
                         {"execution_id": click.execution_id, "user_name": click.actor.user_name,
-                         "count": len(result.approvers)},
+                         "count": len(result.fresh)},
                     )
                 if result.started:
                     # Leased in the same transaction, so no watcher ever sees it orphaned.
@@ -285,7 +290,7 @@ class Engine:
                     await repo_events.append_event(
                         session, run_id, "bot", Source.BOT, EventKind.STEP_STARTED, step,
                         {"execution_id": click.execution_id,
-                         "approvers": [a.user_name for a in result.approvers]},
+                         "approvers": [a.user_name for a in result.fresh]},
                     )
                 started = result.started
                 answer = Answer(result.inserted, "approved" if result.inserted
