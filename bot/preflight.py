@@ -316,6 +316,25 @@ async def check_api(settings: Settings) -> CheckLine:
     return CheckLine("api", True, f"{url} answered {status}")
 
 
+def check_paging(settings: Settings) -> CheckLine:
+    """Paging never stops a rollback, but nobody being paged is worth a warning."""
+    from bot.domain.paging_policy import paging_status
+
+    key = settings.pagerduty_routing_key
+    status = paging_status(key is not None, settings.page_on, settings.pagerduty_events_url)
+    group = settings.escalation_usergroup_id
+    status += "; Escalate mentions " + (f"<!subteam^{group}>" if group else "nobody "
+                                        "(ESCALATION_USERGROUP_ID is not set)")
+    if key is None:
+        return CheckLine("paging", False, status, "set PAGERDUTY_ROUTING_KEY to an Events API "
+                         "v2 integration key", blocking=False)
+    if len(key.get_secret_value().strip()) != 32:
+        return CheckLine("paging", False, status + "; the routing key is not 32 characters, "
+                         "PagerDuty will refuse every page", "copy the Integration Key of the "
+                         "service's Events API v2 integration", blocking=False)
+    return CheckLine("paging", True, status)
+
+
 # --- the whole list -------------------------------------------------------------------------
 
 
@@ -331,7 +350,7 @@ async def preflight(settings: Settings) -> list[CheckLine]:
     slack, bot_db, pg_dump, restart, mailer, directory, api, work_table = results
     lines = [slack, bot_db, check_target_revision(settings, revision, problem), pg_dump,
              _writable("backup dir", settings.backup_dir, "set BACKUP_DIR to a writable folder"),
-             restart, work_table, mailer, directory, api]
+             restart, work_table, mailer, directory, api, check_paging(settings)]
     return [line for line in lines if line is not None]
 
 

@@ -96,7 +96,7 @@ class TerminalFront:
                 actor = terminal_actor(verdict.approvers[0] if verdict.approvers else "terminal")
                 await self.engine.reject(self._click(actor, view, step), verdict.reject_reason)
                 return True
-            already = {a.user_name for a in step.approvers}
+            already = {a.user_name for a in step.approvers if not a.expired}
             for name in verdict.approvers:
                 if name in already:
                     continue

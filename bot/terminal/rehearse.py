@@ -12,6 +12,8 @@ import asyncio
 import getpass
 import logging
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +28,8 @@ from bot.terminal.decisions import ApprovalSource, FrontError
 from bot.terminal.summary import summary_text
 
 if TYPE_CHECKING:
+    from bot.engine.engine import Engine
+    from bot.engine.follow_through import FollowThrough
     from bot.rehearsal.sandbox import Sandbox
 
 DEFAULT_REASON = "rehearsal of the Phase 3 emergency rollback"
@@ -106,14 +110,39 @@ async def drive(settings: Settings, out: TextIO, approvals: ApprovalSource, init
     from bot.startup import open_engine
     from bot.terminal.front import TerminalFront
 
-    async with open_engine(settings) as engine:
+    async with open_engine(settings) as engine, following_through(engine, out) as follow:
         await engine.recover(watch=False)
         front = TerminalFront(engine, out, approvals)
         active = await engine.active_run_id()
         if active is not None:
             print(f"Following the active rollback {active}.", file=out)
-            return await front.follow(active)
-        return await front.run(initiator, reason)
+            view = await front.follow(active)
+        else:
+            view = await front.run(initiator, reason)
+        await follow.pass_once([view.run_id])  # the closing resolve, before we go
+        await front.print_new(view.run_id)
+        return view
+
+
+@asynccontextmanager
+async def following_through(engine: Engine, out: TextIO) -> AsyncIterator[FollowThrough]:
+    """Pages and approval nudges beside the terminal front, as `serve` runs them."""
+    from bot.domain.paging_policy import paging_status
+    from bot.engine.follow_through import FollowThrough
+    from bot.paging.events_api import pager_from_settings
+
+    settings = engine.settings
+    pager = pager_from_settings(settings)
+    print(paging_status(pager is not None, settings.page_on, settings.pagerduty_events_url),
+          file=out)
+    follow = FollowThrough(engine, pager)
+    follow.start()
+    try:
+        yield follow
+    finally:
+        await follow.stop()
+        if pager is not None:
+            await pager.close()
 
 
 async def finish(view: RunView, settings: Settings, timeline: Path, out: TextIO) -> None:
