@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bot.db import repo_events, repo_follow_ups, repo_runs
-from bot.domain.approvals import REFUSAL_TEXT, Refusal
+from bot.domain.approvals import Refusal
 from bot.domain.events import EventKind
 from bot.domain.follow_ups import (
     FollowUpAction,
@@ -18,14 +18,13 @@ from bot.domain.follow_ups import (
 )
 from bot.domain.states import FINAL_RUN_STATUSES, RunStatus
 from bot.domain.steps import StepName, step_number
+from bot.engine.answers import Actor, Answer
 
 if TYPE_CHECKING:
-    from bot.engine.engine import Actor, Answer, Engine
+    from bot.engine.engine import Engine
 
 
 def _answer(accepted: bool, message: str, run_id: str | None = None) -> Answer:
-    from bot.engine.engine import Answer
-
     return Answer(accepted, message, run_id=run_id)
 
 
@@ -33,7 +32,7 @@ async def escalate(engine: Engine, actor: Actor, run_id: str | None, why: str) -
     """Mention the escalation group in the thread and page at high severity, with the run's
     state; recorded who and when. Only for an active run, only by an authorised engineer."""
     if not actor.authorised:
-        return _answer(False, REFUSAL_TEXT[Refusal.NOT_AUTHORISED])
+        return Answer.refused(Refusal.NOT_AUTHORISED)
     why = " ".join(why.split())[:500] or "escalated without a reason given"
     async with engine.sessions() as session, session.begin():
         run = await (repo_runs.get_run(session, run_id, for_update=True) if run_id

@@ -64,7 +64,8 @@ def _item_text(item: FollowUpView) -> str:
 
 
 def checklist(run: RunView) -> tuple[str, list[Block]]:
-    """The runbook's post-rollback actions, each with "I'll own it" and "Done"."""
+    """The runbook's post-rollback actions, each with "I'll own it" and "Done" (action ids are
+    unique in a message, so each carries its item: `follow_up_own-root_cause`)."""
     text = f"Post-rollback actions ({follow_up_progress(run)})"
     blocks: list[Block] = [section(f"*Post-rollback actions* — {follow_up_progress(run)}. "
                                    "Phase 3 is not tried again before these are done.")]
@@ -76,9 +77,10 @@ def checklist(run: RunView) -> tuple[str, list[Block]]:
         blocks.append({"type": "actions", "block_id": f"follow-up-{item.item.value}",
                        "elements": [
             {"type": "button", "text": {"type": "plain_text", "text": "I'll own it"},
-             "action_id": ActionId.FOLLOW_UP_OWN.value, "value": value},
+             "action_id": f"{ActionId.FOLLOW_UP_OWN.value}-{item.item.value}", "value": value},
             {"type": "button", "text": {"type": "plain_text", "text": "Done"},
-             "action_id": ActionId.FOLLOW_UP_DONE.value, "value": value, "style": "primary"},
+             "action_id": f"{ActionId.FOLLOW_UP_DONE.value}-{item.item.value}", "value": value,
+             "style": "primary"},
         ]})
     return text, blocks[:50]
 

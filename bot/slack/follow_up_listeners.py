@@ -4,6 +4,7 @@ the engine's follow-up actions; a refusal is an ephemeral message that says why.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,8 +31,8 @@ class FollowUpListeners:
 
     def register(self, app: AsyncApp) -> None:
         app.action(ActionId.ESCALATE.value)(self.on_escalate)
-        app.action(ActionId.FOLLOW_UP_OWN.value)(self.on_own)
-        app.action(ActionId.FOLLOW_UP_DONE.value)(self.on_done)
+        app.action(re.compile(rf"^{ActionId.FOLLOW_UP_OWN.value}(-\w+)?$"))(self.on_own)
+        app.action(re.compile(rf"^{ActionId.FOLLOW_UP_DONE.value}(-\w+)?$"))(self.on_done)
 
     async def _actor(self, user: dict[str, Any]) -> Actor:
         name = user.get("username") or user.get("name") or user["id"]
