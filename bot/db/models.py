@@ -28,6 +28,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from bot.domain.events import EventKind, Source
+from bot.domain.follow_ups import FollowUpItem
 from bot.domain.ledgers import NotificationStatus
 from bot.domain.states import RunStatus, StepStatus
 from bot.domain.steps import StepName
@@ -206,3 +207,65 @@ class SlackRefusal(Base):
     error: Mapped[str] = mapped_column(String(64))
     what: Mapped[str] = mapped_column(Text)
     handled: Mapped[str] = mapped_column(Text)
+
+
+class EngineInbox(Base):
+    """Clicks as Slack delivered them, written before Slack is told OK: an acknowledged click
+    is processed even if the bot dies right after the ack (at the next start, or by another
+    replica's watcher). Authorisation and the plan work happen at processing time."""
+
+    __tablename__ = "engine_inbox"
+    __table_args__ = (
+        CheckConstraint("action IN ('approve', 'retry', 'abort', 'reject')", name="action"),
+        CheckConstraint(one_of("source", Source), name="source"),
+        Index("ix_engine_inbox_unprocessed", "id", postgresql_where=text("processed_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    action: Mapped[str] = mapped_column(String(16))
+    run_id: Mapped[str] = mapped_column(String(64))
+    execution_id: Mapped[str] = mapped_column(String(64))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str] = mapped_column(String(64))
+    user_name: Mapped[str] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
+                                                  server_default=func.now())
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+
+class FollowUp(Base):
+    """A post-rollback action of a finished run, once someone owned or closed it (no row: open,
+    nobody owns it)."""
+
+    __tablename__ = "follow_ups"
+    __table_args__ = (CheckConstraint(one_of("item", FollowUpItem), name="item"),)
+
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rollback_runs.id"), primary_key=True)
+    item: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner_id: Mapped[str | None] = mapped_column(String(64))
+    owner_name: Mapped[str | None] = mapped_column(String(255))
+    owned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    done_by_id: Mapped[str | None] = mapped_column(String(64))
+    done_by_name: Mapped[str | None] = mapped_column(String(255))
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class EventDelivery(Base):
+    """An incident-log entry carried to an outside target (`pagerduty`, `slack`): the row is
+    written in the transaction that delivers it, so each replica skips what another holds and
+    a crash before the commit leaves it to be delivered again."""
+
+    __tablename__ = "event_deliveries"
+    __table_args__ = (CheckConstraint("target IN ('pagerduty', 'slack')", name="target"),)
+
+    event_id: Mapped[int] = mapped_column(ForeignKey("incident_events.id"), primary_key=True)
+    target: Mapped[str] = mapped_column(String(16), primary_key=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rollback_runs.id"), index=True)
+    delivered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
+                                                   server_default=func.now())
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSONB)

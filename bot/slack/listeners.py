@@ -16,12 +16,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.domain.approvals import APPROVALS_NEEDED, Refusal, eligible_approvers
 from bot.domain.events import Source
-from bot.engine.engine import Actor, Answer, Click, Engine
+from bot.domain.paging_policy import paging_status
+from bot.engine.engine import Actor, Answer, Click, ClickAction, Engine, ReceivedClick
 from bot.engine.reports import plans_text, status_text
 from bot.settings import Settings
 from bot.slack import blocks, modal
 from bot.slack.actions import START_MODAL_CALLBACK, ActionId, ButtonValue
 from bot.slack.background import Background
+from bot.slack.follow_up_listeners import FollowUpListeners
 from bot.slack.people import Engineers, is_rollback_channel
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,8 @@ class Listeners:
         self.engineers = engineers
         self.settings = settings
         self.background = background
+        engine.authorise_with(engineers.is_authorised)  # for clicks processed after a restart
+        self.follow_ups = FollowUpListeners(engine, engineers, background)
 
     def register(self, app: AsyncApp) -> None:
         app.command(COMMAND)(self.on_command)
@@ -53,6 +57,7 @@ class Listeners:
         app.action(ActionId.REJECT.value)(self.on_reject)
         app.action(ActionId.RETRY.value)(self.on_retry)
         app.action(ActionId.ABORT.value)(self.on_abort)
+        self.follow_ups.register(app)
 
     async def _actor(self, user_id: str, user_name: str) -> Actor:
         return Actor(user_id, user_name, Source.SLACK, await self.engineers.is_authorised(user_id))
@@ -85,7 +90,12 @@ class Listeners:
         if word == "status":
             await tell(await status_text(self.engine))
         elif word == "plan":
-            await tell("Dry run — nothing changed:\n" + plans_text(await self.engine.dry_run()))
+            s = self.settings
+            await tell("Dry run — nothing changed:\n" + plans_text(await self.engine.dry_run())
+                       + "\n" + paging_status(s.pagerduty_routing_key is not None, s.page_on,
+                                              s.pagerduty_events_url))
+        elif word == "escalate":
+            await self.follow_ups.escalate_command(actor, text[len("escalate"):].strip(), tell)
         elif word == "check":
             from bot.preflight import preflight_text
 
@@ -162,26 +172,39 @@ class Listeners:
             channel=channel, user=user, text=text, thread_ts=thread_ts
         )
 
+    async def _receive(self, body: dict[str, Any], action: str, value: str,
+                       reason: str | None = None) -> int | None:
+        """Record the click in the engine's inbox — before Slack is told OK, so an
+        acknowledged click survives a crash right after the ack. None: not a button of ours."""
+        try:
+            button = ButtonValue.parse(value)
+        except ValueError:
+            return None
+        user = body["user"]
+        return await self.engine.accept_click(ReceivedClick(
+            ClickAction(action), user["id"], user.get("username") or user.get("name", user["id"]),
+            Source.SLACK, button.run_id, button.execution_id, button.fingerprint, reason))
+
     async def _handle(
         self, ack: Any, body: dict[str, Any], client: AsyncWebClient, action: str
     ) -> None:
+        actions = body.get("actions") or [{}]
+        inbox_id = await self._receive(body, action, str(actions[0].get("value", "")))
         await ack()
-        self.background.spawn(self._act(body, client, action), f"{action} click")
+        self.background.spawn(self._act(body, client, action, inbox_id), f"{action} click")
 
-    async def _act(self, body: dict[str, Any], client: AsyncWebClient, action: str) -> None:
+    async def _act(self, body: dict[str, Any], client: AsyncWebClient, action: str,
+                   inbox_id: int | None) -> None:
         click = await self._click(body)
         channel = body.get("channel", {}).get("id") or body.get("container", {}).get("channel_id")
         thread_ts = body.get("message", {}).get("thread_ts")
-        if click is None:
+        if click is None or inbox_id is None:
             await client.chat_postEphemeral(channel=channel, user=body["user"]["id"],
                                             text="Refused: this button is not recognised.")
             return
-        if action == "approve":
-            answer = await self.engine.approve(click)
-        elif action == "retry":
-            answer = await self.engine.retry(click)
-        else:
-            answer = await self.engine.abort(click, f"aborted by {click.actor.user_name}")
+        answer = await self.engine.process_click(inbox_id, click.actor.authorised)
+        if answer is None:  # another replica processed it
+            return
         if not answer.accepted:
             await self._refuse(client, channel, click.actor.user_id, answer, thread_ts)
 
@@ -222,11 +245,13 @@ class Listeners:
         if not reason:
             await ack(response_action="errors", errors={REJECT_BLOCK: "Say why."})
             return
+        inbox_id = await self._receive(body, "reject", view.get("private_metadata", ""), reason)
         await ack()
-        self.background.spawn(self._reject(body, view, reason, client), "reject submission")
+        self.background.spawn(self._reject(body, view, inbox_id, client), "reject submission")
 
     async def _reject(
-        self, body: dict[str, Any], view: dict[str, Any], reason: str, client: AsyncWebClient
+        self, body: dict[str, Any], view: dict[str, Any], inbox_id: int | None,
+        client: AsyncWebClient,
     ) -> None:
         try:
             value = ButtonValue.parse(view.get("private_metadata", ""))
@@ -234,9 +259,10 @@ class Listeners:
             return
         user = body["user"]
         actor = await self._actor(user["id"], user.get("username") or user.get("name", user["id"]))
-        answer = await self.engine.reject(
-            Click(actor, value.run_id, value.execution_id, value.fingerprint), reason
-        )
+        answer = await self.engine.process_click(inbox_id, actor.authorised) \
+            if inbox_id is not None else None
+        if answer is None:
+            return
         if not answer.accepted:
             run = await self.engine.run_view(value.run_id)
             await self._refuse(client, run.channel_id or self.settings.rollback_channel,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -18,6 +19,7 @@ from bot.db import repo_events, repo_runs
 from bot.domain.timeline import timeline_markdown
 from bot.domain.views import RunView
 from bot.slack import blocks
+from bot.slack.slack_errors import Failure, classify, error_code
 from bot.slack.thread_schedule import NextWrite, PendingEntry
 from bot.slack.thread_writer import Identity, ThreadContents, ThreadReader
 
@@ -40,10 +42,20 @@ class ThreadWrites:
     async def _contents(self, view: RunView, channel: str) -> ThreadContents:
         contents = self.known.get(view.run_id)
         if contents is None:
-            if view.thread_ts:
-                contents = await self.reader.thread(channel, view.thread_ts)
-            else:
-                contents = await self.reader.channel_roots(channel)
+            try:
+                if view.thread_ts:
+                    contents = await self.reader.thread(channel, view.thread_ts)
+                else:
+                    contents = await self.reader.channel_roots(channel)
+            except SlackApiError as exc:
+                if classify(exc) is Failure.TRANSIENT:
+                    raise  # retried within the write's budget, like the write itself
+                # A read Slack refuses for good (a workspace that denies bot tokens the
+                # thread's history, a scope not granted) must not stop a rollback: post, at
+                # the risk of a duplicate message, rather than leave the thread silent.
+                log.warning("cannot read the thread of run %s (%s): posting without "
+                            "looking for an earlier copy", view.run_id, error_code(exc))
+                contents = ThreadContents()
             self.known[view.run_id] = contents
         return contents
 

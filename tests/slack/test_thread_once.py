@@ -52,3 +52,25 @@ async def test_a_post_applied_but_answered_500_twice_appears_once(
     shared = [u for u in bot.fake.uploads.values() if u.get("thread_ts") == root.ts]
     assert sorted(u["filename"] for u in shared) == sorted(
         ["backup-output.log", f"rollback-{(await bot.the_run_id())[:8]}.md"])
+
+
+async def test_a_thread_slack_will_not_let_the_bot_read_still_gets_every_message(
+    bot: SlackBot, steps: dict[StepName, ScriptedStep]
+) -> None:
+    """Slack's docs disagree on whether a bot token may read a channel thread. If the read is
+    refused for good, a lost answer may cost a duplicate message, never the rollback: every
+    step is still drawn and the run completes (it is not stopped as an unwritable thread)."""
+    bot.fake.refuse_next("conversations.replies", "not_allowed_token_type", times=1000)
+    bot.fake.refuse_next("conversations.history", "not_allowed_token_type", times=1000)
+    root = await start_rollback(bot)
+    bot.fake.lose_answer("chat.postMessage", times=1)  # step 1's post: applied, answer lost
+    for number in range(1, 7):
+        await approve(bot, number, "U_BOB", "U_CAROL")
+        # A copy whose answer was lost is never drawn again; the one the bot knows is.
+        await bot.fake.wait_for(lambda n=number: any(  # type: ignore[misc]
+            "succeeded" in m.text for m in bot.step_messages(n)), within=60)
+    await bot.fake.wait_for(lambda: step_texts(bot)["Rollback completed"] == 1, within=60)
+    counts = step_texts(bot)
+    assert all(counts[f"Step {n}/6"] >= 1 for n in range(1, 7)), counts
+    assert bot.fake.calls_to("conversations.replies"), "the bot tried to read the thread"
+    assert len(bot.fake.roots(root.channel)) == 1
