@@ -4,14 +4,20 @@ No table in the service maps keys to emails, so contacts come from outside: a CS
 (`name,email,api_key_sha256`) or a query the operator configures on the target that returns
 those three columns. Malformed lines are skipped and named (with their line numbers), not fatal:
 one bad line must not keep every other client from hearing about their new key.
+
+A hash may be listed with several contacts (on a service with one door key, everyone who uses it
+is listed under that key's hash): each gets the email once. `fan_out` gives every extra contact
+an identity of its own (a hash of old hash and address) for the notification ledger, so "once"
+holds per contact across retries and crashes.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -33,8 +39,28 @@ class Contact:
 
 @dataclass(frozen=True)
 class Directory:
-    contacts: dict[str, Contact]  # old key hash (lowercase hex) -> contact
+    contacts: dict[str, Contact]  # old key hash (lowercase hex) -> its first contact
     problems: list[str]  # malformed or duplicate lines, with their line numbers
+    more: dict[str, list[Contact]] = field(default_factory=dict)  # further contacts per hash
+
+
+def contact_id(old_hash: str, email: str) -> str:
+    """The ledger identity of a hash's second, third, ... contact (64 hex, like a hash)."""
+    return hashlib.sha256(f"{old_hash}\n{email.lower()}".encode()).hexdigest()
+
+
+def fan_out(mapping: Mapping[str, str], directory: Directory
+            ) -> tuple[dict[str, str], Directory]:
+    """One entry per contact: the first keeps the old hash as its identity, each further one
+    gets `contact_id`; all carry the hash's new hash. Hashes without contact stay as they are."""
+    if not directory.more:
+        return dict(mapping), directory
+    recipients, contacts = dict(mapping), dict(directory.contacts)
+    for old, new in mapping.items():
+        for extra in directory.more.get(old, ()):
+            recipients[contact_id(old, extra.email)] = new
+            contacts[contact_id(old, extra.email)] = extra
+    return recipients, Directory(contacts, directory.problems)
 
 
 async def load_directory(settings: Settings) -> Directory:
@@ -77,9 +103,11 @@ async def _from_query(settings: Settings) -> Directory:
 
 
 def parse_rows(rows: Iterable[tuple[int, Mapping[str, Any]]], what: str) -> Directory:
-    """Validate rows; the first row for a hash wins, later ones are reported."""
+    """Validate rows; a hash's further contacts are kept in `more`, a repeated (hash, address)
+    is reported."""
     contacts: dict[str, Contact] = {}
-    first_seen: dict[str, int] = {}
+    more: dict[str, list[Contact]] = {}
+    first_seen: dict[tuple[str, str], int] = {}
     problems: list[str] = []
     for number, row in rows:
         key_hash = str(row.get("api_key_sha256") or "").strip().lower()
@@ -88,10 +116,15 @@ def parse_rows(rows: Iterable[tuple[int, Mapping[str, Any]]], what: str) -> Dire
             problems.append(f"{what} {number}: api_key_sha256 is not 64 hex characters")
         elif not EMAIL.match(email):
             problems.append(f"{what} {number}: email {email[:80]!r} is not an address")
-        elif key_hash in contacts:
-            problems.append(f"{what} {number}: hash {key_hash[:8]} already listed on "
-                            f"{what} {first_seen[key_hash]}; kept the first")
+        elif (key_hash, email.lower()) in first_seen:
+            problems.append(f"{what} {number}: hash {key_hash[:8]} with this address already "
+                            f"listed on {what} {first_seen[key_hash, email.lower()]}; kept the "
+                            f"first")
         else:
-            contacts[key_hash] = Contact(str(row.get("name") or "").strip() or email, email)
-            first_seen[key_hash] = number
-    return Directory(contacts, problems)
+            contact = Contact(str(row.get("name") or "").strip() or email, email)
+            if key_hash in contacts:
+                more.setdefault(key_hash, []).append(contact)
+            else:
+                contacts[key_hash] = contact
+            first_seen[key_hash, email.lower()] = number
+    return Directory(contacts, problems, more)

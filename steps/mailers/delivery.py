@@ -82,7 +82,7 @@ class Delivery:
                             break
                         contact = self.contacts[old]
                         if new in keys:
-                            await queue.put((old, keys.pop(new), contact))
+                            await queue.put((old, keys[new], contact))
                             continue
                         self.not_found += 1
                         self.final[old] = NotificationRecord(

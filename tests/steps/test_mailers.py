@@ -169,13 +169,16 @@ async def test_directory_csv_lowercases_and_reports_bad_lines_by_number(tmp_path
         "Broken,nobody,{HASH_B}\n"
         f"Short,s@x.test,{HASH_B[:10]}\n"
         "\n"
-        f"Acme again,other@acme.test,{HASH_A}\n"
-        f",b@bee.test,{HASH_B}\n"))
+        f"Acme again,OPS@acme.test,{HASH_A}\n"
+        f",b@bee.test,{HASH_B}\n"
+        f"Acme's other engineer,other@acme.test,{HASH_A}\n"))
     directory = await load_directory(settings)
     assert {h: (c.name, c.email) for h, c in directory.contacts.items()} == {
         HASH_A: ("Acme", "ops@acme.test"), HASH_B: ("b@bee.test", "b@bee.test")}
     assert [p.split(":")[0] for p in directory.problems] == ["line 3", "line 4", "line 6"]
     assert "already listed on line 2" in directory.problems[2]
+    assert [(c.name, c.email) for c in directory.more[HASH_A]] == [
+        ("Acme's other engineer", "other@acme.test")], "a hash may have several contacts"
 
 
 async def test_directory_csv_header_and_file_problems_are_one_sentence(tmp_path: Path) -> None:
