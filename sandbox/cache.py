@@ -65,13 +65,9 @@ class SessionCache:
             return None
         return parsed if isinstance(parsed, dict) else None
 
-    async def sessions_of_owner(self, key_hash: str) -> list[dict[str, Any]] | None:
-        """The owner's cached sessions, or None when the owner index is not cached."""
-        ids = sorted(await self.client.smembers(self.owner_key(key_hash)))
-        if not ids:
-            return None
-        rows = await self.client.mget([self.session_key(i) for i in ids])
-        return [json.loads(r) for r in rows if r]
+    async def owns(self, key_hash: str) -> bool:
+        """Whether the owner index of this hash is cached (it then vouches for the owner)."""
+        return bool(await self.client.exists(self.owner_key(key_hash)))
 
     async def close(self) -> None:
         await self.client.aclose()

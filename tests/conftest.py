@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.slack",
     "tests.fixtures.sandbox",
     "tests.fixtures.smtp",
+    "tests.fixtures.redis_cache",
 ]
