@@ -195,12 +195,15 @@ class KeyModelRotation:
         facts, summary = dict(outcome.facts), outcome.summary
         mapping = await ctx.rotations.mapping(ctx.run_id)
         facts["key_model"] = s.key_model.value
+        door: DoorKey | None = None
         if service_mode(s) and mapping:
-            service = await self._install_and_restart(ctx, mapping, emit)
+            door, service = await self._install_and_restart(ctx, mapping, emit)
             facts.update(service)
             summary += (f"; new door key ({service['service_key']['new_hash']}) installed in "
                         f"{service['service_key'].get('file') or 'by command'}; api restarted, "
                         f"healthy after {service['service_restart']['healthy_after_s']} s")
+        # After the restart: from then on the old key is refused at the door, so nothing
+        # re-caches an old hash; and before the door is tried, so that try reads fresh rows.
         cache = await invalidate_old_hashes(s, mapping, emit)
         facts["cache"] = cache
         if "skipped" in cache:
@@ -208,10 +211,19 @@ class KeyModelRotation:
         else:
             summary += (f"; Redis: {cache['owner_keys_removed']:,} owner indexes and "
                         f"{cache['sessions_removed']:,} cached sessions removed")
+        if door is not None:
+            status = await door_status(s, door)
+            if status != 200:
+                raise StepError(f"after the restart the service's door answers the new key "
+                                f"with {status or 'nothing'}, not 200: it does not read "
+                                f"{install_target(s)} (does its process environment set "
+                                f"{s.service_env_variable}? `rollback-bot check` says); "
+                                f"nobody has been mailed")
+            emit(f"the door lets the new key in (GET {SESSIONS_PATH} answered 200)")
         return Outcome(summary=summary, facts=facts)
 
     async def _install_and_restart(self, ctx: StepContext, mapping: Mapping[str, str],
-                                   emit: OutputSink) -> dict[str, Any]:
+                                   emit: OutputSink) -> tuple[DoorKey, dict[str, Any]]:
         s = ctx.settings
         chosen = choose_service_hash(s, mapping)
         key = await read_door_key(s, mapping[chosen])
@@ -220,17 +232,9 @@ class KeyModelRotation:
              f"{s.service_env_variable}")
         restarted = await restart_api(s, emit)
         restarted["healthy_at"] = datetime.now(UTC).isoformat()
-        status = await door_status(s, key)
-        if status != 200:
-            raise StepError(f"after the restart the service's door answers the new key with "
-                            f"{status or 'nothing'}, not 200: it does not read "
-                            f"{install_target(s)} (does its process environment set "
-                            f"{s.service_env_variable}? `rollback-bot check` says); nobody has "
-                            f"been mailed")
-        emit(f"the door lets the new key in (GET {SESSIONS_PATH} answered 200)")
-        return {"service_key": {**installed, "for_old_hash": chosen[:PREFIX],
-                                "new_hash": mapping[chosen][:PREFIX]},
-                "service_restart": restarted}
+        return key, {"service_key": {**installed, "for_old_hash": chosen[:PREFIX],
+                                     "new_hash": mapping[chosen][:PREFIX]},
+                     "service_restart": restarted}
 
 
 NoteLines = Callable[[Settings], list[str]]

@@ -211,6 +211,7 @@ async def test_service_model_installs_the_door_key_and_restarts_before_anything_
     assert facts["service_restart"]["healthy_after_s"] >= 0
     assert facts["service_restart"]["healthy_at"] > facts["service_restart"]["restarted_at"]
     assert facts["cache"]["owner_keys_removed"] == 1 and facts["cache"]["remaining"] == 0
+    assert facts["cache"]["sessions_removed"] == 18, "the sessions the old key had read"
     assert "api restarted" in outcome.summary
     for text in (*lines, outcome.summary, repr(facts)):
         assert new_key not in text
