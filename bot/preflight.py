@@ -327,11 +327,14 @@ async def preflight(settings: Settings) -> list[CheckLine]:
         check_restart(settings), check_mailer(settings), check_directory(settings),
         check_api(settings), check_work_table(settings),
     ]
-    results = await asyncio.gather(*independent)
+    from bot.preflight_service import service_lines  # it builds on CheckLine, defined here
+
+    results, door_and_cache = await asyncio.gather(asyncio.gather(*independent),
+                                                   service_lines(settings))
     slack, bot_db, pg_dump, restart, mailer, directory, api, work_table = results
     lines = [slack, bot_db, check_target_revision(settings, revision, problem), pg_dump,
              _writable("backup dir", settings.backup_dir, "set BACKUP_DIR to a writable folder"),
-             restart, work_table, mailer, directory, api]
+             restart, work_table, *door_and_cache, mailer, directory, api]
     return [line for line in lines if line is not None]
 
 
