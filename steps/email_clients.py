@@ -22,7 +22,7 @@ from steps.directory import Contact, Directory, fan_out, load_directory
 from steps.mailers.delivery import Delivery
 from steps.mailers.template import Template, masked
 from steps.service_key import mailable
-from steps.target_db import connect
+from steps.target_db import owner_hashes
 
 __all__ = ["EmailClientsStep", "Template", "masked"]
 
@@ -129,6 +129,9 @@ class EmailClientsStep:
         if refused:
             facts["not_door_key"] = [h[:8] for h in refused]
         summary = f"{sent:,} emails sent, {len(no_contact):,} clients without a contact"
+        if directory.problems:  # refused at load, named in the output with their line numbers
+            facts["directory_refused"] = len(directory.problems)
+            summary += f"; {len(directory.problems):,} directory rows refused"
         if in_doubt:
             summary += (f"; {len(in_doubt)} uncertain (the bot stopped mid-send, not re-sent:"
                         f" {', '.join(in_doubt[:10])})")
@@ -142,8 +145,4 @@ class EmailClientsStep:
 
 
 async def _owner_hashes(settings: Settings) -> list[str]:
-    async with connect(settings.target_database_url.get_secret_value()) as conn:
-        rows = await conn.fetch("SELECT owner_api_key_hash AS h FROM sessions WHERE"
-                                " owner_api_key_hash IS NOT NULL UNION SELECT owner_api_key_hash"
-                                " FROM assistants WHERE owner_api_key_hash IS NOT NULL")
-    return [r["h"] for r in rows]
+    return sorted(await owner_hashes(settings.target_database_url.get_secret_value()))

@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from bot.preflight import preflight, stops_rollback
-from bot.preflight_service import service_lines
+from bot.preflight.door_key import service_lines
 from bot.rehearsal.postgres import free_port
 from bot.urls import libpq_url
 from sandbox.container import run_api_container, wait_healthy

@@ -177,3 +177,32 @@ class KeyRotation(Base):
     new_hash: Mapped[str] = mapped_column(String(64), unique=True)
     rotated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
                                                  server_default=func.now())
+
+
+class MirrorClaim(Base):
+    """Which replica writes a run's Slack thread: a lease in database time (`now()`), renewed
+    while the replica lives; `done_at` once the thread shows the whole log."""
+
+    __tablename__ = "mirror_claims"
+
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rollback_runs.id"), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
+                                                 server_default=func.now())
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SlackRefusal(Base):
+    """A write Slack refused for good (not an outage), and what the mirror did about it."""
+
+    __tablename__ = "slack_refusals"
+    __table_args__ = (Index("ix_slack_refusals_run_id", "run_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rollback_runs.id"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    method: Mapped[str] = mapped_column(String(64))
+    error: Mapped[str] = mapped_column(String(64))
+    what: Mapped[str] = mapped_column(Text)
+    handled: Mapped[str] = mapped_column(Text)

@@ -14,7 +14,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.domain.approvals import APPROVALS_NEEDED, eligible_approvers
+from bot.domain.approvals import APPROVALS_NEEDED, Refusal, eligible_approvers
 from bot.domain.events import Source
 from bot.engine.engine import Actor, Answer, Click, Engine
 from bot.engine.reports import plans_text, status_text
@@ -155,7 +155,7 @@ class Listeners:
         thread_ts: str | None,
     ) -> None:
         text = f"Refused: {answer.message}"
-        if answer.run_id and "already active" in answer.message:
+        if answer.run_id and answer.refusal is Refusal.ANOTHER_RUN_ACTIVE:
             view = await self.engine.run_view(answer.run_id)
             text += " " + thread_link(view.channel_id, view.thread_ts)
         await client.chat_postEphemeral(

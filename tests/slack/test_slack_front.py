@@ -77,6 +77,8 @@ async def test_full_rollback_in_one_thread(bot: SlackBot, steps: dict[StepName, 
     assert view.status is RunStatus.COMPLETED
 
 
+@pytest.mark.xfail(strict=True, reason="issue 14 item 3: refusals by chat.postEphemeral do not "
+                   "reach a person outside a channel the bot is in (next commit)")
 async def test_refusals_are_ephemeral_and_change_nothing(
     bot: SlackBot, steps: dict[StepName, ScriptedStep]
 ) -> None:

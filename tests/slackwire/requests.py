@@ -7,7 +7,9 @@ import hmac
 import json
 import time
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
+
+from tests.slackwire import wire
 
 TEAM = {"id": "T1", "domain": "acme"}
 
@@ -27,8 +29,8 @@ def slash_command(text: str, user_id: str, channel_id: str, channel_name: str,
         "channel_id": channel_id, "channel_name": channel_name, "user_id": user_id,
         "user_name": user_id.lower(), "command": command, "text": text, "api_app_id": "A1",
         "is_enterprise_install": "false",
-        "response_url": "https://hooks.slack.com/commands/T1/1/abc",
-        "trigger_id": f"trigger-{time.monotonic_ns()}",
+        "response_url": wire.response_url(user_id, channel_id),
+        "trigger_id": wire.trigger_id(),
     }).encode()
 
 
@@ -47,10 +49,10 @@ def block_actions(user_id: str, action_id: str, value: str, channel_id: str, mes
     payload = {
         "type": "block_actions", "user": _user(user_id), "api_app_id": "A1",
         "token": "legacy-verification-token", "container": container,
-        "trigger_id": f"trigger-{time.monotonic_ns()}", "team": TEAM, "enterprise": None,
+        "trigger_id": wire.trigger_id(), "team": TEAM, "enterprise": None,
         "is_enterprise_install": False, "channel": {"id": channel_id, "name": "oncall"},
         "message": message, "state": {"values": {}},
-        "response_url": "https://hooks.slack.com/actions/T1/1/abc",
+        "response_url": wire.response_url(user_id, channel_id),
         "actions": [{"action_id": action_id, "block_id": "b1", "text": {"type": "plain_text",
                      "text": "x"}, "value": value, "type": "button",
                      "action_ts": str(time.time())}],
@@ -62,9 +64,20 @@ def view_submission(user_id: str, callback_id: str, private_metadata: str,
                     values: dict[str, Any]) -> bytes:
     payload = {
         "type": "view_submission", "team": TEAM, "user": _user(user_id), "api_app_id": "A1",
-        "token": "legacy-verification-token", "trigger_id": f"trigger-{time.monotonic_ns()}",
+        "token": "legacy-verification-token", "trigger_id": wire.trigger_id(),
         "view": {"id": "V1", "type": "modal", "callback_id": callback_id,
                  "private_metadata": private_metadata, "state": {"values": values},
                  "hash": "h1"},
     }
     return urlencode({"payload": json.dumps(payload)}).encode()
+
+
+def trigger_in(body: bytes) -> str | None:
+    """The trigger_id a request carries (None: none), to restamp when it is really sent."""
+    form = dict(parse_qsl(body.decode(), keep_blank_values=True))
+    if "payload" in form:
+        try:
+            return json.loads(form["payload"]).get("trigger_id")  # type: ignore[no-any-return]
+        except ValueError:
+            return None
+    return form.get("trigger_id")

@@ -265,3 +265,27 @@ async def test_several_old_hashes_stop_the_step_before_any_row_changes(
     assert other is not None
     assert (await get(box.api.base_url, "/api/v1/sessions", other))[0] == 401
 
+
+
+# --- the directory: everyone who shares the door key ------------------------------------------
+
+
+async def test_service_model_keeps_every_address_listed_under_one_hash(tmp_path: Path) -> None:
+    from steps.directory import contact_id, fan_out, load_directory
+
+    csv = tmp_path / "c.csv"
+    h = sha("the door key")
+    csv.write_text("name,email,api_key_sha256\n"
+                   f"Ops,ops@example.com,{h}\n"
+                   f"Dana,dana@example.com,{h}\n"
+                   f"Ops again,ops@EXAMPLE.com,{h}\n"
+                   f"Bad,a:b@c.de,{h}\n")
+    per_client = await load_directory(settings_for(client_directory=csv))
+    assert per_client.contacts == {}, "per client: two addresses for one client mail neither"
+    directory = await load_directory(settings_for(client_directory=csv, key_model="service"))
+    assert directory.contacts[h].email == "ops@example.com"
+    assert [c.email for c in directory.more[h]] == ["dana@example.com"]
+    assert [p.split(":")[0] for p in directory.problems] == ["line 4", "line 5"]
+    recipients, fanned = fan_out({h: "n" * 64}, directory)
+    assert recipients == {h: "n" * 64, contact_id(h, "dana@example.com"): "n" * 64}
+    assert fanned.contacts[contact_id(h, "dana@example.com")].name == "Dana"

@@ -18,8 +18,10 @@ import shutil
 
 import asyncpg
 
-from bot.preflight import TIMEOUT, CheckLine, _connect, _short
+from bot.preflight.lines import TIMEOUT, CheckLine
+from bot.preflight.lines import short as _short
 from bot.settings import KeyInstaller, KeyModel, RestartStrategy, Settings
+from bot.urls import libpq_url, password_of
 from steps.cache_invalidation import connect_redis, redis_where
 from steps.key_installers import env_file_value
 
@@ -69,8 +71,9 @@ def check_installer(s: Settings) -> CheckLine:
 
 
 async def _row_hashes(s: Settings) -> set[str] | None:
+    url = s.target_database_url.get_secret_value()
     try:
-        conn = await _connect(s.target_database_url.get_secret_value())
+        conn = await asyncpg.connect(libpq_url(url), password=password_of(url), timeout=TIMEOUT)
     except (OSError, TimeoutError, asyncpg.PostgresError):
         return None
     try:
