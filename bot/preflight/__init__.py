@@ -6,7 +6,8 @@ changes anything: no mail is sent, no container touched, no row written. Every f
 through the probe the step itself uses, so `check` says what the rollback will find.
 
 One module per family of dependencies: `target` (database, revision, pg_dump, step 4's schema,
-the client directory), `services` (Slack, the bot's database, Docker, the api), `mail`.
+the client directory), `services` (Slack, the bot's database, Docker, the api), `mail`,
+`door_key` (KEY_MODEL=service's installer and door key, and the service's Redis).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 from collections.abc import Awaitable
 from typing import TextIO
 
+from bot.preflight.door_key import service_lines
 from bot.preflight.lines import CheckLine, stops_rollback, writable
 from bot.preflight.mail import check_mailer
 from bot.preflight.paging import check_paging
@@ -48,11 +50,13 @@ async def preflight(settings: Settings) -> list[CheckLine]:
         check_mailer(settings), check_directory(settings), check_api(settings),
         check_work_table(settings),
     ]
-    results = await asyncio.gather(*independent)
+    results, door_and_cache = await asyncio.gather(asyncio.gather(*independent),
+                                                   service_lines(settings))
     slack, bot_db, pg_dump, restart, mailer, directory, api, work_table = results
     lines = [slack, bot_db, check_target_revision(settings, facts), pg_dump,
              writable("backup dir", settings.backup_dir, "set BACKUP_DIR to a writable folder"),
-             restart, work_table, mailer, directory, api, check_paging(settings)]
+             restart, work_table, *door_and_cache, mailer, directory, api,
+             check_paging(settings)]
     return [line for line in lines if line is not None]
 
 
