@@ -37,6 +37,10 @@ def _plan(args: argparse.Namespace, settings: Settings) -> int:
 
     print("Dry run against the configured target; nothing is changed.")
     print(plans_text(asyncio.run(dry_run(settings, default_steps()))))
+    from bot.domain.paging_policy import paging_status
+
+    print(paging_status(settings.pagerduty_routing_key is not None, settings.page_on,
+                        settings.pagerduty_events_url))
     return 0
 
 
@@ -50,6 +54,18 @@ def _rehearse(args: argparse.Namespace, settings: Settings) -> int:
     from bot.terminal.rehearse import rehearse_command
 
     return rehearse_command(args, settings)
+
+
+def _follow_ups(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.terminal.follow_ups import follow_ups_command
+
+    return follow_ups_command(args, settings)
+
+
+def _escalate(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.terminal.follow_ups import escalate_command
+
+    return escalate_command(args, settings)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_rehearse_arguments(rehearse)
     rehearse.set_defaults(handler=_rehearse)
+    from bot.terminal.follow_ups import add_escalate_arguments, add_follow_up_arguments
+
+    follow = sub.add_parser("follow-ups", help="the last run's post-rollback actions: list, "
+                            "own or close one")
+    add_follow_up_arguments(follow)
+    follow.set_defaults(handler=_follow_ups)
+    escalate = sub.add_parser("escalate", help="escalate the active rollback: a high-severity "
+                              "page and a mention of the escalation group")
+    add_escalate_arguments(escalate)
+    escalate.set_defaults(handler=_escalate)
     return parser
 
 

@@ -130,13 +130,36 @@ class Settings(BaseSettings):
     verify_sample_size: int = Field(default=5, gt=0)
     verify_log_patterns: CommaList = ("ownership_check_failed",)
 
+    # Paging and follow-through (bot/paging, bot/engine/follow_through.py)
+    pagerduty_routing_key: SecretStr | None = None
+    pagerduty_events_url: str = "https://events.pagerduty.com"
+    pagerduty_source: str = "rollback-bot"
+    page_on: CommaList = ("start", "failure", "waiting", "quorum")
+    page_max_attempts: int = Field(default=4, gt=0)
+    page_retry_seconds: float = Field(default=2.0, ge=0)
+    escalation_usergroup_id: str | None = None
+    approval_reminder_minutes: float = Field(default=15.0, ge=0)  # 0: no reminders
+    approval_page_minutes: float = Field(default=30.0, ge=0)  # 0: no page for waiting
+    approval_ttl_minutes: float = Field(default=60.0, gt=0)
+    follow_through_interval_seconds: float = Field(default=15.0, gt=0)
+
     _split = field_validator(
-        "approver_user_ids", "phase3_revisions", "verify_log_patterns", mode="before"
+        "approver_user_ids", "phase3_revisions", "verify_log_patterns", "page_on", mode="before"
     )(_split_commas)
+
+    @field_validator("page_on")
+    @classmethod
+    def _known_triggers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        known = ("start", "failure", "waiting", "quorum")
+        unknown = [v for v in value if v.lower() not in known]
+        if unknown:
+            raise ValueError(f"unknown {', '.join(unknown)}; choose among {', '.join(known)}")
+        return tuple(v.lower() for v in value)
 
     @field_validator(
         "slack_bot_token", "slack_signing_secret", "slack_app_token", "approver_usergroup_id",
-        "database_url", "client_directory", "email_template", "smtp_password", mode="before",
+        "database_url", "client_directory", "email_template", "smtp_password",
+        "pagerduty_routing_key", "escalation_usergroup_id", mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:

@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.fixtures.sandbox",
     "tests.fixtures.smtp",
     "tests.fixtures.redis",
+    "tests.pagerwire.fixtures",
 ]
 
 # A test that uses one of these fixtures (directly or through another) carries the marker, so

@@ -28,6 +28,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from bot.domain.events import EventKind, Source
+from bot.domain.follow_ups import FollowUpItem
 from bot.domain.ledgers import NotificationStatus
 from bot.domain.states import RunStatus, StepStatus
 from bot.domain.steps import StepName
@@ -179,6 +180,35 @@ class KeyRotation(Base):
                                                  server_default=func.now())
 
 
+class MirrorClaim(Base):
+    """Which replica writes a run's Slack thread: a lease in database time (`now()`), renewed
+    while the replica lives; `done_at` once the thread shows the whole log."""
+
+    __tablename__ = "mirror_claims"
+
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rollback_runs.id"), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
+                                                 server_default=func.now())
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SlackRefusal(Base):
+    """A write Slack refused for good (not an outage), and what the mirror did about it."""
+
+    __tablename__ = "slack_refusals"
+    __table_args__ = (Index("ix_slack_refusals_run_id", "run_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rollback_runs.id"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    method: Mapped[str] = mapped_column(String(64))
+    error: Mapped[str] = mapped_column(String(64))
+    what: Mapped[str] = mapped_column(Text)
+    handled: Mapped[str] = mapped_column(Text)
+
+
 class EngineInbox(Base):
     """Clicks as Slack delivered them, written before Slack is told OK: an acknowledged click
     is processed even if the bot dies right after the ack (at the next start, or by another
@@ -206,3 +236,36 @@ class EngineInbox(Base):
     claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     outcome: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+
+class FollowUp(Base):
+    """A post-rollback action of a finished run, once someone owned or closed it (no row: open,
+    nobody owns it)."""
+
+    __tablename__ = "follow_ups"
+    __table_args__ = (CheckConstraint(one_of("item", FollowUpItem), name="item"),)
+
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rollback_runs.id"), primary_key=True)
+    item: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner_id: Mapped[str | None] = mapped_column(String(64))
+    owner_name: Mapped[str | None] = mapped_column(String(255))
+    owned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    done_by_id: Mapped[str | None] = mapped_column(String(64))
+    done_by_name: Mapped[str | None] = mapped_column(String(255))
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class EventDelivery(Base):
+    """An incident-log entry carried to an outside target (`pagerduty`, `slack`): the row is
+    written in the transaction that delivers it, so each replica skips what another holds and
+    a crash before the commit leaves it to be delivered again."""
+
+    __tablename__ = "event_deliveries"
+    __table_args__ = (CheckConstraint("target IN ('pagerduty', 'slack')", name="target"),)
+
+    event_id: Mapped[int] = mapped_column(ForeignKey("incident_events.id"), primary_key=True)
+    target: Mapped[str] = mapped_column(String(16), primary_key=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rollback_runs.id"), index=True)
+    delivered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
+                                                   server_default=func.now())
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSONB)

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import Approval, RollbackRun, StepExecution
-from bot.domain.approvals import APPROVALS_NEEDED
+from bot.domain.approvals import APPROVAL_TTL_SECONDS, APPROVALS_NEEDED
 from bot.domain.states import RunStatus, StepStatus
 from bot.domain.steps import StepName
 
@@ -196,47 +197,78 @@ async def executions_for_run(session: AsyncSession, run_id: str) -> list[StepExe
 class ApproverRow:
     user_id: str
     user_name: str
+    approval_id: int = 0
+    approved_at: datetime | None = None
+    expired: bool = False  # older than the TTL by the database's clock: no longer counted
 
 
 @dataclass(frozen=True)
 class ApprovalResult:
     inserted: bool
-    approvers: list[ApproverRow]
+    approvers: list[ApproverRow]  # fresh and expired, oldest first
     started: bool
 
+    @property
+    def fresh(self) -> list[ApproverRow]:
+        return [a for a in self.approvers if not a.expired]
 
-async def approvers(session: AsyncSession, execution_id: str | uuid.UUID) -> list[ApproverRow]:
-    query = (select(Approval.user_id, Approval.user_name)
+    @property
+    def expired(self) -> list[ApproverRow]:
+        return [a for a in self.approvers if a.expired]
+
+
+def _older_than(ttl_seconds: float | None):  # type: ignore[no-untyped-def]
+    """`approvals.created_at` is past the TTL, by the database's clock (`now()` is the
+    transaction's start, so one transaction sees one answer)."""
+    if ttl_seconds is None:
+        return literal(False)
+    return Approval.created_at <= func.now() - literal(timedelta(seconds=float(ttl_seconds)))
+
+
+async def approvers(
+    session: AsyncSession, execution_id: str | uuid.UUID, ttl_seconds: float | None = None
+) -> list[ApproverRow]:
+    """Everyone who approved, oldest first; with a TTL, those past it are marked expired."""
+    query = (select(Approval.user_id, Approval.user_name, Approval.id, Approval.created_at,
+                    _older_than(ttl_seconds).label("expired"))
              .where(Approval.step_execution_id == _uuid(execution_id)).order_by(Approval.id))
-    return [ApproverRow(r.user_id, r.user_name) for r in await session.execute(query)]
+    return [ApproverRow(r.user_id, r.user_name, r.id, r.created_at, bool(r.expired))
+            for r in await session.execute(query)]
 
 
 async def add_approval(
     session: AsyncSession, execution_id: str | uuid.UUID, user_id: str, user_name: str,
     fingerprint: str, source: str, needed: int = APPROVALS_NEEDED,
+    ttl_seconds: float | None = APPROVAL_TTL_SECONDS,
 ) -> ApprovalResult:
     """Record one approval and, on reaching the quorum, start the step — in the caller's
     transaction, under a row lock, so concurrent clicks give exactly `needed` approvals and one
-    start. A refusal for state or fingerprint is the caller's job (the policy explains it)."""
+    start. Only approvals younger than `ttl_seconds` (database time) count: an expired one is
+    renewed when its engineer approves again, so a late second click never starts a step
+    alone. A refusal for state or fingerprint is the caller's job (the policy explains it)."""
     key = _uuid(execution_id)
     execution = await get_execution(session, key, for_update=True)
     if (execution is None or execution.status != StepStatus.AWAITING_APPROVAL.value
             or execution.plan_fingerprint != fingerprint):
-        return ApprovalResult(False, await approvers(session, key), False)
-    inserted = await session.execute(
-        insert(Approval).values(step_execution_id=key, user_id=user_id, user_name=user_name,
-                                plan_fingerprint=fingerprint, source=source)
-        .on_conflict_do_nothing(constraint="uq_approvals_user").returning(Approval.id)
-    )
+        return ApprovalResult(False, await approvers(session, key, ttl_seconds), False)
+    statement = insert(Approval).values(step_execution_id=key, user_id=user_id,
+                                        user_name=user_name, plan_fingerprint=fingerprint,
+                                        source=source)
+    inserted = await session.execute(statement.on_conflict_do_update(
+        constraint="uq_approvals_user",
+        set_={"created_at": func.now(), "user_name": statement.excluded.user_name,
+              "plan_fingerprint": statement.excluded.plan_fingerprint,
+              "source": statement.excluded.source},
+        where=_older_than(ttl_seconds),
+    ).returning(Approval.id))
     was_inserted = inserted.scalar() is not None
-    count = (await session.execute(
-        select(func.count()).select_from(Approval).where(Approval.step_execution_id == key)
-    )).scalar_one()
+    rows = await approvers(session, key, ttl_seconds)
+    count = sum(1 for row in rows if not row.expired)
     started = was_inserted and count >= needed
     if started:
         await session.execute(update(StepExecution).where(StepExecution.id == key)
                               .values(status=StepStatus.RUNNING.value, started_at=_now()))
-    return ApprovalResult(was_inserted, await approvers(session, key), started)
+    return ApprovalResult(was_inserted, rows, started)
 
 
 # --- leases -----------------------------------------------------------------------------------

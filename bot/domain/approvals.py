@@ -13,6 +13,8 @@ from enum import StrEnum
 from bot.domain.states import StepStatus
 
 APPROVALS_NEEDED = 2
+# An approval older than this no longer counts towards the quorum (APPROVAL_TTL_MINUTES).
+APPROVAL_TTL_SECONDS = 60 * 60.0
 
 
 class Refusal(StrEnum):

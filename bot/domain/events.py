@@ -22,6 +22,16 @@ class EventKind(StrEnum):
     RUN_ABORTED = "run_aborted"
     RUN_COMPLETED = "run_completed"
     TAKEN_OVER = "taken_over"  # break-glass: the terminal took over a run started in Slack
+    # Follow-through (bot/engine/follow_through.py): pages, nudges, escalation, follow-ups.
+    PAGE_SENT = "page_sent"
+    PAGE_FAILED = "page_failed"
+    APPROVAL_REMINDED = "approval_reminded"
+    APPROVAL_OVERDUE = "approval_overdue"
+    APPROVAL_EXPIRED = "approval_expired"
+    QUORUM_UNREACHABLE = "quorum_unreachable"
+    ESCALATED = "escalated"
+    FOLLOW_UP_OWNED = "follow_up_owned"
+    FOLLOW_UP_DONE = "follow_up_done"
 
 
 class Source(StrEnum):

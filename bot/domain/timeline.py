@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
+from bot.domain.follow_ups import done_count, follow_up_line
 from bot.domain.views import RunView
 
 
@@ -35,4 +36,8 @@ def timeline_markdown(run: RunView, events: Iterable[EventLike]) -> str:
         details = details.replace("|", "\\|")[:500]
         lines.append(f"| {e.id} | {e.at:%Y-%m-%d %H:%M:%S} | {e.actor} | {e.source} | "
                      f"{e.kind} | {e.step or ''} | {details} |")
+    if run.follow_ups:
+        lines += ["", f"## Post-rollback actions ({done_count(run.follow_ups)}/"
+                  f"{len(run.follow_ups)} done)", ""]
+        lines += [f"- {follow_up_line(item)}" for item in run.follow_ups]
     return "\n".join(lines) + "\n"

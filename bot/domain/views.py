@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from bot.domain.follow_ups import FollowUpView
 from bot.domain.states import RunStatus, StepStatus
 from bot.domain.steps import StepName
 
@@ -17,6 +18,7 @@ from bot.domain.steps import StepName
 class ApproverView:
     user_id: str
     user_name: str
+    expired: bool = False  # older than APPROVAL_TTL_MINUTES: shown, no longer counted
 
 
 @dataclass(frozen=True)
@@ -59,3 +61,4 @@ class RunView:
     channel_id: str | None = None
     thread_ts: str | None = None
     notices: tuple[str, ...] = ()  # what every view must say about the run, e.g. a take-over
+    follow_ups: tuple[FollowUpView, ...] = ()  # the runbook's post-rollback actions, once ended

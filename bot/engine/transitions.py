@@ -23,6 +23,7 @@ from bot.domain.states import RETRYABLE_STEP_STATUSES, RunStatus, StepStatus
 from bot.domain.step_protocol import Step
 from bot.domain.steps import STEP_ORDER, StepName, next_step
 from bot.engine.answers import Actor, Answer, Click
+from bot.engine.approval_watch import note_expired_approvals
 from bot.engine.contexts import StepContexts
 from bot.engine.executor import StepResult
 from bot.engine.journal import Journal
@@ -104,7 +105,8 @@ class Transitions:
         current_fingerprint: str,
     ) -> ApprovalContext:
         latest = await repo_runs.latest_execution(session, str(run.id), execution.step)
-        approvers = await repo_runs.approvers(session, execution.id)
+        approvers = await repo_runs.approvers(session, execution.id,
+                                              self.settings.approval_ttl_minutes * 60)
         return ApprovalContext(
             user_id=click.actor.user_id,
             authorised=click.actor.authorised,
@@ -112,7 +114,7 @@ class Transitions:
             allow_self_approval=self.settings.allow_self_approval,
             step_status=StepStatus(execution.status) if RunStatus(run.status) is RunStatus.ACTIVE
             else StepStatus.ABORTED,
-            existing_approvers=frozenset(a.user_id for a in approvers),
+            existing_approvers=frozenset(a.user_id for a in approvers if not a.expired),
             button_execution_id=click.execution_id,
             current_execution_id=str(latest.id) if latest else "",
             button_fingerprint=click.fingerprint,
@@ -173,6 +175,10 @@ class Transitions:
                      "summary": fresh.summary},
                 )
                 current = fresh.fingerprint
+            ttl = self.settings.approval_ttl_minutes * 60
+            # Expired approvals are recorded (the message shows them) and no longer count.
+            await note_expired_approvals(session, run_id, step, str(execution.id),
+                                         await repo_runs.approvers(session, execution.id, ttl))
             decision = decide_approval(
                 await self._approval_context(session, click, execution, run, current))
             if decision.refusal is not None:
@@ -185,14 +191,14 @@ class Transitions:
             else:
                 result = await repo_runs.add_approval(
                     session, execution.id, click.actor.user_id, click.actor.user_name,
-                    click.fingerprint, click.actor.source.value,
+                    click.fingerprint, click.actor.source.value, ttl_seconds=ttl,
                 )
                 if result.inserted:
                     await repo_events.append_event(
                         session, run_id, click.actor.user_id, click.actor.source,
                         EventKind.APPROVAL_GIVEN, step,
                         {"execution_id": click.execution_id, "user_name": click.actor.user_name,
-                         "count": len(result.approvers)},
+                         "count": len(result.fresh)},
                     )
                 if result.started:
                     # Leased in the same transaction, so no watcher ever sees it orphaned.
@@ -202,7 +208,7 @@ class Transitions:
                     await repo_events.append_event(
                         session, run_id, "bot", Source.BOT, EventKind.STEP_STARTED, step,
                         {"execution_id": click.execution_id,
-                         "approvers": [a.user_name for a in result.approvers]},
+                         "approvers": [a.user_name for a in result.fresh]},
                     )
                 started = result.started
                 answer = (Answer(True, "approved", run_id=run_id) if result.inserted

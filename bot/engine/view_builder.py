@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.db import repo_events, repo_runs
+from bot.db import repo_deliveries, repo_events, repo_follow_ups, repo_runs
+from bot.db.repo_runs import ApproverRow
 from bot.domain.approvals import APPROVALS_NEEDED
 from bot.domain.events import EventKind
-from bot.domain.states import RunStatus, StepStatus
+from bot.domain.states import FINAL_RUN_STATUSES, RunStatus, StepStatus
 from bot.domain.steps import STEP_ORDER, StepName
 from bot.domain.views import ApproverView, PlanView, RunView, StepView
 
@@ -27,6 +28,8 @@ async def build_run_view(session: AsyncSession, run_id: str) -> RunView:
         plan = execution.plan or {}
         approvers = await repo_runs.approvers(session, execution.id)
         status = StepStatus(execution.status)
+        expired = await _expired(session, run_id, approvers) \
+            if approvers and status is StepStatus.AWAITING_APPROVAL else set()
         tail, count = await repo_events.output_summary(
             session, run_id, str(execution.id), TAIL_LINES
         )
@@ -43,7 +46,8 @@ async def build_run_view(session: AsyncSession, run_id: str) -> RunView:
                     warnings=tuple(plan.get("warnings", ())),
                     fingerprint=execution.plan_fingerprint,
                 ),
-                approvers=tuple(ApproverView(a.user_id, a.user_name) for a in approvers),
+                approvers=tuple(ApproverView(a.user_id, a.user_name, a.approval_id in expired)
+                                for a in approvers),
                 approvals_needed=APPROVALS_NEEDED,
                 started_at=execution.started_at,
                 finished_at=execution.finished_at,
@@ -71,4 +75,15 @@ async def build_run_view(session: AsyncSession, run_id: str) -> RunView:
         channel_id=run.channel_id,
         thread_ts=run.thread_ts,
         notices=notices,
+        follow_ups=await repo_follow_ups.follow_ups(session, run_id)
+        if RunStatus(run.status) in FINAL_RUN_STATUSES else (),
     )
+
+
+async def _expired(session: AsyncSession, run_id: str, rows: list[ApproverRow]) -> set[int]:
+    """Approvals the log records as expired (approval_watch.note_expired_approvals), as long as
+    they were not renewed since by approving again."""
+    recorded = {(e.data.get("approval_id"), e.data.get("approved_at")) for e in
+                await repo_deliveries.events_of(session, run_id, (EventKind.APPROVAL_EXPIRED,))}
+    return {row.approval_id for row in rows if row.approved_at is not None
+            and (row.approval_id, row.approved_at.isoformat()) in recorded}

@@ -18,6 +18,7 @@ from typing import TextIO
 
 from bot.preflight.lines import CheckLine, stops_rollback, writable
 from bot.preflight.mail import check_mailer
+from bot.preflight.paging import check_paging
 from bot.preflight.services import check_api, check_bot_db, check_restart, check_slack
 from bot.preflight.target import (
     TargetFacts,
@@ -31,7 +32,8 @@ from bot.settings import Settings
 
 __all__ = [
     "CheckLine", "TargetFacts", "check", "check_api", "check_bot_db", "check_command",
-    "check_directory", "check_mailer", "check_pg_dump", "check_restart", "check_slack",
+    "check_directory", "check_mailer", "check_paging", "check_pg_dump", "check_restart",
+    "check_slack",
     "check_target_revision", "check_work_table", "preflight", "preflight_text",
     "stops_rollback", "target_facts",
 ]
@@ -50,7 +52,7 @@ async def preflight(settings: Settings) -> list[CheckLine]:
     slack, bot_db, pg_dump, restart, mailer, directory, api, work_table = results
     lines = [slack, bot_db, check_target_revision(settings, facts), pg_dump,
              writable("backup dir", settings.backup_dir, "set BACKUP_DIR to a writable folder"),
-             restart, work_table, mailer, directory, api]
+             restart, work_table, mailer, directory, api, check_paging(settings)]
     return [line for line in lines if line is not None]
 
 

@@ -17,6 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.engine.engine import Engine
 from bot.settings import Settings
 from bot.slack.background import Background
+from bot.slack.follow_up_notices import ThreadNotices
 from bot.slack.listeners import Listeners
 from bot.slack.mirror import ThreadMirror
 from bot.slack.people import Engineers
@@ -28,9 +29,16 @@ class SlackFront:
     client: AsyncWebClient
     mirror: ThreadMirror
     background: Background
+    notices: ThreadNotices  # the follow-through's messages, on the mirror's write budget
+    engineers: Engineers
+
+    def start(self) -> None:
+        self.mirror.start()
+        self.notices.start()
 
     async def close(self) -> None:
         await self.background.drain(within=30)
+        await self.notices.stop()
         await self.mirror.stop()
         if self.client.session is not None:
             await self.client.session.close()
@@ -64,6 +72,8 @@ def build_slack_front(engine: Engine, settings: Settings, *, http: bool) -> Slac
         process_before_response=True,
     )
     background = Background(settings.slack_reply_concurrency)
-    Listeners(engine, Engineers(client, settings), settings, background).register(app)
-    return SlackFront(app=app, client=client, mirror=ThreadMirror(
-        engine, client, settings.slack_write_interval_seconds), background=background)
+    engineers = Engineers(client, settings)
+    Listeners(engine, engineers, settings, background).register(app)
+    mirror = ThreadMirror(engine, client, settings.slack_write_interval_seconds)
+    return SlackFront(app=app, client=client, mirror=mirror, background=background,
+                      notices=ThreadNotices(engine, client, mirror.budget), engineers=engineers)

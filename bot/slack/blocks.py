@@ -14,6 +14,7 @@ from bot.domain.states import RunStatus, StepStatus
 from bot.domain.steps import STEP_TITLES, step_number
 from bot.domain.views import RunView, StepView
 from bot.slack.actions import ActionId, ButtonValue
+from bot.slack.follow_up_blocks import follow_up_progress, follow_up_summary_lines
 from bot.slack.modal import LOSSY_TEXT
 
 SECTION_LIMIT = 3000
@@ -100,6 +101,16 @@ def status_board(run: RunView) -> tuple[str, list[Block]]:
         {"type": "context", "elements": [{"type": "mrkdwn",
                                           "text": f"run `{run.run_id}` · details in the thread"}]},
     ]
+    if run.follow_ups:
+        blocks.insert(4, section(f"*Post-rollback actions:* {follow_up_progress(run)} "
+                                 "(checklist in the thread)"))
+    if run.status is RunStatus.ACTIVE:
+        blocks.append({"type": "actions", "block_id": f"escalate-{run.run_id}", "elements": [
+            button("Escalate", ActionId.ESCALATE, ButtonValue(run_id=run.run_id,
+                                                              execution_id=""), "danger",
+                   ("Escalate this rollback?", "The escalation group is mentioned in the "
+                    "thread and a high-severity page goes out with the run's state.")),
+        ]})
     return text, blocks
 
 
@@ -121,9 +132,12 @@ def step_message(run: RunView, step: StepView, now: datetime) -> tuple[str, list
         plan_lines = [f"*Plan:* {step.plan.summary}", *step.plan.details]
         plan_lines += [f":warning: {w}" for w in step.plan.warnings]
         blocks.append(section("\n".join(plan_lines)))
-    approvers = ", ".join(f"<@{a.user_id}>" for a in step.approvers) or "none yet"
-    blocks.append(section(f"*Approvals* {len(step.approvers)}/{step.approvals_needed}: "
-                          f"{approvers}"))
+    fresh = [a for a in step.approvers if not a.expired]
+    approvers = ", ".join(f"<@{a.user_id}>" for a in fresh) or "none yet"
+    expired = ", ".join(f"~<@{a.user_id}>~" for a in step.approvers if a.expired)
+    blocks.append(section(f"*Approvals* {len(fresh)}/{step.approvals_needed}: {approvers}"
+                          + (f"\n:hourglass_flowing_sand: expired, approve again: {expired}"
+                             if expired and status is StepStatus.AWAITING_APPROVAL else "")))
     value = ButtonValue(run_id=run.run_id, execution_id=step.execution_id or "",
                         fingerprint=step.plan.fingerprint if step.plan else "")
     live = run.status is RunStatus.ACTIVE
@@ -188,6 +202,8 @@ def run_summary(run: RunView) -> tuple[str, list[Block]]:
     ]
     if key_facts:
         blocks.append(section("\n".join(key_facts)))
+    if run.follow_ups:
+        blocks.append(section("\n".join(follow_up_summary_lines(run))))
     return text, blocks
 
 
@@ -197,5 +213,6 @@ def help_text() -> str:
             "• `/rollback-phase3 plan` every step's plan with live facts; nothing changes\n"
             "• `/rollback-phase3 status` the active rollback\n"
             "• `/rollback-phase3 check` preflight of every dependency\n"
+            "• `/rollback-phase3 escalate <why>` mention the escalation group, page on-call\n"
             "• `/rollback-phase3 help` this text\n"
             "Each step needs two engineers' approval; the thread is the incident log.")

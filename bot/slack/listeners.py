@@ -16,12 +16,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.domain.approvals import APPROVALS_NEEDED, Refusal, eligible_approvers
 from bot.domain.events import Source
+from bot.domain.paging_policy import paging_status
 from bot.engine.engine import Actor, Answer, Click, ClickAction, Engine, ReceivedClick
 from bot.engine.reports import plans_text, status_text
 from bot.settings import Settings
 from bot.slack import blocks, modal
 from bot.slack.actions import START_MODAL_CALLBACK, ActionId, ButtonValue
 from bot.slack.background import Background
+from bot.slack.follow_up_listeners import FollowUpListeners
 from bot.slack.people import Engineers, is_rollback_channel
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ class Listeners:
         self.settings = settings
         self.background = background
         engine.authorise_with(engineers.is_authorised)  # for clicks processed after a restart
+        self.follow_ups = FollowUpListeners(engine, engineers, background)
 
     def register(self, app: AsyncApp) -> None:
         app.command(COMMAND)(self.on_command)
@@ -54,6 +57,7 @@ class Listeners:
         app.action(ActionId.REJECT.value)(self.on_reject)
         app.action(ActionId.RETRY.value)(self.on_retry)
         app.action(ActionId.ABORT.value)(self.on_abort)
+        self.follow_ups.register(app)
 
     async def _actor(self, user_id: str, user_name: str) -> Actor:
         return Actor(user_id, user_name, Source.SLACK, await self.engineers.is_authorised(user_id))
@@ -86,7 +90,12 @@ class Listeners:
         if word == "status":
             await tell(await status_text(self.engine))
         elif word == "plan":
-            await tell("Dry run — nothing changed:\n" + plans_text(await self.engine.dry_run()))
+            s = self.settings
+            await tell("Dry run — nothing changed:\n" + plans_text(await self.engine.dry_run())
+                       + "\n" + paging_status(s.pagerduty_routing_key is not None, s.page_on,
+                                              s.pagerduty_events_url))
+        elif word == "escalate":
+            await self.follow_ups.escalate_command(actor, text[len("escalate"):].strip(), tell)
         elif word == "check":
             from bot.preflight import preflight_text
 

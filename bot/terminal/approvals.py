@@ -52,7 +52,7 @@ class PromptApprovers:
         return (await asyncio.to_thread(self.ask, "")).strip()
 
     async def verdict(self, view: RunView, step: StepView) -> Verdict:
-        names: list[str] = [a.user_name for a in step.approvers]
+        names: list[str] = [a.user_name for a in step.approvers if not a.expired]
         while len(names) < step.approvals_needed:
             answer = await self._ask(
                 f"  approval {len(names) + 1}/{step.approvals_needed} for "

@@ -113,7 +113,7 @@ class TerminalFront:
                 actor = self.actor_for(verdict.approvers[0] if verdict.approvers else "terminal")
                 await self.engine.reject(self._click(actor, view, step), verdict.reject_reason)
                 return True
-            already = {a.user_id for a in step.approvers}  # in Slack or here: one person
+            already = {a.user_id for a in step.approvers if not a.expired}  # one person
             for name in verdict.approvers:
                 if self.actor_for(name).user_id in already:
                     continue

@@ -12,6 +12,8 @@ import asyncio
 import getpass
 import logging
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +29,9 @@ from bot.terminal.summary import summary_text
 
 if TYPE_CHECKING:
     from bot.engine.engine import Engine
+    from bot.engine.follow_through import FollowThrough
     from bot.rehearsal.sandbox import Sandbox
+    from bot.terminal.front import TerminalFront
 
 DEFAULT_REASON = "rehearsal of the Phase 3 emergency rollback"
 
@@ -134,14 +138,14 @@ async def drive(settings: Settings, out: TextIO, approvals: ApprovalSource, init
     """Run one rollback to its end through the terminal front on the configured bot DB."""
     from bot.startup import open_engine
 
-    async with open_engine(settings) as engine:
+    async with open_engine(settings) as engine, following_through(engine, out) as follow:
         await engine.recover(watch=False)
-        return await follow_or_start(engine, out, approvals, initiator, reason, glass)
+        return await follow_or_start(engine, out, approvals, initiator, reason, glass, follow)
 
 
 async def follow_or_start(engine: Engine, out: TextIO, approvals: ApprovalSource,
-                          initiator: str, reason: str, glass: BreakGlass | None = None
-                          ) -> RunView:
+                          initiator: str, reason: str, glass: BreakGlass | None = None,
+                          follow: FollowThrough | None = None) -> RunView:
     """Start a rollback, or follow the active one; a run started in Slack is attached to only
     with a take-over reason (recorded in the incident log, shown in the thread)."""
     from bot.domain.events import Source
@@ -151,7 +155,7 @@ async def follow_or_start(engine: Engine, out: TextIO, approvals: ApprovalSource
     front = TerminalFront(engine, out, approvals, actor_for, operator=initiator)
     active = await engine.active_run_id()
     if active is None:
-        return await front.run(initiator, reason)
+        return await _closing(front, follow, await front.run(initiator, reason))
     if glass is not None and await engine.run_source(active) is not Source.TERMINAL:
         if not glass.take_over:
             raise FrontError(f"the active rollback {active} was started in Slack: attach to it "
@@ -162,7 +166,36 @@ async def follow_or_start(engine: Engine, out: TextIO, approvals: ApprovalSource
         print(f"Took over the active rollback {active}: {glass.take_over}", file=out)
     else:
         print(f"Following the active rollback {active}.", file=out)
-    return await front.follow(active)
+    return await _closing(front, follow, await front.follow(active))
+
+
+async def _closing(front: TerminalFront, follow: FollowThrough | None, view: RunView) -> RunView:
+    """The closing resolve page and the checklist, before we go."""
+    if follow is not None:
+        await follow.pass_once([view.run_id])
+        await front.print_new(view.run_id)
+    return view
+
+
+@asynccontextmanager
+async def following_through(engine: Engine, out: TextIO) -> AsyncIterator[FollowThrough]:
+    """Pages and approval nudges beside the terminal front, as `serve` runs them."""
+    from bot.domain.paging_policy import paging_status
+    from bot.engine.follow_through import FollowThrough
+    from bot.paging.events_api import pager_from_settings
+
+    settings = engine.settings
+    pager = pager_from_settings(settings)
+    print(paging_status(pager is not None, settings.page_on, settings.pagerduty_events_url),
+          file=out)
+    follow = FollowThrough(engine, pager)
+    follow.start()
+    try:
+        yield follow
+    finally:
+        await follow.stop()
+        if pager is not None:
+            await pager.close()
 
 
 async def finish(view: RunView, settings: Settings, timeline: Path, out: TextIO) -> None:

@@ -130,4 +130,32 @@ def render_entry(entry: LogEntry, view: RunView) -> list[str]:
         return ["", "Rollback completed: all six steps done."]
     if kind is EventKind.TAKEN_OVER:
         return [f"⚠ taken over at the terminal by {who}: {data.get('reason', '')}"]
+    return _follow_through_lines(kind, heading, data, who)
+
+
+def _follow_through_lines(kind: EventKind, heading: str, data: Mapping[str, Any],
+                          who: str) -> list[str]:
+    """Pages, nudges, escalation and follow-ups, as the thread shows them."""
+    if kind is EventKind.PAGE_SENT:
+        return [f"  ☎ PagerDuty {data.get('action')} ({data.get('trigger')}): "
+                f"{data.get('summary') or data.get('dedup_key')}"]
+    if kind is EventKind.PAGE_FAILED:
+        return [f"  ⚠ paging failed ({data.get('action')} for {data.get('for_kind')}, "
+                f"{data.get('attempts')} attempts): {data.get('error')}; the rollback goes on"]
+    if kind is EventKind.APPROVAL_REMINDED:
+        return [f"  ⏰ reminder: {heading} has waited {data.get('waited_minutes')} min for "
+                f"approval ({data.get('approvals')}/{data.get('needed')})"]
+    if kind is EventKind.APPROVAL_OVERDUE:
+        return [f"  ⏰ {heading} overdue: waited {data.get('waited_minutes')} min"]
+    if kind is EventKind.APPROVAL_EXPIRED:
+        return [f"  ⌛ approval by {who} expired; it no longer counts (approve again)"]
+    if kind is EventKind.QUORUM_UNREACHABLE:
+        return [f"  ⚠ {heading} cannot reach quorum: {data.get('eligible_left')} eligible left, "
+                f"{data.get('still_needed')} approvals needed"]
+    if kind is EventKind.ESCALATED:
+        return [f"  ‼ ESCALATED by {who}: {data.get('why')}"]
+    if kind is EventKind.FOLLOW_UP_OWNED:
+        return [f"  ☐ {who} owns: {data.get('title')}"]
+    if kind is EventKind.FOLLOW_UP_DONE:
+        return [f"  ☑ done by {who}: {data.get('title')}"]
     return []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from bot.domain.follow_ups import done_count, follow_up_line
 from bot.domain.views import RunView
 from bot.terminal.render import step_heading
 
@@ -31,4 +32,14 @@ def summary_text(view: RunView) -> str:
             lines.append(f"      {sv.summary}")
         for key, value in sv.facts.items():
             lines.append(f"      {key}: {value}")
-    return "\n".join(lines)
+    return "\n".join(lines + follow_up_checklist(view))
+
+
+def follow_up_checklist(view: RunView) -> list[str]:
+    """The runbook's post-rollback actions, and how to own or close one from here."""
+    if not view.follow_ups:
+        return []
+    return ["", f"Post-rollback actions ({done_count(view.follow_ups)}/{len(view.follow_ups)} "
+            "done):", *(f"  {follow_up_line(item)}" for item in view.follow_ups),
+            "  own one:   rollback-bot follow-ups own N --as NAME",
+            "  close one: rollback-bot follow-ups done N --as NAME"]

@@ -11,7 +11,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0002_engine_inbox"
-down_revision: str | Sequence[str] | None = "0001_bot_schema"
+down_revision: str | Sequence[str] | None = "0002_mirror_claims"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -19,7 +19,8 @@ from bot.db.session import make_engine
 from bot.urls import libpq_url
 
 TABLES = {"rollback_runs", "step_executions", "approvals", "incident_events", "slack_outbox",
-          "notifications", "key_rotations", "engine_inbox"}
+          "notifications", "key_rotations", "mirror_claims", "slack_refusals",
+          "engine_inbox", "follow_ups", "event_deliveries"}
 
 
 async def table_names(url: str) -> set[str]:

@@ -1,0 +1,136 @@
+"""Watching a step that waits for approval: remind the approvers, record that it is overdue (a
+page), record approvals that expired, and notice a quorum nobody can reach any more.
+
+Each decision is the pure policy's (bot/domain/paging_policy.py) on facts read in one
+transaction under the step execution's row lock, with the database's clock: two replicas
+watching the same run decide once. What is decided is written to the incident log; the thread
+and PagerDuty learn it from there.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.db import repo_deliveries, repo_events, repo_runs
+from bot.db.repo_runs import ApproverRow
+from bot.domain.approvals import APPROVALS_NEEDED, eligible_approvers
+from bot.domain.events import EventKind, Source
+from bot.domain.paging_policy import WaitingFacts, approval_nudges, quorum_check
+from bot.domain.states import RunStatus, StepStatus
+from bot.domain.steps import StepName
+
+if TYPE_CHECKING:
+    from bot.engine.engine import Engine
+
+log = logging.getLogger(__name__)
+
+# Who may approve now (the front knows: a Slack user group's members, say); None: unknown.
+ApproverSource = Callable[[], Awaitable[frozenset[str]]]
+
+_NUDGE_KINDS = (EventKind.APPROVAL_REMINDED, EventKind.APPROVAL_OVERDUE,
+                EventKind.QUORUM_UNREACHABLE, EventKind.APPROVAL_EXPIRED)
+
+
+def _minutes(value: float) -> timedelta | None:
+    return timedelta(minutes=value) if value > 0 else None
+
+
+async def note_expired_approvals(
+    session: AsyncSession, run_id: str, step: StepName | str, execution_id: str,
+    rows: list[ApproverRow],
+) -> bool:
+    """Record each approval that expired and is not recorded yet; True if any was. Called in
+    the transaction that counts the quorum (a click) and by the watcher's tick alike."""
+    expired = [row for row in rows if row.expired and row.approved_at is not None]
+    if not expired:
+        return False
+    seen = {(e.data.get("approval_id"), e.data.get("approved_at"))
+            for e in await repo_deliveries.events_of(session, run_id,
+                                                     (EventKind.APPROVAL_EXPIRED,))}
+    wrote = False
+    for row in expired:
+        assert row.approved_at is not None
+        key = (row.approval_id, row.approved_at.isoformat())
+        if key in seen:
+            continue
+        await repo_events.append_event(
+            session, run_id, "bot", Source.BOT, EventKind.APPROVAL_EXPIRED, step,
+            {"execution_id": execution_id, "approval_id": row.approval_id,
+             "approved_at": key[1], "user_id": row.user_id, "user_name": row.user_name},
+        )
+        wrote = True
+    return wrote
+
+
+async def watch_waiting_step(
+    engine: Engine, run_id: str, approvers: ApproverSource | None = None
+) -> bool:
+    """One look at the run's step awaiting approval; True if the log grew."""
+    settings = engine.settings
+    eligible_now: frozenset[str] | None = None
+    if approvers is not None:
+        try:
+            eligible_now = await approvers()
+        except Exception as exc:  # the directory is down: no quorum verdict this time
+            log.warning("could not read who may approve (%s)", exc)
+    async with engine.sessions() as session, session.begin():
+        run = await repo_runs.get_run(session, run_id)
+        if run is None or RunStatus(run.status) is not RunStatus.ACTIVE or not run.current_step:
+            return False
+        latest = await repo_runs.latest_execution(session, run_id, run.current_step)
+        if latest is None or StepStatus(latest.status) is not StepStatus.AWAITING_APPROVAL:
+            return False
+        execution = await repo_runs.get_execution(session, latest.id, for_update=True)
+        if execution is None or StepStatus(execution.status) is not StepStatus.AWAITING_APPROVAL:
+            return False
+        execution_id, step = str(execution.id), StepName(execution.step)
+        now = await repo_deliveries.database_now(session)
+        rows = await repo_runs.approvers(session, execution_id,
+                                         settings.approval_ttl_minutes * 60)
+        wrote = await note_expired_approvals(session, run_id, step, execution_id, rows)
+        fresh = frozenset(r.user_id for r in rows if not r.expired)
+        earlier = [e for e in await repo_deliveries.events_of(session, run_id, _NUDGE_KINDS)
+                   if e.data.get("execution_id") == execution_id]
+        reminders = [e.at for e in earlier if e.kind == EventKind.APPROVAL_REMINDED.value]
+        nudges = approval_nudges(
+            WaitingFacts(now, execution.created_at, max(reminders, default=None),
+                         any(e.kind == EventKind.APPROVAL_OVERDUE.value for e in earlier)),
+            _minutes(settings.approval_reminder_minutes), _minutes(settings.approval_page_minutes),
+        )
+        eligible = eligible_approvers(
+            eligible_now if eligible_now is not None else frozenset(settings.approver_user_ids),
+            run.initiator_id, settings.allow_self_approval)
+        facts: dict[str, Any] = {
+            "execution_id": execution_id,
+            "waited_minutes": int((now - execution.created_at).total_seconds() // 60),
+            "approvals": len(fresh), "needed": APPROVALS_NEEDED,
+            "approved": [r.user_name for r in rows if not r.expired],
+        }
+        if nudges.remind:
+            await repo_events.append_event(
+                session, run_id, "bot", Source.BOT, EventKind.APPROVAL_REMINDED, step,
+                {**facts, "mention_user_ids": sorted(eligible - fresh),
+                 "mention_usergroup_id": settings.approver_usergroup_id},
+            )
+        if nudges.overdue:
+            await repo_events.append_event(
+                session, run_id, "bot", Source.BOT, EventKind.APPROVAL_OVERDUE, step, facts)
+        quorum_noted = any(e.kind == EventKind.QUORUM_UNREACHABLE.value for e in earlier)
+        if eligible_now is not None and not quorum_noted:
+            check = quorum_check(eligible, fresh, APPROVALS_NEEDED)
+            if not check.reachable:
+                await repo_events.append_event(
+                    session, run_id, "bot", Source.BOT, EventKind.QUORUM_UNREACHABLE, step,
+                    {**facts, "eligible_left": check.eligible_left,
+                     "still_needed": check.still_needed},
+                )
+                wrote = True
+        wrote = wrote or bool(nudges)
+    if wrote:
+        engine.changed(run_id)
+    return wrote

@@ -1,0 +1,156 @@
+"""Follow-through: the engine's subscriber that pages on-call and watches waiting steps, fed from
+the incident log (never called from inside the engine's own transitions).
+
+On every change notice, and every `FOLLOW_THROUGH_INTERVAL_SECONDS` (time passes without
+changes: a step waits), it looks at the runs concerned:
+
+1. the step waiting for approval (bot/engine/approval_watch.py): reminders, the overdue page,
+   expired approvals, a quorum nobody can reach — written to the log;
+2. the log entries that page (paging_policy.PAGE_WORTHY_KINDS) not yet delivered to PagerDuty:
+   each is sent through the `Pager`, and the outcome is itself an entry (`page_sent` or
+   `page_failed`), which the thread shows. A page that fails after its retries is recorded and
+   left: a paging outage never holds up a step.
+
+With no pager (no routing key) step 2 does nothing; reminders and expiry still happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.db import repo_deliveries, repo_events
+from bot.db.repo_deliveries import Target
+from bot.db.repo_follow_ups import latest_run
+from bot.domain.events import EventKind, Source
+from bot.domain.paging_policy import PAGE_WORTHY_KINDS, PageAction, Pager, pages_for_event
+from bot.engine.approval_watch import ApproverSource, watch_waiting_step
+from bot.engine.view_builder import build_run_view
+
+if TYPE_CHECKING:
+    from bot.engine.engine import Engine
+
+log = logging.getLogger(__name__)
+
+
+class FollowThrough:
+    def __init__(
+        self, engine: Engine, pager: Pager | None, approvers: ApproverSource | None = None,
+        interval: float | None = None,
+    ) -> None:
+        self.engine = engine
+        self.pager = pager
+        self.approvers = approvers
+        self.interval = interval or engine.settings.follow_through_interval_seconds
+        self._dirty: set[str] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        engine.subscribe(self.notify)
+
+    def notify(self, run_id: str) -> None:
+        self._dirty.add(run_id)
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        first = True
+        while True:
+            runs, self._dirty = self._dirty, set()
+            try:
+                await self.pass_once(runs, include_latest=first)
+                first = False
+            except Exception:
+                log.exception("follow-through pass failed; trying again")
+                self._dirty |= runs
+            # asyncio.timeout, not wait_for: see ThreadMirror._loop.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval):
+                    await self._wake.wait()
+            self._wake.clear()
+
+    async def pass_once(self, runs: Iterable[str] = (), include_latest: bool = False) -> None:
+        """Look at these runs and the active one (and the latest, e.g. after a restart, when its
+        closing resolve may still be owed)."""
+        targets = set(runs)
+        active = await self.engine.active_run_id()
+        if active is not None:
+            targets.add(active)
+        if include_latest:
+            async with self.engine.sessions() as session:
+                run = await latest_run(session)
+            if run is not None:
+                targets.add(str(run.id))
+        for run_id in sorted(targets):
+            await watch_waiting_step(self.engine, run_id, self.approvers)
+            await self.deliver_pages(run_id)
+
+    async def deliver_pages(self, run_id: str) -> int:
+        """Send what the log says should page and has not; returns how many pages went out."""
+        if self.pager is None:
+            return 0
+        async with self.engine.sessions() as session:
+            waiting = await repo_deliveries.pending(session, run_id, Target.PAGERDUTY,
+                                                    PAGE_WORTHY_KINDS)
+        sent = 0
+        for event in waiting:
+            sent += await self._deliver(run_id, event.id, EventKind(event.kind), event.step,
+                                        dict(event.data))
+        return sent
+
+    async def _deliver(self, run_id: str, event_id: int, kind: EventKind, step: str | None,
+                       data: dict[str, object]) -> int:
+        assert self.pager is not None
+        async with self.engine.sessions() as claim, claim.begin():
+            if not await repo_deliveries.claim(claim, event_id, Target.PAGERDUTY):
+                return 0  # another replica is on it, or it is done
+            view = await build_run_view(claim, run_id)
+            triggered = await triggered_keys(claim, run_id)
+            requests = pages_for_event(kind, step, data, view, self.engine.settings.page_on,
+                                       triggered)
+            outcomes = []
+            for request in requests:
+                result = await self.pager.send(request)
+                outcomes.append(result.accepted)
+                # Its own short transaction: the outcome is in the log at once, in order.
+                async with self.engine.sessions() as session, session.begin():
+                    await repo_events.append_event(
+                        session, run_id, "bot", Source.BOT,
+                        EventKind.PAGE_SENT if result.accepted else EventKind.PAGE_FAILED, step,
+                        {"for_event": event_id, "for_kind": kind.value,
+                         "action": request.action.value, "trigger": request.trigger.value,
+                         "dedup_key": result.dedup_key or request.dedup_key,
+                         "severity": request.severity.value if request.action is
+                         PageAction.TRIGGER else None,
+                         "summary": request.summary, "attempts": result.attempts,
+                         "status": result.status, "error": result.error},
+                    )
+                if not result.accepted:
+                    log.warning("page for %s of run %s failed: %s", kind.value, run_id,
+                                result.error)
+            await repo_deliveries.record(claim, event_id, run_id, Target.PAGERDUTY,
+                                         {"pages": len(requests), "accepted": outcomes})
+        if requests:
+            self.engine.changed(run_id)
+        return len(requests)
+
+
+async def triggered_keys(session: AsyncSession, run_id: str) -> set[str]:
+    """Dedup keys a trigger was accepted for in this run (only those are resolved)."""
+    return {str(e.data.get("dedup_key")) for e in
+            await repo_deliveries.events_of(session, run_id, (EventKind.PAGE_SENT,))
+            if e.data.get("action") == PageAction.TRIGGER.value}

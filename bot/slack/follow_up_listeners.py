@@ -1,0 +1,88 @@
+"""Thin listeners for the follow-through: the board's Escalate button, `/rollback-phase3
+escalate <why>`, and the checklist's "I'll own it" / "Done". They ack, parse, and hand over to
+the engine's follow-up actions; a refusal is an ephemeral message that says why."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.domain.events import Source
+from bot.domain.follow_ups import FollowUpAction
+from bot.engine.engine import Actor, Engine
+from bot.engine.follow_up_actions import act_on_follow_up, escalate
+from bot.slack.actions import ActionId, ButtonValue, FollowUpValue
+from bot.slack.background import Background
+from bot.slack.people import Engineers
+
+BOARD_ESCALATION = "escalated from the status board"
+Tell = Callable[[str], Awaitable[None]]
+
+
+class FollowUpListeners:
+    def __init__(self, engine: Engine, engineers: Engineers, background: Background) -> None:
+        self.engine = engine
+        self.engineers = engineers
+        self.background = background
+
+    def register(self, app: AsyncApp) -> None:
+        app.action(ActionId.ESCALATE.value)(self.on_escalate)
+        app.action(re.compile(rf"^{ActionId.FOLLOW_UP_OWN.value}(-\w+)?$"))(self.on_own)
+        app.action(re.compile(rf"^{ActionId.FOLLOW_UP_DONE.value}(-\w+)?$"))(self.on_done)
+
+    async def _actor(self, user: dict[str, Any]) -> Actor:
+        name = user.get("username") or user.get("name") or user["id"]
+        return Actor(user["id"], name, Source.SLACK, await self.engineers.is_authorised(user["id"]))
+
+    async def escalate_command(self, actor: Actor, why: str, tell: Tell) -> None:
+        """`/rollback-phase3 escalate <why>` (the listener already checked the channel)."""
+        answer = await escalate(self.engine, actor, None, why)
+        await tell(("Escalated: " if answer.accepted else "Refused: ") + answer.message)
+
+    # --- buttons ------------------------------------------------------------------------------
+
+    async def on_escalate(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        self.background.spawn(self._escalate(body, client), "escalate click")
+
+    async def _escalate(self, body: dict[str, Any], client: AsyncWebClient) -> None:
+        actor = await self._actor(body["user"])
+        try:
+            value = ButtonValue.parse(body["actions"][0]["value"])
+        except (KeyError, IndexError, ValueError):
+            await self._tell(client, body, "Refused: this button is not recognised.")
+            return
+        answer = await escalate(self.engine, actor, value.run_id, BOARD_ESCALATION)
+        if not answer.accepted:
+            await self._tell(client, body, f"Refused: {answer.message}")
+
+    async def on_own(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        self.background.spawn(self._follow_up(body, client, FollowUpAction.OWN), "own click")
+
+    async def on_done(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        self.background.spawn(self._follow_up(body, client, FollowUpAction.DONE), "done click")
+
+    async def _follow_up(self, body: dict[str, Any], client: AsyncWebClient,
+                         action: FollowUpAction) -> None:
+        actor = await self._actor(body["user"])
+        try:
+            value = FollowUpValue.parse(body["actions"][0]["value"])
+        except (KeyError, IndexError, ValueError):
+            await self._tell(client, body, "Refused: this button is not recognised.")
+            return
+        answer = await act_on_follow_up(self.engine, actor, value.run_id, value.item, action)
+        if not answer.accepted:
+            await self._tell(client, body, f"Refused: {answer.message}")
+
+    @staticmethod
+    async def _tell(client: AsyncWebClient, body: dict[str, Any], text: str) -> None:
+        channel = body.get("channel", {}).get("id") or body.get("container", {}).get("channel_id")
+        thread_ts = body.get("message", {}).get("thread_ts")
+        await client.chat_postEphemeral(channel=channel, user=body["user"]["id"], text=text,
+                                        thread_ts=thread_ts)

@@ -1,0 +1,103 @@
+"""`rollback-bot escalate` and `rollback-bot follow-ups`: the follow-through from a terminal, for
+when Slack is down or the work is done away from the thread. Recorded with the source
+`terminal` and the name given, as the terminal's approvals are.
+
+An escalation's page is delivered here before the command returns (nobody else may be running
+a watcher while Slack is down); the Slack notices follow when a `serve` process sees the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import TextIO
+
+from bot.domain.follow_ups import (
+    FollowUpAction,
+    done_count,
+    follow_up_line,
+    open_items,
+    parse_item,
+)
+from bot.settings import Settings, SettingsError
+from bot.terminal.front import terminal_actor
+
+
+def add_follow_up_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", nargs="?", choices=("list", "own", "done"), default="list",
+                        help="list the last run's post-rollback actions (default), own one, or "
+                        "close one")
+    parser.add_argument("item", nargs="?", default=None,
+                        help="the item: its number (1-5) or name, e.g. root_cause")
+    parser.add_argument("--as", dest="name", default=None, metavar="NAME",
+                        help="who owns or closes it (recorded)")
+
+
+def add_escalate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("why", nargs="+", help="why leadership is needed now")
+    parser.add_argument("--as", dest="name", required=True, metavar="NAME",
+                        help="who escalates (recorded)")
+
+
+async def follow_ups(settings: Settings, action: str, item_word: str | None, name: str | None,
+                     out: TextIO) -> int:
+    from bot.db.repo_follow_ups import latest_run
+    from bot.engine.follow_up_actions import act_on_follow_up
+    from bot.startup import open_engine
+
+    async with open_engine(settings) as engine:
+        async with engine.sessions() as session:
+            run = await latest_run(session)
+        if run is None:
+            print("No rollback has run yet.", file=out)
+            return 1
+        run_id = str(run.id)
+        if action != "list":
+            item = parse_item(item_word or "")
+            if item is None or not name:
+                raise SettingsError("say which item (1-5) and who you are (--as NAME)")
+            answer = await act_on_follow_up(engine, terminal_actor(name), run_id, item,
+                                            FollowUpAction(action))
+            print(("" if answer.accepted else "refused: ") + answer.message, file=out)
+            if not answer.accepted:
+                return 1
+        view = await engine.run_view(run_id)
+        if not view.follow_ups:
+            print(f"Rollback {run_id[:8]} is {view.status.value}: its post-rollback actions "
+                  "open when it ends.", file=out)
+            return 0
+        print(f"Rollback {run_id[:8]} ({view.status.value}): post-rollback actions "
+              f"{done_count(view.follow_ups)}/{len(view.follow_ups)} done, "
+              f"{len(open_items(view.follow_ups))} open", file=out)
+        for follow_up in view.follow_ups:
+            print(f"  {follow_up_line(follow_up)}", file=out)
+    return 0
+
+
+async def escalate(settings: Settings, why: str, name: str, out: TextIO) -> int:
+    from bot.engine.follow_through import FollowThrough
+    from bot.engine.follow_up_actions import escalate as escalate_run
+    from bot.paging.events_api import pager_from_settings
+    from bot.startup import open_engine
+
+    async with open_engine(settings) as engine:
+        answer = await escalate_run(engine, terminal_actor(name), None, why)
+        print(("" if answer.accepted else "refused: ") + answer.message, file=out)
+        if not answer.accepted or answer.run_id is None:
+            return 1
+        pager = pager_from_settings(settings)
+        try:
+            await FollowThrough(engine, pager).deliver_pages(answer.run_id)
+        finally:
+            if pager is not None:
+                await pager.close()
+    return 0
+
+
+def follow_ups_command(args: argparse.Namespace, settings: Settings) -> int:
+    return asyncio.run(follow_ups(settings, args.action, args.item, args.name, sys.stdout))
+
+
+def escalate_command(args: argparse.Namespace, settings: Settings) -> int:
+    return asyncio.run(escalate(settings, " ".join(args.why), args.name, sys.stdout))
