@@ -23,6 +23,7 @@ import aiohttp
 import asyncpg
 
 from bot.settings import MailerKind, RestartStrategy, Settings, SmtpSecurity
+from bot.slack.people import usergroup_check
 from bot.urls import libpq_url, password_of, redacted
 from steps.rotate_keys import WORK_SCHEMA
 
@@ -71,6 +72,15 @@ async def check_slack(settings: Settings) -> CheckLine | None:
         return CheckLine("slack", False, f"auth.test refused the token: {body.get('error')}",
                          "reinstall the app and copy the xoxb- token into SLACK_BOT_TOKEN")
     return CheckLine("slack", True, f"token valid for {body.get('team')} as {body.get('user')}")
+
+
+async def check_approvers(settings: Settings) -> CheckLine | None:
+    """APPROVER_USERGROUP_ID can be read (else every command and click is refused)."""
+    found = await usergroup_check(settings)
+    if found is None:
+        return None
+    ok, detail, fix = found
+    return CheckLine("approvers", ok, detail, fix)
 
 
 async def check_bot_db(settings: Settings) -> CheckLine:
@@ -325,11 +335,11 @@ async def preflight(settings: Settings) -> list[CheckLine]:
     independent: list[Awaitable[CheckLine | None]] = [
         check_slack(settings), check_bot_db(settings), check_pg_dump(settings, server_major),
         check_restart(settings), check_mailer(settings), check_directory(settings),
-        check_api(settings), check_work_table(settings),
+        check_api(settings), check_work_table(settings), check_approvers(settings),
     ]
     results = await asyncio.gather(*independent)
-    slack, bot_db, pg_dump, restart, mailer, directory, api, work_table = results
-    lines = [slack, bot_db, check_target_revision(settings, revision, problem), pg_dump,
+    slack, bot_db, pg_dump, restart, mailer, directory, api, work_table, approvers = results
+    lines = [slack, approvers, bot_db, check_target_revision(settings, revision, problem), pg_dump,
              _writable("backup dir", settings.backup_dir, "set BACKUP_DIR to a writable folder"),
              restart, work_table, mailer, directory, api]
     return [line for line in lines if line is not None]

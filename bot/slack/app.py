@@ -19,7 +19,7 @@ from bot.settings import Settings
 from bot.slack.background import Background
 from bot.slack.listeners import Listeners
 from bot.slack.mirror import ThreadMirror
-from bot.slack.people import Engineers
+from bot.slack.people import Engineers, person_middleware
 
 
 @dataclass
@@ -64,6 +64,8 @@ def build_slack_front(engine: Engine, settings: Settings, *, http: bool) -> Slac
         process_before_response=True,
     )
     background = Background(settings.slack_reply_concurrency)
-    Listeners(engine, Engineers(client, settings), settings, background).register(app)
+    engineers = Engineers(client, settings)
+    app.use(person_middleware(engineers))  # the acting user, once per request
+    Listeners(engine, engineers, settings, background).register(app)
     return SlackFront(app=app, client=client, mirror=ThreadMirror(
         engine, client, settings.slack_write_interval_seconds), background=background)
