@@ -19,7 +19,10 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# scripts/test-env.sh brings up PostgreSQL, a Docker engine and Redis where it can, and says
+# which tests will be skipped (and why) where it cannot.
 test: lint
+	PYTEST=$(BIN)/pytest bash scripts/test-env.sh
 	$(BIN)/pytest
 
 # A full rehearsal on a sandbox (its own databases, api, outbox): two demo engineers approve.

@@ -25,9 +25,10 @@ class MailerKind(StrEnum):
 
 
 class SmtpSecurity(StrEnum):
-    NONE = "none"
-    STARTTLS = "starttls"
-    TLS = "tls"
+    AUTO = "auto"  # STARTTLS whenever the server offers it (the certificate is verified)
+    STARTTLS = "starttls"  # STARTTLS required
+    TLS = "tls"  # implicit TLS from the first byte (port 465)
+    NONE = "none"  # plaintext, explicitly
 
 
 class KeyFormat(StrEnum):
@@ -115,7 +116,7 @@ class Settings(BaseSettings):
     outbox_dir: Path = Path("outbox")
     smtp_host: str = "localhost"
     smtp_port: int = 25
-    smtp_security: SmtpSecurity = SmtpSecurity.NONE
+    smtp_security: SmtpSecurity = SmtpSecurity.AUTO
     smtp_username: str = ""
     smtp_password: SecretStr | None = None
     email_concurrency: int = Field(default=16, gt=0)

@@ -32,13 +32,21 @@ def _client_env(url: str) -> dict[str, str]:
     return env
 
 
-async def _client_major(program: str) -> int:
+async def pg_dump_major(program: str, time_limit: float = 30.0) -> int:
+    """The major version of a PostgreSQL client tool (`pg_dump --version`); StepError if none.
+
+    Step 1 refuses a pg_dump older than the server; `check` asks the same question."""
     lines: list[str] = []
-    result = await run_process([program, "--version"], emit=lines.append, time_limit=30)
+    result = await run_process([program, "--version"], emit=lines.append, time_limit=time_limit)
     match = re.search(r"(\d+)(?:\.\d+)?", " ".join(lines))
     if result.returncode != 0 or not match:
         raise StepError(f"cannot tell the version of {program}: {' '.join(lines)[:200]}")
     return int(match.group(1))
+
+
+def pg_dump_too_old(client_major: int, server_major: int) -> bool:
+    """pg_dump refuses (or silently mis-dumps) servers newer than itself."""
+    return client_major < server_major
 
 
 def file_sha256(path: Path) -> str:
@@ -56,9 +64,9 @@ class BackupStep:
         s = ctx.settings
         url = s.target_database_url.get_secret_value()
         server = await server_version_major(url)
-        client = await _client_major(s.pg_dump_path)
+        client = await pg_dump_major(s.pg_dump_path)
         size = await database_size(url)
-        warnings = () if client >= server else (
+        warnings = () if not pg_dump_too_old(client, server) else (
             f"pg_dump {client} is older than the server ({server}): the backup will be refused",
         )
         target = s.backup_dir / f"{PREFIX}<YYYYmmdd_HHMMSS>.dump"
@@ -85,8 +93,8 @@ class BackupStep:
     async def run(self, ctx: StepContext, emit: OutputSink) -> Outcome:
         s = ctx.settings
         url = s.target_database_url.get_secret_value()
-        server, client = await server_version_major(url), await _client_major(s.pg_dump_path)
-        if client < server:
+        server, client = await server_version_major(url), await pg_dump_major(s.pg_dump_path)
+        if pg_dump_too_old(client, server):
             raise StepError(f"pg_dump {client} is older than the server ({server}); install a "
                             f"pg_dump {server} or newer and set PG_DUMP_PATH")
         s.backup_dir.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,9 @@
 
 Containers are selected the way the operator configured them: by name (API_CONTAINER_NAME), else
 by compose labels (service, and project when set). The engine is the one `DOCKER_HOST` names.
+A name matches exactly: Docker's `name` filter is a pattern that also matches `api-old` or
+`my-api-2` for `api`, so it only narrows the list and the name is compared here.
+`find_api_containers` is the one selection both step 3 and `rollback-bot check` use.
 """
 
 from __future__ import annotations
@@ -72,11 +75,16 @@ def selector(settings: Settings) -> tuple[dict[str, list[str]], str]:
     """Docker filters for the api containers, and the same in words for messages."""
     if settings.api_container_name:
         name = settings.api_container_name
-        return {"name": [f"^/{name}$"]}, f"container name {name!r}"
+        return {"name": [name]}, f"container name {name!r}"
     labels = [f"{SERVICE_LABEL}={settings.api_compose_service}"]
     if settings.api_compose_project:
         labels.append(f"{PROJECT_LABEL}={settings.api_compose_project}")
     return {"label": labels}, "labels " + ", ".join(labels)
+
+
+def selected(settings: Settings, container: ContainerState) -> bool:
+    """The exact test `selector`'s filters only approximate (labels are exact already)."""
+    return not settings.api_container_name or container.name == settings.api_container_name
 
 
 def _state(info: dict[str, Any]) -> ContainerState:
@@ -100,7 +108,7 @@ class DockerEngine:
         filters, _ = selector(self.settings)
         found = await self.docker.containers.list(all=True, filters=json.dumps(filters))
         states = [await self.inspect(c.id) for c in found]
-        return sorted(states, key=lambda s: s.name)
+        return sorted((s for s in states if selected(self.settings, s)), key=lambda s: s.name)
 
     async def inspect(self, container_id: str) -> ContainerState:
         try:
@@ -127,6 +135,12 @@ class DockerEngine:
             raise StepError(f"cannot read the logs of container {container_id[:12]}: "
                             f"{exc.message}") from None
         return "".join(chunks).splitlines()
+
+
+async def find_api_containers(settings: Settings) -> list[ContainerState]:
+    """The api containers as step 3 would restart them (StepError: engine unreachable)."""
+    async with docker_engine(settings) as engine:
+        return await engine.find()
 
 
 @asynccontextmanager

@@ -2,27 +2,38 @@
 
 No table in the service maps keys to emails, so contacts come from outside: a CSV
 (`name,email,api_key_sha256`) or a query the operator configures on the target that returns
-those three columns. Malformed lines are skipped and named (with their line numbers), not fatal:
-one bad line must not keep every other client from hearing about their new key.
+those three columns; with both set, the query is used. Malformed rows are refused and named
+(CSV: the file line the row starts on; query: its row number), never fatal: one bad row must
+not keep every other client from hearing about their new key, and a bad address must never
+reach the mailer. `load_directory` is the one reading step 5 and `rollback-bot check` share.
+
+Addresses are parsed by `email-validator`, not a pattern: a bare `addr-spec` only, so group
+syntax (`a:b@c.de`, which the email package would deliver to `b@c.de`), display names, comments
+(`(x@y.zz`), domain literals (`x@[y.zz`), line breaks and empty values are refused, and so is a
+non-ASCII mailbox name (the email package would write it as an encoded word no server reads; an
+international domain is sent in its ASCII form). The `.test` names of rehearsals are accepted;
+deliverability (DNS) is not asked.
 """
 
 from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+from email_validator import EmailNotValidError, validate_email
 
 from bot.domain.step_protocol import StepError
 from bot.settings import Settings
 from steps.target_db import connect
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
-EMAIL = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
 COLUMNS = ("name", "email", "api_key_sha256")
+SHOWN_CHARS = 80
 
 
 @dataclass(frozen=True)
@@ -34,7 +45,27 @@ class Contact:
 @dataclass(frozen=True)
 class Directory:
     contacts: dict[str, Contact]  # old key hash (lowercase hex) -> contact
-    problems: list[str]  # malformed or duplicate lines, with their line numbers
+    problems: list[str]  # refused rows, with their line or row numbers
+
+
+class BadAddress(ValueError):
+    """Why a directory value is not one deliverable address."""
+
+
+def parse_address(value: str) -> str:
+    """The address to send to (domain normalised), or BadAddress saying why not."""
+    if not value.strip():
+        raise BadAddress("is empty")
+    if any(ch in value for ch in "\r\n\0"):
+        raise BadAddress("holds a line break")
+    try:
+        parsed = validate_email(value.strip(), check_deliverability=False,
+                                test_environment=True, allow_smtputf8=False,
+                                allow_display_name=False,
+                                allow_domain_literal=False, allow_quoted_local=False)
+    except EmailNotValidError as exc:
+        raise BadAddress(f"is not an address: {exc}") from None
+    return parsed.ascii_email or parsed.normalized
 
 
 async def load_directory(settings: Settings) -> Directory:
@@ -43,22 +74,47 @@ async def load_directory(settings: Settings) -> Directory:
     if settings.client_directory is None:
         raise StepError("no client directory: set CLIENT_DIRECTORY (CSV name,email,"
                         "api_key_sha256) or CLIENT_DIRECTORY_QUERY")
-    path = settings.client_directory
+    return _from_csv(settings.client_directory)
+
+
+def _from_csv(path: Path) -> Directory:
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            found = [(name or "").strip().lower() for name in reader.fieldnames or ()]
-            missing = [column for column in COLUMNS if column not in found]
+            reader = csv.reader(handle)
+            header = [name.strip().lower() for name in next(reader, [])]
+            missing = [column for column in COLUMNS if column not in header]
             if missing:
                 raise StepError(f"client directory {path} must have the header "
-                                f"{','.join(COLUMNS)}; found {','.join(found) or 'nothing'}")
-            reader.fieldnames = found
-            # reader.line_num after a read is the physical line the row ended on.
-            return parse_rows(((reader.line_num, row) for row in reader), "line")
+                                f"{','.join(COLUMNS)}; found {','.join(header) or 'nothing'}")
+            problems: list[str] = []
+            rows = list(_csv_rows(reader, header, problems))
     except FileNotFoundError:
         raise StepError(f"client directory {path} does not exist") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise StepError(f"cannot read client directory {path}: {exc}") from None
+    found = parse_rows(rows, "line")
+    return Directory(found.contacts, problems + found.problems)
+
+
+def _csv_rows(reader: Any, header: list[str], problems: list[str]
+              ) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    """(line the row starts on, row); blank lines skipped, unreadable rows named."""
+    while True:
+        start = reader.line_num + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            problems.append(f"line {start}: unreadable ({exc})")
+            continue
+        if not fields or all(not f.strip() for f in fields):
+            continue
+        if len(fields) != len(header):
+            problems.append(f"line {start}: {len(fields)} fields, the header has "
+                            f"{len(header)}")
+            continue
+        yield start, dict(zip(header, fields, strict=True))
 
 
 async def _from_query(settings: Settings) -> Directory:
@@ -77,21 +133,38 @@ async def _from_query(settings: Settings) -> Directory:
 
 
 def parse_rows(rows: Iterable[tuple[int, Mapping[str, Any]]], what: str) -> Directory:
-    """Validate rows; the first row for a hash wins, later ones are reported."""
+    """Validate rows. A hash listed twice with the same address keeps the first row; with
+    different addresses it is refused altogether: a key must not go to a guess."""
     contacts: dict[str, Contact] = {}
     first_seen: dict[str, int] = {}
+    conflicted: set[str] = set()
     problems: list[str] = []
     for number, row in rows:
         key_hash = str(row.get("api_key_sha256") or "").strip().lower()
-        email = str(row.get("email") or "").strip()
+        raw = row.get("email")
+        email = "" if raw is None else str(raw)
         if not HEX64.match(key_hash):
             problems.append(f"{what} {number}: api_key_sha256 is not 64 hex characters")
-        elif not EMAIL.match(email):
-            problems.append(f"{what} {number}: email {email[:80]!r} is not an address")
+            continue
+        try:
+            address = parse_address(email)
+        except BadAddress as exc:
+            problems.append(f"{what} {number}: email {email[:SHOWN_CHARS]!r} {exc}")
+            continue
+        if key_hash in conflicted:
+            problems.append(f"{what} {number}: hash {key_hash[:8]} listed again; refused "
+                            "(conflicting addresses)")
+        elif key_hash in contacts and contacts[key_hash].email != address:
+            problems.append(f"{what} {number}: hash {key_hash[:8]} already listed on {what} "
+                            f"{first_seen[key_hash]} with another address; neither is "
+                            "emailed")
+            conflicted.add(key_hash)
+            del contacts[key_hash]
         elif key_hash in contacts:
             problems.append(f"{what} {number}: hash {key_hash[:8]} already listed on "
                             f"{what} {first_seen[key_hash]}; kept the first")
         else:
-            contacts[key_hash] = Contact(str(row.get("name") or "").strip() or email, email)
+            name = " ".join(str(row.get("name") or "").split())  # no line breaks in a greeting
+            contacts[key_hash] = Contact(name or address, address)
             first_seen[key_hash] = number
     return Directory(contacts, problems)

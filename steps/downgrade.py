@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shlex
+from dataclasses import dataclass
 
 from sqlalchemy.engine import make_url
 
@@ -34,6 +35,33 @@ def unexpected_revision(settings: Settings, current: str | None) -> str:
             "(already rolled back)")
 
 
+@dataclass(frozen=True)
+class RevisionVerdict:
+    """What step 2 makes of the target's revision: undo these, nothing to do, or refuse."""
+
+    current: str | None
+    undo: list[str]  # newest first; empty when done or refused
+    already_done: bool
+    refusal: str  # why step 2 refuses; empty when it would not
+
+    @property
+    def refused(self) -> bool:
+        return bool(self.refusal)
+
+
+def judge_revision(settings: Settings, current: str | None) -> RevisionVerdict:
+    undo = revisions_to_undo(settings, current)
+    done = current == settings.phase2_revision
+    refusal = "" if undo or done else unexpected_revision(settings, current)
+    return RevisionVerdict(current, undo, done, refusal)
+
+
+async def target_revision(settings: Settings) -> RevisionVerdict:
+    """The target's revision and step 2's verdict on it: the probe `check` shares."""
+    return judge_revision(settings,
+                          await alembic_revision(settings.target_database_url.get_secret_value()))
+
+
 def child_env(settings: Settings) -> dict[str, str]:
     url = make_url(settings.target_database_url.get_secret_value())
     database_url = url.set(drivername=settings.downgrade_database_url_scheme)
@@ -46,16 +74,16 @@ class DowngradeStep:
 
     async def plan(self, ctx: StepContext) -> Plan:
         s = ctx.settings
-        current = await alembic_revision(s.target_database_url.get_secret_value())
-        undo = revisions_to_undo(s, current)
+        verdict = await target_revision(s)
+        current, undo = verdict.current, verdict.undo
         warnings: tuple[str, ...]
-        if current == s.phase2_revision:
+        if verdict.already_done:
             summary, warnings = f"already at {current}: nothing to undo", ()
         elif undo:
             summary = f"undo {len(undo)} revisions: {', '.join(undo)}"
             warnings = ()
         else:
-            summary, warnings = "refused", (unexpected_revision(s, current),)
+            summary, warnings = "refused", (verdict.refusal,)
         return Plan(
             step=self.name, summary=summary,
             facts={"revision": current, "undo": undo, "command": s.downgrade_command,
@@ -79,8 +107,8 @@ class DowngradeStep:
     async def run(self, ctx: StepContext, emit: OutputSink) -> Outcome:
         s = ctx.settings
         url = s.target_database_url.get_secret_value()
-        before = await alembic_revision(url)
-        undo = revisions_to_undo(s, before)
+        verdict = await target_revision(s)
+        before, undo = verdict.current, verdict.undo
         if not undo:
             raise StepError(unexpected_revision(s, before))
         emit(f"target at {before}; undoing {', '.join(undo)}")

@@ -21,7 +21,7 @@ from bot.settings import Settings
 from steps.directory import Contact, Directory, load_directory
 from steps.mailers.delivery import Delivery
 from steps.mailers.template import Template, masked
-from steps.target_db import connect
+from steps.target_db import owner_hashes
 
 __all__ = ["EmailClientsStep", "Template", "masked"]
 
@@ -111,6 +111,9 @@ class EmailClientsStep:
             "duration_s": round(time.monotonic() - started, 3),
         }
         summary = f"{sent:,} emails sent, {len(no_contact):,} clients without a contact"
+        if directory.problems:  # refused at load, named in the output with their line numbers
+            facts["directory_refused"] = len(directory.problems)
+            summary += f"; {len(directory.problems):,} directory rows refused"
         if in_doubt:
             summary += (f"; {len(in_doubt)} uncertain (the bot stopped mid-send, not re-sent:"
                         f" {', '.join(in_doubt[:10])})")
@@ -124,8 +127,4 @@ class EmailClientsStep:
 
 
 async def _owner_hashes(settings: Settings) -> list[str]:
-    async with connect(settings.target_database_url.get_secret_value()) as conn:
-        rows = await conn.fetch("SELECT owner_api_key_hash AS h FROM sessions WHERE"
-                                " owner_api_key_hash IS NOT NULL UNION SELECT owner_api_key_hash"
-                                " FROM assistants WHERE owner_api_key_hash IS NOT NULL")
-    return [r["h"] for r in rows]
+    return sorted(await owner_hashes(settings.target_database_url.get_secret_value()))

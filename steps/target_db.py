@@ -1,18 +1,36 @@
-"""Small read-only questions asked of the target database."""
+"""Small read-only questions asked of the target database.
+
+Each is a probe that a step and `rollback-bot check` both ask: one function per fact, so the
+preflight can never disagree with the rollback about what the target looks like.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import asyncpg
 
 from bot.urls import libpq_url, password_of
+from steps.target_sql import (
+    ALEMBIC_REVISIONS_SQL,
+    ALEMBIC_TABLE_EXISTS_SQL,
+    COLUMN_EXISTS_SQL,
+    DATABASE_SIZE_SQL,
+    OWNER_HASHES_SQL,
+    SERVER_VERSION_NUM_SQL,
+    WORK_SCHEMA_PRIVILEGE_SQL,
+)
+
+CONNECT_TIMEOUT_SECONDS = 15.0
 
 
 @asynccontextmanager
-async def connect(url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(libpq_url(url), password=password_of(url), timeout=15)
+async def connect(url: str, connect_seconds: float = CONNECT_TIMEOUT_SECONDS
+                  ) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(libpq_url(url), password=password_of(url),
+                                 timeout=connect_seconds)
     try:
         yield conn
     finally:
@@ -22,27 +40,58 @@ async def connect(url: str) -> AsyncIterator[asyncpg.Connection]:
 async def alembic_revision(url: str) -> str | None:
     """The revision stamped in `alembic_version`, or None when there is no such table."""
     async with connect(url) as conn:
-        if not await conn.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL"):
-            return None
-        rows = await conn.fetch("SELECT version_num FROM alembic_version")
-        return ",".join(sorted(r["version_num"] for r in rows)) or None
+        return await revision_on(conn)
+
+
+async def revision_on(conn: asyncpg.Connection) -> str | None:
+    """`alembic_revision` on a connection already open (several heads joined by commas)."""
+    if not await conn.fetchval(ALEMBIC_TABLE_EXISTS_SQL):
+        return None
+    rows = await conn.fetch(ALEMBIC_REVISIONS_SQL)
+    return ",".join(sorted(r["version_num"] for r in rows)) or None
 
 
 async def server_version_major(url: str) -> int:
     async with connect(url) as conn:
-        return int(await conn.fetchval("SHOW server_version_num")) // 10000
+        return await server_major_on(conn)
+
+
+async def server_major_on(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval(SERVER_VERSION_NUM_SQL)) // 10000
 
 
 async def database_size(url: str) -> int:
     async with connect(url) as conn:
-        return int(await conn.fetchval("SELECT pg_database_size(current_database())"))
+        return int(await conn.fetchval(DATABASE_SIZE_SQL))
 
 
 async def column_exists(url: str, table: str, column: str) -> bool:
     async with connect(url) as conn:
-        return bool(await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema ="
-            " current_schema() AND table_name = $1 AND column_name = $2)", table, column))
+        return bool(await conn.fetchval(COLUMN_EXISTS_SQL, table, column))
+
+
+async def owner_hashes(url: str) -> set[str]:
+    """Every hash that owns a session or an assistant: the clients as the target knows them."""
+    async with connect(url) as conn:
+        return await owner_hashes_on(conn)
+
+
+async def owner_hashes_on(conn: asyncpg.Connection) -> set[str]:
+    return {r["hash"] for r in await conn.fetch(OWNER_HASHES_SQL)}
+
+
+@dataclass(frozen=True)
+class SchemaPrivilege:
+    user: str
+    database: str
+    allowed: bool  # may create the schema, or create in it when it already exists
+
+
+async def schema_privilege_on(conn: asyncpg.Connection, schema: str) -> SchemaPrivilege:
+    """Whether this connection's user may make a table in `schema` (creating it if need be)."""
+    row = await conn.fetchrow(WORK_SCHEMA_PRIVILEGE_SQL, schema)
+    assert row is not None
+    return SchemaPrivilege(row["user_name"], row["database_name"], bool(row["allowed"]))
 
 
 def pretty_bytes(size: int) -> str:

@@ -18,26 +18,10 @@ from bot.settings import RestartStrategy, Settings
 from steps.containers import docker_engine, selector
 from steps.http_probe import HttpAnswer, HttpProbe, join_url
 from steps.target_db import connect
+from steps.target_sql import SAMPLE_KEYED_CLIENTS_SQL, SESSIONS_OWNED_BY_SQL
 
 SESSIONS_PATH = "/api/v1/sessions"
 PREFIX = 8
-
-SAMPLE_SQL = """
-    SELECT hash, key FROM (
-        SELECT DISTINCT ON (owner_api_key_hash) owner_api_key_hash AS hash, owner_api_key AS key
-        FROM (SELECT owner_api_key_hash, owner_api_key FROM sessions
-              WHERE owner_api_key IS NOT NULL AND owner_api_key_hash IS NOT NULL
-              UNION ALL
-              SELECT owner_api_key_hash, owner_api_key FROM assistants
-              WHERE owner_api_key IS NOT NULL AND owner_api_key_hash IS NOT NULL) owned
-        ORDER BY owner_api_key_hash, owner_api_key
-    ) clients ORDER BY random() LIMIT $1
-"""
-OWNED_SESSIONS_SQL = """
-    SELECT owner_api_key_hash AS hash, array_agg(id::text) AS ids FROM sessions
-    WHERE owner_api_key_hash = ANY($1::text[]) GROUP BY owner_api_key_hash
-"""
-
 
 @dataclass(frozen=True)
 class ClientKey:
@@ -70,9 +54,9 @@ def judge(answer: HttpAnswer, own_ids: set[str]) -> str | None:
 async def probe_keys(settings: Settings, emit: OutputSink) -> dict[str, Any]:
     async with connect(settings.target_database_url.get_secret_value()) as conn:
         sample = [ClientKey(r["hash"], r["key"])
-                  for r in await conn.fetch(SAMPLE_SQL, settings.verify_sample_size)]
+                  for r in await conn.fetch(SAMPLE_KEYED_CLIENTS_SQL, settings.verify_sample_size)]
         owned = {r["hash"]: set(r["ids"]) for r in
-                 await conn.fetch(OWNED_SESSIONS_SQL, [c.hash for c in sample])}
+                 await conn.fetch(SESSIONS_OWNED_BY_SQL, [c.hash for c in sample])}
     url = join_url(settings.api_base_url, SESSIONS_PATH)
     passed: list[str] = []
     failed: list[str] = []

@@ -22,11 +22,15 @@ from bot.preflight import (
     check_target_revision,
     check_work_table,
     stops_rollback,
+    target_facts,
 )
-from bot.preflight import _target_facts as target_facts
 from bot.rehearsal.postgres import free_port
 from bot.settings import Settings
+from steps.downgrade import unexpected_revision
+from steps.email_clients import EmailClientsStep
+from steps.restart import RestartStep
 from tests.fixtures.postgres import DatabaseFactory, admin_execute
+from tests.steps.step_context import step_context
 
 
 def settings(**values: object) -> Settings:
@@ -55,8 +59,7 @@ async def target_at(databases: DatabaseFactory, revision: str | None) -> str:
 
 async def revision_line(url: str) -> CheckLine:
     s = settings(target_database_url=url)
-    revision, _, problem = await target_facts(s)
-    return check_target_revision(s, revision, problem)
+    return check_target_revision(s, await target_facts(s))
 
 
 async def test_target_at_phase3_head_is_ok_and_at_phase2_is_ok_with_a_note(
@@ -66,6 +69,16 @@ async def test_target_at_phase3_head_is_ok_and_at_phase2_is_ok_with_a_note(
     assert line.ok and "Phase 3 head 9ddfdd63af30" in line.detail
     line = await revision_line(await target_at(databases, "20260201_000006"))
     assert line.ok and "downgrade will be skipped" in line.detail
+
+
+async def test_a_phase3_revision_below_the_head_is_ok_as_step_2_undoes_it(
+    databases: DatabaseFactory,
+) -> None:
+    """Step 2 downgrades from any Phase 3 revision; `check` used to call that a problem."""
+    line = await revision_line(await target_at(databases, "0c6d1a600bb1"))
+    assert line.ok, line.text()
+    assert "Phase 3 revision 0c6d1a600bb1" in line.detail
+    assert "undoes 0c6d1a600bb1, 20260208_000007" in line.detail
 
 
 async def test_target_at_wrong_revision_is_a_problem_naming_both_revisions(
@@ -117,11 +130,34 @@ async def test_client_directory_counts_hashes_with_a_contact(
     url = await target_at(databases, "9ddfdd63af30")
     directory = tmp_path / "clients.csv"
     directory.write_text("name,email,api_key_sha256\n"
-                         f"A,a@example.com,{sha('a')}\nB,,{sha('b')}\nC,c@example.com,{sha('c')}\n")
+                         f"A,a@example.com,{sha('a')}\nC,c@example.com,{sha('c')}\n")
     line = await check_directory(settings(target_database_url=url, client_directory=directory))
     assert line.ok and "2 of 3 client hashes have a contact" in line.detail
     missing = await check_directory(settings(target_database_url=url))
     assert not missing.ok and "CLIENT_DIRECTORY" in missing.detail
+
+
+async def test_with_both_directory_settings_check_and_step_5_name_the_same_clients(
+    databases: DatabaseFactory, tmp_path: Path
+) -> None:
+    """Step 5 prefers the query and refuses its bad rows; `check` must say exactly that."""
+    url = await target_at(databases, "9ddfdd63af30")
+    csv_file = tmp_path / "clients.csv"
+    csv_file.write_text("name,email,api_key_sha256\n"
+                        f"A,a@example.com,{sha('a')}\nB,b@example.com,{sha('b')}\n")
+    query = ("SELECT * FROM (VALUES ('C', 'c@example.com', '" + sha("c") + "'),"
+             " ('A', 'nobody', '" + sha("a") + "')) AS v(name, email, api_key_sha256)")
+    s = settings(target_database_url=url, client_directory=csv_file,
+                 client_directory_query=query, mailer="outbox", outbox_dir=tmp_path / "out")
+    plan = await EmailClientsStep().plan(step_context(s))
+    assert plan.facts["recipients"] == 1 and plan.facts["without_contact"] == 2
+    assert plan.warnings == ("query row 2: email 'nobody' is not an address: An email address "
+                             "must have an @-sign.",)
+    line = await check_directory(s)
+    assert "1 of 3 client hashes have a contact (CLIENT_DIRECTORY_QUERY)" in line.detail
+    assert line.notes == plan.warnings
+    assert not line.ok and not line.blocking, "a refused row is worth a warning, not a stop"
+    assert "query row 2: email 'nobody' is not an address" in line.text()
 
 
 async def test_smtp_answers_ehlo_and_a_closed_port_is_a_problem() -> None:
@@ -139,6 +175,71 @@ async def test_smtp_answers_ehlo_and_a_closed_port_is_a_problem() -> None:
     assert line.ok and "answered EHLO" in line.detail
     down = await check_mailer(settings(smtp_host="127.0.0.1", smtp_port=free_port()))
     assert not down.ok and "unreachable" in down.detail
+
+
+async def test_smtp_security_lines_say_how_mail_would_travel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ssl
+    import subprocess
+
+    class Sink:
+        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+            raise AssertionError("the check must not send mail")
+
+    plain = Controller(Sink(), hostname="127.0.0.1", port=free_port())
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    tls = Controller(Sink(), hostname="127.0.0.1", port=free_port(), tls_context=context)
+    plain.start()
+    tls.start()
+    try:
+        line = await check_mailer(settings(smtp_host="127.0.0.1", smtp_port=plain.port))
+        assert line.ok and "in plaintext: the server offers no STARTTLS" in line.detail
+        line = await check_mailer(settings(smtp_host="127.0.0.1", smtp_port=plain.port,
+                                           smtp_security="none"))
+        assert line.ok, "plaintext to a loopback relay is fine"
+        line = await check_mailer(settings(smtp_host="127.0.0.1", smtp_port=plain.port,
+                                           smtp_security="starttls"))
+        assert not line.ok and line.blocking and "does not offer STARTTLS" in line.detail
+        line = await check_mailer(settings(smtp_host="127.0.0.1", smtp_port=tls.port))
+        assert not line.ok and "certificate not trusted" in line.detail, line.text()
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        line = await check_mailer(settings(smtp_host="127.0.0.1", smtp_port=tls.port))
+        assert line.ok and "with STARTTLS, certificate verified" in line.detail, line.text()
+    finally:
+        plain.stop()
+        tls.stop()
+
+
+@pytest.mark.parametrize(("security", "upgraded", "loopback", "risk"), [
+    ("none", False, False, True),   # explicit plaintext to another host: warned
+    ("none", False, True, False),   # to a relay on this machine: fine
+    ("auto", False, False, True),   # the server offered no STARTTLS
+    ("auto", True, False, False),
+    ("auto", False, True, False),
+])
+def test_plaintext_is_a_risk_only_across_a_network(
+    security: str, upgraded: bool, loopback: bool, risk: bool,
+) -> None:
+    from bot.preflight.mail import plaintext_risk
+    from bot.settings import SmtpSecurity
+
+    assert plaintext_risk(SmtpSecurity(security), upgraded, loopback) is risk
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("localhost", True), ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True),
+    ("[::1]", True), ("::ffff:127.0.0.1", True), ("192.0.2.25", False), ("2001:db8::1", False),
+])
+async def test_loopback_hosts(host: str, loopback: bool) -> None:
+    from bot.preflight.mail import is_loopback
+
+    assert await is_loopback(host) is loopback
 
 
 async def test_outbox_mailer_needs_a_writable_folder(tmp_path: Path) -> None:
@@ -196,6 +297,42 @@ async def test_docker_matches_api_containers_by_compose_labels(
         await container.delete(force=True)
 
 
+@pytest.mark.docker
+async def test_a_container_whose_name_only_contains_the_configured_name_is_never_matched(
+    docker: aiodocker.Docker, host_image: str
+) -> None:
+    """Docker's `name` filter is a pattern (`api` matches `api-old`; `.` matches any
+    character): neither step 3 nor `check` may restart such a container."""
+    from tests.fixtures.docker import host_binds
+
+    wanted = f"rb{free_port()}.api"
+    decoys = [f"{wanted}-old", f"old-{wanted}", wanted.replace(".", "x")]
+    started = []
+    try:
+        for name in decoys:
+            started.append(await docker.containers.run(name=name, config={
+                "Image": host_image, "Cmd": ["/bin/sleep", "300"],
+                "HostConfig": {"NetworkMode": "host", "Binds": host_binds()}}))
+        s = settings(api_container_name=wanted)
+        line = await check_restart(s)
+        assert not line.ok and f"no api container matches container name {wanted!r}" \
+            in line.detail, line.text()
+        plan = await RestartStep().plan(step_context(s))
+        assert plan.facts["containers"] == []
+        assert any("no container matches" in w for w in plan.warnings)
+
+        started.append(await docker.containers.run(name=wanted, config={
+            "Image": host_image, "Cmd": ["/bin/sleep", "300"],
+            "HostConfig": {"NetworkMode": "host", "Binds": host_binds()}}))
+        line = await check_restart(s)
+        assert line.ok and line.detail.endswith(f": {wanted}"), line.text()
+        plan = await RestartStep().plan(step_context(s))
+        assert plan.facts["containers"] == [wanted]
+    finally:
+        for container in started:
+            await container.delete(force=True)
+
+
 # --- against a whole sandbox: the same stand-up the rehearsal uses ------------------------
 
 
@@ -250,4 +387,4 @@ async def test_check_names_each_problem_and_exits_non_zero(sandbox_settings: Set
     await admin_execute(target, "UPDATE alembic_version SET version_num = '20260201_000007'")
     code, text = await run_check(sandbox_settings)
     assert code == 1 and "PROBLEM target database:" in text
-    assert "at revision 20260201_000007, expected the Phase 3 head 9ddfdd63af30" in text
+    assert unexpected_revision(sandbox_settings, "20260201_000007") in text, text

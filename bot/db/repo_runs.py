@@ -1,11 +1,16 @@
 """Runs, step executions, approvals and leases. Functions take a session and never commit:
-the caller owns the transaction (so a quorum count and a step start share one)."""
+the caller owns the transaction (so a quorum count and a step start share one).
+
+Every time written here is the database server's: replicas' clocks may disagree by seconds, and
+a lease judged by each replica's own clock would let a fast clock steal a live lease or a slow
+one keep a dead lease. Lease instants use `clock_timestamp()` (the moment the statement runs,
+not when its transaction began); durations travel as seconds, never as instants.
+"""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
@@ -23,8 +28,14 @@ def _uuid(value: str | uuid.UUID) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+def _now() -> Any:
+    """The database's clock, at the moment the statement runs."""
+    return func.clock_timestamp()
+
+
+def _in_seconds(seconds: float) -> Any:
+    """The database's clock plus a duration, computed by the database."""
+    return func.clock_timestamp() + func.make_interval(0, 0, 0, 0, 0, 0, float(seconds))
 
 
 @dataclass(frozen=True)
@@ -153,13 +164,19 @@ async def set_execution_status(
 
 async def finish_execution(
     session: AsyncSession, execution_id: str, status: StepStatus, facts: dict[str, Any],
-    error: str | None, summary: str,
-) -> None:
-    await session.execute(
-        update(StepExecution).where(StepExecution.id == _uuid(execution_id))
+    error: str | None, summary: str, owner: str,
+) -> bool:
+    """End a running step — only if `owner` still holds its lease and it is still running
+    (a replica that lost its lease must not overwrite what another one found); releases the
+    lease. False: nothing was written."""
+    result = await session.execute(
+        update(StepExecution)
+        .where(StepExecution.id == _uuid(execution_id), _held_by(owner))
         .values(status=status.value, facts=facts, error=error, summary=summary,
-                finished_at=_now())
+                finished_at=_now(), lease_owner=None, lease_expires_at=None)
+        .returning(StepExecution.id)
     )
+    return result.scalar() is not None
 
 
 async def set_execution_message(session: AsyncSession, execution_id: str, ts: str) -> None:
@@ -224,20 +241,24 @@ async def add_approval(
 
 # --- leases -----------------------------------------------------------------------------------
 
+def _held_by(owner: str) -> Any:
+    return and_(StepExecution.lease_owner == owner,
+                StepExecution.status == StepStatus.RUNNING.value)
+
+
 async def claim_lease(
     session: AsyncSession, execution_id: str | uuid.UUID, owner: str, ttl_seconds: float
 ) -> bool:
     """Take (or keep) the right to execute a running step: free, expired, or already ours."""
-    now = _now()
     result = await session.execute(
         update(StepExecution)
         .where(
             StepExecution.id == _uuid(execution_id),
             StepExecution.status == StepStatus.RUNNING.value,
             or_(StepExecution.lease_owner.is_(None), StepExecution.lease_owner == owner,
-                StepExecution.lease_expires_at < now),
+                StepExecution.lease_expires_at < _now()),
         )
-        .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=ttl_seconds))
+        .values(lease_owner=owner, lease_expires_at=_in_seconds(ttl_seconds))
         .returning(StepExecution.id)
     )
     return result.scalar() is not None
@@ -246,10 +267,12 @@ async def claim_lease(
 async def renew_lease(
     session: AsyncSession, execution_id: str, owner: str, ttl_seconds: float
 ) -> bool:
+    """Extend our lease of a running step; False when it is no longer ours (or no longer
+    running): the caller must stop the step."""
     result = await session.execute(
         update(StepExecution)
-        .where(StepExecution.id == _uuid(execution_id), StepExecution.lease_owner == owner)
-        .values(lease_expires_at=_now() + timedelta(seconds=ttl_seconds))
+        .where(StepExecution.id == _uuid(execution_id), _held_by(owner))
+        .values(lease_expires_at=_in_seconds(ttl_seconds))
         .returning(StepExecution.id)
     )
     return result.scalar() is not None
@@ -267,7 +290,7 @@ async def expire_lease(session: AsyncSession, execution_id: str) -> None:
     """Make a lease look abandoned (what a dead replica leaves behind)."""
     await session.execute(
         update(StepExecution).where(StepExecution.id == _uuid(execution_id))
-        .values(lease_expires_at=_now() - timedelta(seconds=1))
+        .values(lease_expires_at=_in_seconds(-1))
     )
 
 

@@ -22,6 +22,7 @@ class Refusal(StrEnum):
     NOT_WAITING = "not_waiting"
     STALE_BUTTON = "stale_button"
     PLAN_CHANGED = "plan_changed"
+    ANOTHER_RUN_ACTIVE = "another_run_active"
 
 
 REFUSAL_TEXT: dict[Refusal, str] = {
@@ -31,6 +32,7 @@ REFUSAL_TEXT: dict[Refusal, str] = {
     Refusal.NOT_WAITING: "this step is not waiting for approval",
     Refusal.STALE_BUTTON: "this button belongs to an older attempt or another run",
     Refusal.PLAN_CHANGED: "the plan changed since this message was shown; review the new plan",
+    Refusal.ANOTHER_RUN_ACTIVE: "another rollback is already active",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from bot.domain.step_protocol import Plan, Step, StepContext
 
@@ -20,3 +21,13 @@ async def safe_plan(step: Step, ctx: StepContext) -> Plan:
             facts={"plan_error": str(exc)},
             warnings=(f"could not compute the plan: {exc}",),
         )
+
+
+def plan_to_json(plan: Plan) -> dict[str, Any]:
+    """The plan as stored on its step execution (and drawn by the fronts)."""
+    return {
+        "summary": plan.summary,
+        "facts": dict(plan.facts),
+        "details": list(plan.details),
+        "warnings": list(plan.warnings),
+    }

@@ -1,78 +1,74 @@
-"""After a crash: every step that was running without a live lease is examined by its `check`.
+"""After a crash: what a dead replica left behind, found and examined — never acted upon here.
 
-Effect in place -> marked done, and the run moves on to the next approval. Not in place -> the step
-is interrupted: the thread says so and Retry needs a fresh two-person approval. Nothing is re-run
+`examine_orphans` claims every running step whose lease expired and asks its `check` whether
+the effect is in place; `find_stalled_run` finds an active run whose last step is done but whose
+next step was never put up. The transitions decide what follows from each finding (done -> the
+next approval; not in place -> interrupted, Retry needs two fresh approvals). Nothing is re-run
 blindly (no second downgrade, no second email).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from dataclasses import dataclass
 
-from bot.db import repo_events, repo_runs
-from bot.domain.events import EventKind, Source
+from bot.db import repo_runs
 from bot.domain.states import DONE_STEP_STATUSES, RunStatus, StepStatus
-from bot.domain.steps import STEP_ORDER, StepName, next_step
-
-if TYPE_CHECKING:
-    from bot.engine.engine import Engine
+from bot.domain.step_protocol import Step
+from bot.domain.steps import STEP_ORDER, StepName
+from bot.engine.contexts import StepContexts
+from bot.engine.journal import Journal
 
 log = logging.getLogger(__name__)
 
 
-async def recover_orphans(engine: Engine) -> int:
-    """Examine orphaned running steps and stalled runs; returns how many steps were examined."""
-    async with engine.sessions() as session:
+@dataclass(frozen=True)
+class OrphanVerdict:
+    """A running step nobody held, now leased to this replica, and what its check said."""
+
+    execution_id: str
+    run_id: str
+    step: StepName
+    done: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class StalledRun:
+    """An active run with nothing waiting or running; `last_done` is None before step 1."""
+
+    run_id: str
+    last_done: StepName | None
+
+
+async def examine_orphans(
+    journal: Journal, contexts: StepContexts, steps: Mapping[StepName, Step], replica_id: str,
+    lease_seconds: float,
+) -> list[OrphanVerdict]:
+    async with journal.sessions() as session:
         orphans = await repo_runs.find_orphaned_running(session)
+    verdicts: list[OrphanVerdict] = []
     for execution in orphans:
-        await _examine(engine, str(execution.id))
-    await _resume_stalled_runs(engine)
-    return len(orphans)
-
-
-async def _examine(engine: Engine, execution_id: str) -> None:
-    async with engine.sessions() as session, session.begin():
-        if not await repo_runs.claim_lease(session, execution_id, engine.replica_id,
-                                           engine.executor.lease_seconds):
-            return  # another replica is examining it
-        execution = await repo_runs.get_execution(session, execution_id)
-        assert execution is not None
+        execution_id = str(execution.id)
+        async with journal.sessions() as session, session.begin():
+            if not await repo_runs.claim_lease(session, execution_id, replica_id, lease_seconds):
+                continue  # another replica is examining it
         run_id, step = str(execution.run_id), StepName(execution.step)
-        earlier = await engine.earlier_facts(session, run_id)
-    try:
-        check = await engine.steps[step].check(engine.context(run_id, earlier))
-        done, reason = check.done, check.reason
-    except Exception as exc:
-        done, reason = False, f"could not check: {exc}"
-    status = StepStatus.ALREADY_DONE if done else StepStatus.INTERRUPTED
-    summary = (f"the bot stopped while this step ran; its effect is in place ({reason})" if done
-               else f"the bot stopped while this step ran and its effect is not in place "
-                    f"({reason}); Retry needs two fresh approvals")
-    async with engine.sessions() as session, session.begin():
-        await repo_runs.finish_execution(
-            session, execution_id, status, {"recovered": True, "check": reason},
-            None if done else summary, summary,
-        )
-        await repo_runs.release_lease(session, execution_id, engine.replica_id)
-        await repo_events.append_event(
-            session, run_id, "bot", Source.BOT,
-            EventKind.STEP_ALREADY_DONE if done else EventKind.STEP_INTERRUPTED, step,
-            {"execution_id": execution_id, "summary": summary, "check": reason},
-        )
-    engine.changed(run_id)
-    log.warning("recovered %s of run %s: %s", step.value, run_id, status.value)
-    if done:
-        await engine.advance(run_id, step)
+        try:
+            check = await steps[step].check(await contexts.for_run(run_id))
+            done, reason = check.done, check.reason
+        except Exception as exc:
+            done, reason = False, f"could not check: {exc}"
+        verdicts.append(OrphanVerdict(execution_id, run_id, step, done, reason))
+    return verdicts
 
 
-async def _resume_stalled_runs(engine: Engine) -> None:
-    """An active run whose last step is done but whose next step was never put up."""
-    async with engine.sessions() as session:
+async def find_stalled_run(journal: Journal) -> StalledRun | None:
+    async with journal.sessions() as session:
         run = await repo_runs.get_active_run(session)
         if run is None or RunStatus(run.status) is not RunStatus.ACTIVE:
-            return
+            return None
         run_id = str(run.id)
         last_done: StepName | None = None
         for name in STEP_ORDER:
@@ -80,21 +76,6 @@ async def _resume_stalled_runs(engine: Engine) -> None:
             if execution is None:
                 break
             if StepStatus(execution.status) not in DONE_STEP_STATUSES:
-                return  # waiting, running, failed or interrupted: nothing to resume
+                return None  # waiting, running, failed or interrupted: nothing to resume
             last_done = name
-    if last_done is None:
-        await engine.prepare_step(run_id, STEP_ORDER[0], attempt=1)
-    elif next_step(last_done) is not None:
-        await engine.prepare_step(run_id, next_step(last_done), attempt=1)  # type: ignore[arg-type]
-    else:
-        await engine.advance(run_id, last_done)
-
-
-async def watch_leases(engine: Engine, interval: float) -> None:
-    """Other replicas may die mid-step: look for expired leases periodically."""
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await recover_orphans(engine)
-        except Exception:
-            log.exception("lease watch failed")
+    return StalledRun(run_id, last_done)

@@ -18,7 +18,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.domain.approvals import APPROVALS_NEEDED, eligible_approvers
+from bot.domain.approvals import APPROVALS_NEEDED, Refusal, eligible_approvers
 from bot.engine.engine import Actor, Answer, Click, Engine
 from bot.engine.reports import plans_text, status_text
 from bot.settings import Settings
@@ -187,7 +187,7 @@ class Listeners:
 
     async def _refuse(self, reply: Reply, answer: Answer) -> None:
         text = f":no_entry: Refused: {escape(answer.message)}"
-        if answer.run_id and "already active" in answer.message:
+        if answer.run_id and answer.refusal is Refusal.ANOTHER_RUN_ACTIVE:
             view = await self.engine.run_view(answer.run_id)
             text += " " + thread_link(view.channel_id, view.thread_ts)
         await reply(text)

@@ -14,7 +14,7 @@ import contextlib
 from typing import TextIO
 
 from bot.db import repo_events
-from bot.domain.approvals import REFUSAL_TEXT, Refusal
+from bot.domain.approvals import Refusal
 from bot.domain.events import Source
 from bot.domain.states import FINAL_RUN_STATUSES, RETRYABLE_STEP_STATUSES, StepStatus
 from bot.domain.views import RunView, StepView
@@ -103,7 +103,7 @@ class TerminalFront:
                 answer = await self.engine.approve(self._click(terminal_actor(name), view, step))
                 if not answer.accepted:
                     self.say(f"  {name}: {answer.message}")
-                    if answer.message == REFUSAL_TEXT[Refusal.PLAN_CHANGED]:
+                    if answer.refusal is Refusal.PLAN_CHANGED:
                         break  # the new plan has a new fingerprint: it is asked for afresh
                     if not self.approvals.interactive:
                         raise FrontError(f"approval by {name} refused: {answer.message}")

@@ -1,6 +1,11 @@
 """The `smtp` mailer (aiosmtplib): STARTTLS or TLS, optional auth; 4xx retry, 5xx do not,
 nor does an untrusted TLS certificate.
 
+`SMTP_SECURITY=auto` (the default) upgrades with STARTTLS whenever the server offers it, and
+verifies its certificate like `starttls` does: a message holds a key, and an upgrade an attacker
+could intercept is no upgrade. Plaintext is only what the server leaves (no STARTTLS offered) or
+what the operator asks for (`none`).
+
 Connections are kept and reused (one per concurrent sender) rather than opened per message:
 connect + EHLO + auth dominate the cost of a short email. A connection that saw an error is
 dropped, never reused.
@@ -18,6 +23,12 @@ import aiosmtplib
 from bot.settings import Settings, SmtpSecurity
 from steps.mailers import PermanentMailError, TransientMailError
 
+# aiosmtplib's start_tls: True = required, None = when offered, False = never.
+START_TLS: dict[SmtpSecurity, bool | None] = {
+    SmtpSecurity.AUTO: None, SmtpSecurity.STARTTLS: True, SmtpSecurity.TLS: False,
+    SmtpSecurity.NONE: False,
+}
+
 
 class SmtpMailer:
     def __init__(self, settings: Settings) -> None:
@@ -28,7 +39,7 @@ class SmtpMailer:
         s = self.settings
         client = aiosmtplib.SMTP(
             hostname=s.smtp_host, port=s.smtp_port, use_tls=s.smtp_security is SmtpSecurity.TLS,
-            start_tls=s.smtp_security is SmtpSecurity.STARTTLS, timeout=30,
+            start_tls=START_TLS[s.smtp_security], timeout=30,
         )
         await client.connect()
         if s.smtp_username:
@@ -61,6 +72,9 @@ class SmtpMailer:
                 raise PermanentMailError(f"TLS certificate of {self.settings.smtp_host} not "
                                          f"trusted: {exc}") from None
             raise TransientMailError(f"{type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # e.g. a message aiosmtplib will not encode: this one only
+            await self._discard(client)
+            raise PermanentMailError(f"{type(exc).__name__}: {exc}") from None
         self._idle.put_nowait(client)
 
     async def _discard(self, client: aiosmtplib.SMTP | None) -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime, time
+
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db import repo_runs
+from bot.db.session import make_engine, make_sessionmaker
 from bot.domain.states import StepStatus
 from bot.domain.steps import StepName
 
@@ -32,3 +36,72 @@ async def test_lease_is_exclusive_until_it_expires(
     async with bot_sessionmaker() as s, s.begin():
         assert not await repo_runs.renew_lease(s, execution_id, "replica-a", 30)
         assert await repo_runs.renew_lease(s, execution_id, "replica-b", 30)
+
+
+async def _running_execution(sessions: async_sessionmaker[AsyncSession]) -> str:
+    async with sessions() as s, s.begin():
+        run = await repo_runs.create_run(s, initiator_id="U1", initiator_name="alice",
+                                         reason="r", source="slack", channel_id="C1")
+        assert not isinstance(run, repo_runs.ActiveRunExists)
+        ex = await repo_runs.create_step_execution(s, str(run.id), StepName.BACKUP, 1, {}, "fp")
+        await repo_runs.set_execution_status(s, ex.id, StepStatus.RUNNING)
+        return str(ex.id)
+
+
+async def test_no_replica_clock_enters_lease_sql(bot_db_url: str) -> None:
+    """A replica whose clock is off by minutes judges leases exactly as the others do: every
+    instant in lease SQL is the database server's; the replica sends only seconds."""
+    engine = make_engine(bot_db_url)
+    sent: list[tuple[str, object]] = []
+
+    def record(_conn: object, _cursor: object, statement: str, parameters: object,
+               _context: object, _many: bool) -> None:
+        sent.append((statement, parameters))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    sessions = make_sessionmaker(engine)
+    try:
+        execution_id = await _running_execution(sessions)
+        sent.clear()
+        async with sessions() as s, s.begin():
+            assert await repo_runs.claim_lease(s, execution_id, "replica-a", 600)
+            assert await repo_runs.renew_lease(s, execution_id, "replica-a", 600)
+            assert await repo_runs.find_orphaned_running(s) == []
+            await repo_runs.expire_lease(s, execution_id)
+            assert len(await repo_runs.find_orphaned_running(s)) == 1
+            await repo_runs.release_lease(s, execution_id, "replica-a")
+    finally:
+        await engine.dispose()
+    lease_sql = [(sql, params) for sql, params in sent if "lease_expires_at" in sql]
+    assert len(lease_sql) == 6  # claim, renew, two orphan searches, expire, release
+    for sql, params in lease_sql:
+        values = list(params.values() if isinstance(params, dict) else params or ())
+        assert not [v for v in values if isinstance(v, datetime | date | time)], sql
+    judged = [sql for sql, params in lease_sql if None not in list(params or ())]  # not release
+    assert len(judged) == 5 and all("clock_timestamp()" in sql for sql in judged), judged
+
+
+async def test_lease_expiry_is_counted_on_the_database_clock_in_any_time_zone(
+    bot_sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """Replicas in different time zones (one at UTC+14, one at UTC-10) agree on who holds a
+    lease and when it lapses: the expiry is an instant on the server's clock."""
+    execution_id = await _running_execution(bot_sessionmaker)
+    async with bot_sessionmaker() as s, s.begin():
+        await s.execute(text("SET LOCAL TIME ZONE 'Pacific/Kiritimati'"))
+        assert await repo_runs.claim_lease(s, execution_id, "replica-east", 600)
+    async with bot_sessionmaker() as s, s.begin():
+        await s.execute(text("SET LOCAL TIME ZONE 'America/Adak'"))
+        left = (await s.execute(text(
+            "SELECT extract(epoch FROM lease_expires_at - clock_timestamp()) "
+            "FROM step_executions WHERE id = :id"), {"id": execution_id})).scalar_one()
+        assert 590 < float(left) <= 600
+        assert not await repo_runs.claim_lease(s, execution_id, "replica-west", 600)
+        assert await repo_runs.find_orphaned_running(s) == []
+    async with bot_sessionmaker() as s, s.begin():
+        await s.execute(text("SET LOCAL TIME ZONE 'America/Adak'"))
+        await repo_runs.expire_lease(s, execution_id)
+    async with bot_sessionmaker() as s, s.begin():
+        await s.execute(text("SET LOCAL TIME ZONE 'Pacific/Kiritimati'"))
+        assert [str(e.id) for e in await repo_runs.find_orphaned_running(s)] == [execution_id]
+        assert await repo_runs.claim_lease(s, execution_id, "replica-west", 600)

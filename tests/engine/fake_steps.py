@@ -28,6 +28,7 @@ class ScriptedStep:
     fail_times: int = 0
     lines: int = 3
     hold: asyncio.Event | None = None  # run waits for this when set
+    outcome_facts: dict[str, object] = field(default_factory=dict)  # added to run()'s facts
     runs: int = 0
     entered: asyncio.Event = field(default_factory=asyncio.Event)  # set when run() begins
 
@@ -49,7 +50,8 @@ class ScriptedStep:
             self.fail_times -= 1
             raise StepError(f"{self.name.value} failed on purpose")
         self.done = True
-        return Outcome(summary=f"{self.name.value} done", facts={"runs": self.runs})
+        return Outcome(summary=f"{self.name.value} done",
+                       facts={"runs": self.runs, **self.outcome_facts})
 
 
 def scripted_steps() -> dict[StepName, ScriptedStep]:

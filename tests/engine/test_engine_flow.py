@@ -4,38 +4,18 @@ rejection, recovery. What an engineer would notice: which steps ran, how often, 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-
-import pytest
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db import repo_events, repo_runs
 from bot.domain.events import EventKind, Source
 from bot.domain.states import RunStatus, StepStatus
 from bot.domain.steps import STEP_ORDER, StepName
 from bot.engine.engine import Actor, Click, Engine
-from bot.settings import Settings
-from tests.engine.fake_steps import ScriptedStep, as_steps, scripted_steps
+from tests.engine.fake_steps import ScriptedStep
 
 ALICE = Actor("U_ALICE", "alice", Source.SLACK, authorised=True)
 BOB = Actor("U_BOB", "bob", Source.SLACK, authorised=True)
 CAROL = Actor("U_CAROL", "carol", Source.SLACK, authorised=True)
 MALLORY = Actor("U_MALLORY", "mallory", Source.SLACK, authorised=False)
-
-
-@pytest.fixture
-def steps() -> dict[StepName, ScriptedStep]:
-    return scripted_steps()
-
-
-@pytest.fixture
-async def engine(
-    bot_sessionmaker: async_sessionmaker[AsyncSession], steps: dict[StepName, ScriptedStep]
-) -> AsyncIterator[Engine]:
-    settings = Settings(_env_file=None, step_timeout_seconds=30)  # type: ignore[call-arg]
-    engine = Engine(bot_sessionmaker, settings, as_steps(steps), replica_id="test-replica")
-    yield engine
-    await engine.shutdown()
 
 
 async def waiting_click(engine: Engine, run_id: str, step: StepName, actor: Actor) -> Click:

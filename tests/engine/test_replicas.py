@@ -13,7 +13,8 @@ from bot.settings import Settings
 from tests.engine.fake_steps import as_steps, scripted_steps
 from tests.engine.test_engine_flow import BOB, CAROL, start, waiting_click
 
-SETTINGS = Settings(_env_file=None, step_timeout_seconds=30)  # type: ignore[call-arg]
+SETTINGS = Settings(_env_file=None, step_timeout_seconds=30,  # type: ignore[call-arg]
+                    step_lease_seconds=1.0)
 
 
 async def test_one_executor_and_takeover_after_the_lease_expires(
@@ -24,8 +25,6 @@ async def test_one_executor_and_takeover_after_the_lease_expires(
     steps[StepName.BACKUP].hold = hold
     first = Engine(bot_sessionmaker, SETTINGS, as_steps(steps), replica_id="replica-a")
     second = Engine(bot_sessionmaker, SETTINGS, as_steps(steps), replica_id="replica-b")
-    for engine in (first, second):
-        engine.executor.lease_seconds = 1.0
     try:
         run_id = await start(first)
         await first.approve(await waiting_click(first, run_id, StepName.BACKUP, BOB))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.domain.ledgers import NotificationRecord, NotificationStatus
+from bot.domain.memory_ledgers import MemoryNotificationLedger, MemoryRotationLedger
 from bot.domain.step_protocol import StepContext, StepError
 from bot.rehearsal.postgres import free_port
 from bot.urls import libpq_url
@@ -20,7 +22,12 @@ from steps.email_clients import EmailClientsStep
 from steps.rotate_keys import RotateKeysStep
 from tests.fixtures.sandbox import SandboxSeed
 from tests.fixtures.smtp import SmtpServer
-from tests.steps.conftest import memory_context, owned_rows, sql_context
+from tests.steps.conftest import (
+    add_assistants_only_client,
+    memory_context,
+    owned_rows,
+    sql_context,
+)
 from tests.steps.sandbox_settings import sandbox_settings
 
 S = NotificationStatus
@@ -266,3 +273,117 @@ async def test_nothing_to_email_on_a_target_without_clients(
         await conn.close()
     check = await EmailClientsStep().check(ctx)
     assert check.done and check.reason == "the target has no clients to email"
+
+
+# --- bad data never stalls the step ------------------------------------------------------
+
+HANG_GUARD_SECONDS = 120  # not a measurement: a stalled step fails the test instead of hanging
+
+
+async def hostile_directory(seed: SandboxSeed, url: str, path: Path) -> tuple[
+        list[tuple[str, str]], list[str]]:
+    """A directory of the seed's clients and four more, where half the addresses are hostile.
+    Returns the good (hash, address) pairs and the hashes whose row is refused."""
+    clients = [c.key_hash for c in seed.result.clients]
+    clients += [await add_assistants_only_client(url) for _ in range(4)]
+    good = [(clients[0], "one@example.test"), (clients[1], "two@example.test"),
+            (clients[2], "three@example.test"), (clients[9], "ten@example.test")]
+    bad = {clients[3]: "(x@y.zz", clients[4]: "x@[y.zz", clients[5]: "a:b@c.de",
+           clients[6]: "seven@example.test\r\nBcc: all@example.test", clients[7]: ""}
+    lines = ["name,email,api_key_sha256", *(f"Good {n},{a},{h}" for n, (h, a) in enumerate(good))]
+    lines += [f'Bad {n},"{a}",{h}' for n, (h, a) in enumerate(bad.items())]
+    lines.append(f"Good again,two@example.test,{clients[1]}")  # a duplicate row
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return good, list(bad)
+
+
+@pytest.mark.parametrize("mailer", ["smtp", "outbox"])
+async def test_hostile_addresses_are_refused_and_every_good_client_is_mailed_once(
+    mailer: str, phase2_target_url: str, sandbox_seed: SandboxSeed, tmp_path: Path,
+    smtp_server: SmtpServer,
+) -> None:
+    directory = tmp_path / "clients.csv"
+    good, bad = await hostile_directory(sandbox_seed, phase2_target_url, directory)
+    values: dict[str, Any] = {"client_directory": directory, "email_concurrency": 3}
+    if mailer == "smtp":
+        values.update(mailer="smtp", smtp_host=smtp_server.host, smtp_port=smtp_server.port)
+    ctx = memory_context(sandbox_settings(phase2_target_url, tmp_path, **values))
+    plan = await EmailClientsStep().plan(ctx)
+    assert plan.facts["recipients"] == 4
+    assert [w.split(":")[0] for w in plan.warnings] == ["line 6", "line 7", "line 8", "line 9",
+                                                       "line 11"]
+    await rotate(ctx)
+    lines: list[str] = []
+    async with asyncio.timeout(HANG_GUARD_SECONDS):
+        outcome = await EmailClientsStep().run(ctx, lines.append)
+
+    if mailer == "smtp":
+        received = sorted(str(m["To"]) for m in smtp_server.messages)
+    else:
+        received = sorted(
+            line.removeprefix("To: ") for eml in (tmp_path / "outbox").iterdir()
+            for line in eml.read_text().splitlines() if line.startswith("To: "))
+    assert received == sorted(address for _, address in good), "each good client once"
+    assert outcome.facts["sent"] == 4 and outcome.facts["directory_refused"] == 6
+    assert "6 directory rows refused" in outcome.summary
+    mapping = await ctx.rotations.mapping(ctx.run_id)
+    assert len(mapping) == 10 and set(bad) <= set(mapping)
+    assert sorted(outcome.facts["no_contact"]) == sorted(
+        h[:8] for h in mapping if h not in dict(good)), "the refused ones are reported"
+    assert any(line.startswith("client directory: line 8: email 'a:b@c.de'") for line in lines)
+    records = await ctx.notifications.records(ctx.run_id)
+    assert not [h for h, r in records.items() if r.status is S.SENDING], "none left sending"
+
+
+class LedgerThatBreaks(MemoryNotificationLedger):
+    """The bot database going away mid-step: every write after the first `good` ones fails."""
+
+    def __init__(self, good: int) -> None:
+        super().__init__()
+        self.left = good
+
+    async def save(self, run_id: str, *records: NotificationRecord) -> None:
+        if self.left <= 0:
+            raise ConnectionResetError("the bot database closed the connection")
+        self.left -= 1
+        await super().save(run_id, *records)
+
+
+async def test_a_ledger_that_cannot_be_written_fails_the_step_cleanly(
+    phase2_target_url: str, sandbox_seed: SandboxSeed, tmp_path: Path, smtp_server: SmtpServer,
+) -> None:
+    settings = sandbox_settings(phase2_target_url, tmp_path, email_concurrency=2,
+                                **smtp_settings(smtp_server, sandbox_seed))
+    ledger = LedgerThatBreaks(good=3)  # the no-contact mark, then two clients' `sending`
+    ctx = StepContext(str(uuid.uuid4()), settings, MemoryRotationLedger(), ledger)
+    await rotate(ctx)
+    async with asyncio.timeout(HANG_GUARD_SECONDS):
+        with pytest.raises(StepError, match=r"^the notification ledger could not be written "
+                                            r"\(ConnectionResetError: the bot database"):
+            await EmailClientsStep().run(ctx, lambda _line: None)
+    records = await ledger.records(ctx.run_id)
+    marked = {r.email for r in records.values() if r.status is S.SENDING}
+    received = [str(m["To"]) for m in smtp_server.messages]
+    assert set(received) <= marked, "nobody is mailed without a `sending` mark first"
+    assert len(received) == len(set(received)) <= 2
+
+
+async def test_an_error_for_one_client_at_delivery_fails_that_client_alone(
+    phase2_target_url: str, sandbox_seed: SandboxSeed, tmp_path: Path,
+) -> None:
+    """The outbox cannot write one client's file; the others are written, none left sending."""
+    ctx = memory_context(sandbox_settings(phase2_target_url, tmp_path, email_concurrency=2,
+                                          client_directory=sandbox_seed.directory_csv))
+    await rotate(ctx)
+    contacts = [c for c in sandbox_seed.result.clients if c.has_contact]
+    blocked = contacts[2]
+    (tmp_path / "outbox" / f"{ctx.run_id[:8]}-{blocked.key_hash[:12]}.eml").mkdir(parents=True)
+    async with asyncio.timeout(HANG_GUARD_SECONDS):
+        with pytest.raises(StepError, match=r"^1 of 5 emails failed: "
+                                            + blocked.key_hash[:8] + r": IsADirectoryError"):
+            await EmailClientsStep().run(ctx, lambda _line: None)
+    records = await ctx.notifications.records(ctx.run_id)
+    assert records[blocked.key_hash].status is S.FAILED
+    assert sorted(r.status for h, r in records.items() if h != blocked.key_hash
+                  and h in {c.key_hash for c in contacts}) == [S.SENT] * 4
+    assert not [h for h, r in records.items() if r.status is S.SENDING]

@@ -118,7 +118,7 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return cert, key
 
 
-@pytest.mark.parametrize("security", ["starttls", "tls"])
+@pytest.mark.parametrize("security", ["auto", "starttls", "tls"])
 async def test_smtp_over_tls_verifies_the_server(
     security: str, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -126,8 +126,9 @@ async def test_smtp_over_tls_verifies_the_server(
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     handler = RecordingHandler()
+    # require_starttls: the server refuses mail before the upgrade, so delivery proves it.
     options: dict[str, Any] = ({"tls_context": context, "require_starttls": True}
-                               if security == "starttls" else {"ssl_context": context})
+                               if security in ("auto", "starttls") else {"ssl_context": context})
     controller = Controller(handler, hostname="127.0.0.1", port=free_port(), **options)
     controller.start()
     try:
@@ -143,6 +144,18 @@ async def test_smtp_over_tls_verifies_the_server(
     finally:
         controller.stop()
     assert [m["To"] for m in handler.messages] == ["second@example.test"]
+
+
+async def test_the_default_security_sends_plaintext_only_when_no_starttls_is_offered(
+    smtp_server: SmtpServer,
+) -> None:
+    """`auto` is the default: against a server without STARTTLS it still delivers."""
+    settings = smtp(smtp_server.host, smtp_server.port)
+    assert settings.smtp_security == "auto"
+    mailer = build_mailer(settings, "run")
+    await mailer.send(message("plain@example.test"))
+    await mailer.close()
+    assert [m["To"] for m in smtp_server.messages] == ["plain@example.test"]
 
 
 async def test_outbox_writes_one_eml_per_message_atomically(tmp_path: Path) -> None:
@@ -169,13 +182,46 @@ async def test_directory_csv_lowercases_and_reports_bad_lines_by_number(tmp_path
         "Broken,nobody,{HASH_B}\n"
         f"Short,s@x.test,{HASH_B[:10]}\n"
         "\n"
-        f"Acme again,other@acme.test,{HASH_A}\n"
+        f"Acme again,ops@ACME.test,{HASH_A}\n"
         f",b@bee.test,{HASH_B}\n"))
     directory = await load_directory(settings)
     assert {h: (c.name, c.email) for h, c in directory.contacts.items()} == {
         HASH_A: ("Acme", "ops@acme.test"), HASH_B: ("b@bee.test", "b@bee.test")}
     assert [p.split(":")[0] for p in directory.problems] == ["line 3", "line 4", "line 6"]
-    assert "already listed on line 2" in directory.problems[2]
+    assert "already listed on line 2; kept the first" in directory.problems[2]
+
+
+async def test_directory_refuses_every_address_that_is_not_one_plain_mailbox(
+    tmp_path: Path,
+) -> None:
+    """Each of these once reached the mailer: `a:b@c.de` was delivered to b@c.de, `(x@y.zz`
+    and `x@[y.zz` raised inside a worker. Lines are numbered where each row starts."""
+    hashes = [f"{n:064x}" for n in range(1, 12)]
+    rows = ["name,email,api_key_sha256",
+            f"Good,good@example.com,{hashes[0]}",            # line 2
+            f"Paren,(x@y.zz,{hashes[1]}",                   # line 3
+            f"Bracket,x@[y.zz,{hashes[2]}",                 # line 4
+            f"Group,a:b@c.de,{hashes[3]}",                  # line 5
+            f'Break,"x@example.com\r\nBcc: all@example.com",{hashes[4]}',  # lines 6-7
+            f"Empty,,{hashes[5]}",                          # line 8
+            f"Named,Eve <eve@example.com>,{hashes[6]}",     # line 9
+            f"Unicode,zoë@example.com,{hashes[7]}",         # line 10
+            f"Good again,good@example.com,{hashes[0]}",     # line 11: same hash, same address
+            f"Two,one@example.com,{hashes[8]}",             # line 12
+            f"Two,two@example.com,{hashes[8]}",             # line 13: same hash, another address
+            f"Idn,ops@bücher.example,{hashes[9]}"]          # line 14
+    directory = await load_directory(write_csv(tmp_path / "c.csv", "\n".join(rows) + "\n"))
+    assert {h: c.email for h, c in directory.contacts.items()} == {
+        hashes[0]: "good@example.com", hashes[9]: "ops@xn--bcher-kva.example"}
+    numbered = {p.split(":")[0]: p for p in directory.problems}
+    assert list(numbered) == [f"line {n}" for n in (3, 4, 5, 6, 8, 9, 10, 11, 13)]
+    assert "'(x@y.zz' is not an address" in numbered["line 3"]
+    assert "'x@[y.zz' is not an address" in numbered["line 4"]
+    assert "'a:b@c.de' is not an address" in numbered["line 5"]
+    assert "holds a line break" in numbered["line 6"]
+    assert "is empty" in numbered["line 8"]
+    assert "kept the first" in numbered["line 11"]
+    assert "another address; neither is emailed" in numbered["line 13"]
 
 
 async def test_directory_csv_header_and_file_problems_are_one_sentence(tmp_path: Path) -> None:
@@ -201,7 +247,8 @@ async def test_directory_from_a_query_on_the_target(empty_db_url: str) -> None:
     directory = await load_directory(settings_for(target_database_url=empty_db_url,
                                                   client_directory_query=query))
     assert {h: c.email for h, c in directory.contacts.items()} == {HASH_A: "ops@acme.test"}
-    assert directory.problems == ["query row 2: email 'not-an-address' is not an address"]
+    assert directory.problems == ["query row 2: email 'not-an-address' is not an address: "
+                                  "An email address must have an @-sign."]
     with pytest.raises(StepError, match="must return the columns name,email,api_key_sha256"):
         await load_directory(settings_for(target_database_url=empty_db_url,
                                           client_directory_query="SELECT label FROM customers"))

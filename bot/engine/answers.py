@@ -1,0 +1,43 @@
+"""What fronts hand the engine (who acted, on which button) and what it hands back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.domain.approvals import REFUSAL_TEXT, Refusal
+from bot.domain.events import Source
+
+
+@dataclass(frozen=True)
+class Actor:
+    user_id: str
+    user_name: str
+    source: Source
+    authorised: bool
+
+
+@dataclass(frozen=True)
+class Click:
+    """A button press (or its terminal equivalent) on one step execution."""
+
+    actor: Actor
+    run_id: str
+    execution_id: str
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the front tells the person who acted: accepted, or refused with a kind and why.
+
+    Fronts decide on `refusal` (never on the words); `message` is for people.
+    """
+
+    accepted: bool
+    message: str
+    run_id: str | None = None
+    refusal: Refusal | None = None
+
+    @classmethod
+    def refused(cls, refusal: Refusal, run_id: str | None = None) -> Answer:
+        return cls(False, REFUSAL_TEXT[refusal], run_id=run_id, refusal=refusal)

@@ -1,0 +1,329 @@
+"""The one place that decides what happens next, and writes it with its incident event.
+
+approve -> (quorum) the step starts; a step's result -> done: the next step is put up for
+approval, or the run completes; failed: Retry or Abort; an orphan's check -> done (move on) or
+interrupted. The executor and recovery only report what they saw (`StepResult`,
+`OrphanVerdict`, `StalledRun`); this module turns that into state. Every state change and its
+event share one transaction; a step starts in the same transaction that counts its quorum.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+
+from bot.db import repo_events, repo_runs
+from bot.domain.approvals import ApprovalContext, Refusal, decide_approval
+from bot.domain.events import EventKind, Source
+from bot.domain.states import RETRYABLE_STEP_STATUSES, RunStatus, StepStatus
+from bot.domain.step_protocol import Step
+from bot.domain.steps import STEP_ORDER, StepName, next_step
+from bot.engine.answers import Actor, Answer, Click
+from bot.engine.contexts import StepContexts
+from bot.engine.executor import StepResult
+from bot.engine.journal import Journal
+from bot.engine.plans import plan_to_json, safe_plan
+from bot.engine.recovery import OrphanVerdict, StalledRun
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+StartExecution = Callable[[str], None]
+
+
+class Transitions:
+    def __init__(
+        self, journal: Journal, contexts: StepContexts, steps: Mapping[StepName, Step],
+        settings: Settings, replica_id: str, start_execution: StartExecution,
+    ) -> None:
+        self.journal = journal
+        self.contexts = contexts
+        self.steps = steps
+        self.settings = settings
+        self.replica_id = replica_id
+        self.start_execution = start_execution
+
+    @property
+    def lease_seconds(self) -> float:
+        return self.settings.step_lease_seconds
+
+    # --- starting ---------------------------------------------------------------------------
+
+    async def start_run(self, actor: Actor, reason: str, channel_id: str | None) -> Answer:
+        if not actor.authorised:
+            await self._record_refusal(None, actor, Refusal.NOT_AUTHORISED, None)
+            return Answer.refused(Refusal.NOT_AUTHORISED)
+        async with self.journal.sessions() as session, session.begin():
+            created = await repo_runs.create_run(
+                session,
+                initiator_id=actor.user_id,
+                initiator_name=actor.user_name,
+                reason=reason,
+                source=actor.source.value,
+                channel_id=channel_id,
+            )
+            if isinstance(created, repo_runs.ActiveRunExists):
+                existing = str(created.run.id)
+                await repo_events.append_event(
+                    session, existing, actor.user_id, actor.source, EventKind.REFUSED, None,
+                    {"why": "another rollback is active", "attempted_reason": reason},
+                )
+                return Answer.refused(Refusal.ANOTHER_RUN_ACTIVE, run_id=existing)
+            run_id = str(created.id)
+            await repo_events.append_event(
+                session, run_id, actor.user_id, actor.source, EventKind.RUN_STARTED, None,
+                {"reason": reason, "initiator_name": actor.user_name},
+            )
+        self.journal.changed(run_id)
+        await self.prepare_step(run_id, STEP_ORDER[0], attempt=1)
+        return Answer(True, "rollback started", run_id=run_id)
+
+    async def prepare_step(self, run_id: str, step: StepName, attempt: int) -> None:
+        """Compute the step's live plan and put it up for approval."""
+        plan = await safe_plan(self.steps[step], await self.contexts.for_run(run_id))
+        async with self.journal.sessions() as session, session.begin():
+            execution = await repo_runs.create_step_execution(
+                session, run_id, step, attempt, plan_to_json(plan), plan.fingerprint
+            )
+            await repo_runs.set_current_step(session, run_id, step)
+            await repo_events.append_event(
+                session, run_id, "bot", Source.BOT, EventKind.PLAN_SHOWN, step,
+                {"execution_id": str(execution.id), "attempt": attempt,
+                 "summary": plan.summary, "fingerprint": plan.fingerprint},
+            )
+        self.journal.changed(run_id)
+
+    # --- approvals --------------------------------------------------------------------------
+
+    async def approve(self, click: Click) -> Answer:
+        async with self.journal.sessions() as session:
+            execution = await repo_runs.get_execution(session, click.execution_id)
+        if execution is None or str(execution.run_id) != click.run_id:
+            return Answer.refused(Refusal.STALE_BUTTON)
+        step = StepName(execution.step)
+        run_id = str(execution.run_id)
+        fresh = None
+        if StepStatus(execution.status) is StepStatus.AWAITING_APPROVAL:
+            fresh = await safe_plan(self.steps[step], await self.contexts.for_run(run_id))
+        started = False
+        async with self.journal.sessions() as session, session.begin():
+            execution = await repo_runs.get_execution(session, click.execution_id, for_update=True)
+            assert execution is not None
+            run = await repo_runs.get_run(session, run_id)
+            assert run is not None
+            latest = await repo_runs.latest_execution(session, run_id, step)
+            status = StepStatus(execution.status)
+            if (
+                fresh is not None
+                and status is StepStatus.AWAITING_APPROVAL
+                and fresh.fingerprint != execution.plan_fingerprint
+            ):
+                voided = await repo_runs.replace_plan(
+                    session, execution.id, plan_to_json(fresh), fresh.fingerprint
+                )
+                await repo_events.append_event(
+                    session, run_id, "bot", Source.BOT, EventKind.APPROVALS_VOIDED, step,
+                    {"execution_id": str(execution.id), "voided": voided,
+                     "old_fingerprint": execution.plan_fingerprint,
+                     "new_fingerprint": fresh.fingerprint, "summary": fresh.summary},
+                )
+            approvers = await repo_runs.approvers(session, execution.id)
+            decision = decide_approval(
+                ApprovalContext(
+                    user_id=click.actor.user_id,
+                    authorised=click.actor.authorised,
+                    initiator_id=run.initiator_id,
+                    allow_self_approval=self.settings.allow_self_approval,
+                    step_status=status if RunStatus(run.status) is RunStatus.ACTIVE
+                    else StepStatus.ABORTED,
+                    existing_approvers=frozenset(a.user_id for a in approvers),
+                    button_execution_id=click.execution_id,
+                    current_execution_id=str(latest.id) if latest else "",
+                    button_fingerprint=click.fingerprint,
+                    current_fingerprint=execution.plan_fingerprint,
+                )
+            )
+            if decision.refusal is not None:
+                await repo_events.append_event(
+                    session, run_id, click.actor.user_id, click.actor.source, EventKind.REFUSED,
+                    step, {"execution_id": click.execution_id, "why": decision.refusal.value,
+                           "user_name": click.actor.user_name},
+                )
+                answer = Answer.refused(decision.refusal, run_id=run_id)
+            else:
+                result = await repo_runs.add_approval(
+                    session, execution.id, click.actor.user_id, click.actor.user_name,
+                    click.fingerprint, click.actor.source.value,
+                )
+                if result.inserted:
+                    await repo_events.append_event(
+                        session, run_id, click.actor.user_id, click.actor.source,
+                        EventKind.APPROVAL_GIVEN, step,
+                        {"execution_id": click.execution_id, "user_name": click.actor.user_name,
+                         "count": len(result.approvers)},
+                    )
+                if result.started:
+                    # Leased in the same transaction, so no watcher ever sees it orphaned.
+                    await repo_runs.claim_lease(
+                        session, str(execution.id), self.replica_id, self.lease_seconds
+                    )
+                    await repo_events.append_event(
+                        session, run_id, "bot", Source.BOT, EventKind.STEP_STARTED, step,
+                        {"execution_id": click.execution_id,
+                         "approvers": [a.user_name for a in result.approvers]},
+                    )
+                started = result.started
+                answer = (Answer(True, "approved", run_id=run_id) if result.inserted
+                          else Answer.refused(Refusal.ALREADY_APPROVED, run_id=run_id))
+        self.journal.changed(run_id)
+        if started:
+            self.start_execution(click.execution_id)
+        return answer
+
+    async def reject(self, click: Click, reason: str) -> Answer:
+        return await self._stop_run(click, reason, EventKind.STEP_REJECTED, StepStatus.REJECTED,
+                                    allowed={StepStatus.AWAITING_APPROVAL})
+
+    async def abort(self, click: Click, reason: str) -> Answer:
+        return await self._stop_run(click, reason, EventKind.RUN_ABORTED, StepStatus.ABORTED,
+                                    allowed=set(RETRYABLE_STEP_STATUSES)
+                                    | {StepStatus.AWAITING_APPROVAL})
+
+    async def _stop_run(
+        self, click: Click, reason: str, kind: EventKind, new_status: StepStatus,
+        allowed: set[StepStatus],
+    ) -> Answer:
+        if not click.actor.authorised:
+            await self._record_refusal(click.run_id, click.actor, Refusal.NOT_AUTHORISED, None)
+            return Answer.refused(Refusal.NOT_AUTHORISED)
+        async with self.journal.sessions() as session, session.begin():
+            execution = await repo_runs.get_execution(session, click.execution_id, for_update=True)
+            if execution is None or str(execution.run_id) != click.run_id:
+                return Answer.refused(Refusal.STALE_BUTTON)
+            latest = await repo_runs.latest_execution(session, click.run_id, execution.step)
+            status = StepStatus(execution.status)
+            if latest is None or latest.id != execution.id or status not in allowed:
+                return Answer.refused(Refusal.NOT_WAITING)
+            await repo_runs.set_execution_status(session, execution.id, new_status)
+            await repo_runs.finish_run(session, click.run_id, RunStatus.ABORTED, reason)
+            await repo_events.append_event(
+                session, click.run_id, click.actor.user_id, click.actor.source, kind,
+                execution.step, {"execution_id": click.execution_id, "reason": reason,
+                                 "user_name": click.actor.user_name},
+            )
+        self.journal.changed(click.run_id)
+        return Answer(True, "rollback stopped", run_id=click.run_id)
+
+    async def retry(self, click: Click) -> Answer:
+        if not click.actor.authorised:
+            await self._record_refusal(click.run_id, click.actor, Refusal.NOT_AUTHORISED, None)
+            return Answer.refused(Refusal.NOT_AUTHORISED)
+        async with self.journal.sessions() as session, session.begin():
+            execution = await repo_runs.get_execution(session, click.execution_id, for_update=True)
+            run = await repo_runs.get_run(session, click.run_id)
+            if execution is None or run is None or str(execution.run_id) != click.run_id:
+                return Answer.refused(Refusal.STALE_BUTTON)
+            latest = await repo_runs.latest_execution(session, click.run_id, execution.step)
+            if (
+                latest is None or latest.id != execution.id
+                or StepStatus(execution.status) not in RETRYABLE_STEP_STATUSES
+                or RunStatus(run.status) is not RunStatus.ACTIVE
+            ):
+                return Answer.refused(Refusal.NOT_WAITING)
+            step, attempt = StepName(execution.step), execution.attempt + 1
+            await repo_events.append_event(
+                session, click.run_id, click.actor.user_id, click.actor.source,
+                EventKind.RETRY_REQUESTED, step,
+                {"execution_id": click.execution_id, "user_name": click.actor.user_name,
+                 "next_attempt": attempt},
+            )
+        await self.prepare_step(click.run_id, step, attempt)
+        return Answer(True, f"retry of attempt {attempt - 1} needs two fresh approvals",
+                      run_id=click.run_id)
+
+    async def _record_refusal(
+        self, run_id: str | None, actor: Actor, refusal: Refusal, step: StepName | None
+    ) -> None:
+        if run_id is None:
+            log.info("refused %s (%s): %s", actor.user_name, actor.user_id, refusal.value)
+            return
+        async with self.journal.sessions() as session, session.begin():
+            await repo_events.append_event(
+                session, run_id, actor.user_id, actor.source, EventKind.REFUSED, step,
+                {"why": refusal.value, "user_name": actor.user_name},
+            )
+
+    # --- what the executor and recovery report ----------------------------------------------
+
+    async def step_finished(self, result: StepResult) -> None:
+        """Record how a step ended; a done step moves the run on."""
+        kind = {
+            StepStatus.SUCCEEDED: EventKind.STEP_SUCCEEDED,
+            StepStatus.ALREADY_DONE: EventKind.STEP_ALREADY_DONE,
+        }.get(result.status, EventKind.STEP_FAILED)
+        async with self.journal.sessions() as session, session.begin():
+            finished = await repo_runs.finish_execution(
+                session, result.execution_id, result.status, result.facts,
+                result.summary if kind is EventKind.STEP_FAILED else None, result.summary,
+                owner=self.replica_id,
+            )
+            if finished:
+                await repo_events.append_event(
+                    session, result.run_id, "bot", Source.BOT, kind, result.step,
+                    {"execution_id": result.execution_id, "summary": result.summary,
+                     "facts": result.facts, "error_tail": result.error_tail},
+                )
+        if not finished:
+            log.warning("%s of run %s ended here (%s) but this replica no longer holds it: "
+                        "not recorded", result.step.value, result.run_id, result.status.value)
+            return
+        self.journal.changed(result.run_id)
+        if result.status in (StepStatus.SUCCEEDED, StepStatus.ALREADY_DONE):
+            await self.advance(result.run_id, result.step)
+
+    async def orphan_examined(self, verdict: OrphanVerdict) -> None:
+        """A step whose replica died: done -> move on; not in place -> interrupted."""
+        done, reason = verdict.done, verdict.reason
+        status = StepStatus.ALREADY_DONE if done else StepStatus.INTERRUPTED
+        summary = (f"the bot stopped while this step ran; its effect is in place ({reason})"
+                   if done else
+                   f"the bot stopped while this step ran and its effect is not in place "
+                   f"({reason}); Retry needs two fresh approvals")
+        async with self.journal.sessions() as session, session.begin():
+            if not await repo_runs.finish_execution(
+                session, verdict.execution_id, status, {"recovered": True, "check": reason},
+                None if done else summary, summary, owner=self.replica_id,
+            ):
+                return  # taken over meanwhile: whoever holds it now decides
+            await repo_events.append_event(
+                session, verdict.run_id, "bot", Source.BOT,
+                EventKind.STEP_ALREADY_DONE if done else EventKind.STEP_INTERRUPTED,
+                verdict.step,
+                {"execution_id": verdict.execution_id, "summary": summary, "check": reason},
+            )
+        self.journal.changed(verdict.run_id)
+        log.warning("recovered %s of run %s: %s", verdict.step.value, verdict.run_id,
+                    status.value)
+        if done:
+            await self.advance(verdict.run_id, verdict.step)
+
+    async def resume_stalled(self, stalled: StalledRun) -> None:
+        """A run whose next step was never put up (the bot died in between)."""
+        if stalled.last_done is None:
+            await self.prepare_step(stalled.run_id, STEP_ORDER[0], attempt=1)
+        else:
+            await self.advance(stalled.run_id, stalled.last_done)
+
+    async def advance(self, run_id: str, finished: StepName) -> None:
+        following = next_step(finished)
+        if following is not None:
+            await self.prepare_step(run_id, following, attempt=1)
+            return
+        async with self.journal.sessions() as session, session.begin():
+            await repo_runs.finish_run(session, run_id, RunStatus.COMPLETED, None)
+            await repo_events.append_event(
+                session, run_id, "bot", Source.BOT, EventKind.RUN_COMPLETED, None, {}
+            )
+        self.journal.changed(run_id)
+
+

@@ -1,0 +1,75 @@
+"""Every SQL statement run on the TARGET database, each under a name that says what it asks.
+
+The service's schema (`sessions`, `assistants`, `alembic_version`) is not ours: when it changes,
+this is the one module to read and fix. Statements are plain strings for asyncpg (`$1`
+placeholders); a statement built around a table name is a small function of that name.
+Step 4's own statements (work table, page ranges) live here too, under the same rule.
+"""
+
+from __future__ import annotations
+
+# --- the server ---------------------------------------------------------------------------
+
+SERVER_VERSION_NUM_SQL = "SHOW server_version_num"
+DATABASE_SIZE_SQL = "SELECT pg_database_size(current_database())"
+
+# --- the service's Alembic history --------------------------------------------------------
+
+ALEMBIC_TABLE_EXISTS_SQL = "SELECT to_regclass('alembic_version') IS NOT NULL"
+ALEMBIC_REVISIONS_SQL = "SELECT version_num FROM alembic_version"
+
+# $1 table, $2 column, in the connection's current schema.
+COLUMN_EXISTS_SQL = """
+    SELECT EXISTS (SELECT 1 FROM information_schema.columns
+                    WHERE table_schema = current_schema() AND table_name = $1
+                      AND column_name = $2)
+"""
+
+# --- privileges -----------------------------------------------------------------------------
+
+# $1 the work schema. May this user create it, or create in it when it already exists?
+WORK_SCHEMA_PRIVILEGE_SQL = """
+    SELECT current_user AS user_name, current_database() AS database_name,
+           has_database_privilege(current_database(), 'CREATE')
+           OR EXISTS (SELECT 1 FROM pg_namespace
+                       WHERE nspname = $1 AND has_schema_privilege(oid, 'CREATE')) AS allowed
+"""
+
+# --- clients: the owners of sessions and assistants ---------------------------------------
+
+# Every distinct hash that owns a row: the clients (before step 4, by their OLD hash).
+OWNER_HASHES_SQL = """
+    SELECT owner_api_key_hash AS hash FROM sessions WHERE owner_api_key_hash IS NOT NULL
+    UNION
+    SELECT owner_api_key_hash FROM assistants WHERE owner_api_key_hash IS NOT NULL
+"""
+
+# $1 new hashes -> (hash, key): a client's key, read from whichever row holds it (all agree).
+KEYS_BY_NEW_HASH_SQL = """
+    SELECT DISTINCT ON (hash) hash, key FROM (
+        SELECT owner_api_key_hash AS hash, owner_api_key AS key FROM sessions
+         WHERE owner_api_key_hash = ANY($1) AND owner_api_key IS NOT NULL
+        UNION ALL
+        SELECT owner_api_key_hash, owner_api_key FROM assistants
+         WHERE owner_api_key_hash = ANY($1) AND owner_api_key IS NOT NULL
+    ) keyed ORDER BY hash
+"""
+
+# $1 sample size -> (hash, key) of that many random clients that already carry a new key.
+SAMPLE_KEYED_CLIENTS_SQL = """
+    SELECT hash, key FROM (
+        SELECT DISTINCT ON (owner_api_key_hash) owner_api_key_hash AS hash, owner_api_key AS key
+        FROM (SELECT owner_api_key_hash, owner_api_key FROM sessions
+              WHERE owner_api_key IS NOT NULL AND owner_api_key_hash IS NOT NULL
+              UNION ALL
+              SELECT owner_api_key_hash, owner_api_key FROM assistants
+              WHERE owner_api_key IS NOT NULL AND owner_api_key_hash IS NOT NULL) owned
+        ORDER BY owner_api_key_hash, owner_api_key
+    ) clients ORDER BY random() LIMIT $1
+"""
+
+# $1 hashes -> (hash, ids): the session ids each of them owns.
+SESSIONS_OWNED_BY_SQL = """
+    SELECT owner_api_key_hash AS hash, array_agg(id::text) AS ids FROM sessions
+     WHERE owner_api_key_hash = ANY($1::text[]) GROUP BY owner_api_key_hash
+"""
