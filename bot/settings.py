@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     phase3_revisions: CommaList = PHASE3_REVISIONS
     step_timeout_seconds: float = Field(default=1800.0, gt=0)
     step_lease_seconds: float = Field(default=15.0, gt=0)
+    plan_timeout_seconds: float = Field(default=5.0, gt=0)
+    target_lock_timeout_seconds: float = Field(default=5.0, ge=0)
+    target_statement_timeout_seconds: float = Field(default=900.0, ge=0)
 
     # Step 1: backup
     backup_dir: Path = Path("backups")

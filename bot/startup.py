@@ -9,6 +9,7 @@ from bot.db.migrate import current_revision, head_revision
 from bot.db.session import make_engine, make_sessionmaker
 from bot.engine.engine import Engine
 from bot.settings import Settings, SettingsError
+from steps import target_db
 from steps.registry import default_steps
 
 
@@ -28,6 +29,7 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
     assert settings.database_url is not None
     url = settings.database_url.get_secret_value()
     await ensure_schema(url)
+    target_db.configure(settings)
     db = make_engine(url)
     engine = Engine(make_sessionmaker(db), settings, default_steps())
     try:

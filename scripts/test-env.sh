@@ -7,6 +7,8 @@
 #   Docker      DOCKER_HOST, else the private socket unix:///tmp/rb-docker.sock, where a
 #               `dockerd --bridge=none --iptables=false` is started (Debian's docker.io
 #               installed first when absent)
+#   Compose     `docker compose` or `docker-compose` (Debian's docker-compose installed when
+#               neither is), for the deployment example's tests
 #   Redis       127.0.0.1:6379, `redis-server` started (Debian's redis-server installed first
 #               when absent)
 #   image base  debian:trixie-slim for the image tests, made by debootstrap when absent (by
@@ -89,6 +91,16 @@ ensure_docker() {
   SKIPS+=("docker|dockerd did not start (see /tmp/rb-dockerd.log)")
 }
 
+compose_answers() { docker compose version >/dev/null 2>&1 || docker-compose version >/dev/null 2>&1; }
+
+ensure_compose() {  # for the deployment example's tests
+  if compose_answers; then log "Docker Compose: $( (docker compose version 2>/dev/null \
+    || docker-compose version) | head -n 1)"; return; fi
+  apt_install docker-compose && compose_answers && { ensure_compose; return; }
+  SKIPS+=("compose|neither \`docker compose\` nor \`docker-compose\`, and installing Debian's" \
+          "docker-compose needs root")
+}
+
 # --- Redis ---------------------------------------------------------------------------------
 
 redis_up() (  # a PING on 127.0.0.1:6379 answered +PONG (no redis-cli needed)
@@ -155,6 +167,7 @@ report_skips() {
 main() {
   ensure_postgres
   ensure_docker
+  ensure_compose
   ensure_redis
   check_image_base
   report_skips

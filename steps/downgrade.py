@@ -6,7 +6,6 @@ At a Phase 3 revision -> go; already at Phase 2 -> done; anything else (the with
 
 from __future__ import annotations
 
-import os
 import shlex
 from dataclasses import dataclass
 
@@ -63,9 +62,11 @@ async def target_revision(settings: Settings) -> RevisionVerdict:
 
 
 def child_env(settings: Settings) -> dict[str, str]:
+    """What the downgrade is configured with: DOWNGRADE_ENV and the TARGET's DATABASE_URL (on
+    top of the runner's minimal environment; never the bot's own DATABASE_URL or tokens)."""
     url = make_url(settings.target_database_url.get_secret_value())
     database_url = url.set(drivername=settings.downgrade_database_url_scheme)
-    return {**os.environ, **settings.downgrade_env,
+    return {**settings.downgrade_env,
             "DATABASE_URL": database_url.render_as_string(hide_password=False)}
 
 

@@ -60,7 +60,7 @@ class EmailClientsStep:
                    len(with_contact), "already_sent": sent, "uncertain": uncertain,
                    "mailer": s.mailer.value},
             details=(f"Subject: {sample['Subject']}", *sample.get_content().strip().splitlines()),
-            warnings=tuple(directory.problems[:5]),
+            warnings=_refused_rows(directory),
         )
 
     async def check(self, ctx: StepContext) -> CheckResult:
@@ -124,6 +124,14 @@ class EmailClientsStep:
                             + "".join(f" {p}." for p in delivery.problems)
                             + f" ({summary}). Retry sends only to those not yet sent.")
         return Outcome(summary=summary, facts=facts)
+
+
+def _refused_rows(directory: Directory, shown: int = 5) -> tuple[str, ...]:
+    """The plan names the first refused directory rows and counts the rest."""
+    rows = directory.problems
+    more = (f"… and {len(rows) - shown} more refused directory rows (all in the step's output "
+            "and in `rollback-bot check`)",) if len(rows) > shown else ()
+    return (*rows[:shown], *more)
 
 
 async def _owner_hashes(settings: Settings) -> list[str]:

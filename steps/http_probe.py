@@ -2,11 +2,14 @@
 
 A probe never raises for a network problem: "no answer, and why" is a result the restart step
 polls past and the verify step reports. Request headers (an API key) are never part of a
-description, so an answer can be shown in the thread as it is.
+description, so an answer can be shown in the thread as it is. An answer to a request made
+with a real key is shown by `describe_status` only (status and error code): its body may echo
+the key, or hold another client's rows.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -15,6 +18,7 @@ from typing import Any, Self
 import aiohttp
 
 BODY_PREVIEW_CHARS = 200
+ERROR_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")  # an identifier, never free text
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,26 @@ class HttpAnswer:
         if self.status is None:
             return f"no answer ({self.error})"
         return f"answered {self.status}: {str(self.body)[:BODY_PREVIEW_CHARS]}"
+
+    def describe_status(self) -> str:
+        """Status and error code only (`answered 401 (AUTHENTICATION_ERROR)`): for answers to
+        a real key, whose body is never copied anywhere."""
+        if self.status is None:
+            return f"no answer ({self.error})"
+        code = error_code(self.body)
+        return f"answered {self.status}" + (f" ({code})" if code else "")
+
+
+def error_code(body: Any) -> str | None:
+    """`{"error": {"code": X}}` (the service's shape), `{"error": X}` or `{"code": X}`, when X
+    is an identifier; anything else is not copied."""
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    for candidate in (error.get("code") if isinstance(error, dict) else error, body.get("code")):
+        if isinstance(candidate, str) and ERROR_CODE.match(candidate):
+            return candidate
+    return None
 
 
 class HttpProbe:

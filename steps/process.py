@@ -2,6 +2,12 @@
 
 The child gets its own process group so a timeout or a cancel takes down everything it started
 (an `alembic` that spawned a helper, a shell pipeline) and nothing is left running unseen.
+
+It also gets a minimal environment, never the bot's own: PATH, HOME and the locale (plus TZ and
+TMPDIR when set), then only what its step configures for it (PGPASSWORD for pg_dump,
+DOWNGRADE_ENV and the target's DATABASE_URL for the downgrade). The bot's Slack tokens, its SMTP
+password and its own DATABASE_URL live in its environment; a child that prints its environment
+when it fails (the real service's settings do) must have none of them to print.
 """
 
 from __future__ import annotations
@@ -32,6 +38,13 @@ def _die_with_parent() -> None:
     if _LIBC is not None:
         _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 KILL_GRACE_SECONDS = 3.0
+PASSED_TO_CHILDREN = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
+
+
+def child_environment(configured: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The whole environment a child gets: the passed-through basics, then `configured`."""
+    basics = {name: os.environ[name] for name in PASSED_TO_CHILDREN if name in os.environ}
+    return {**basics, **(configured or {})}
 
 
 @dataclass(frozen=True)
@@ -63,11 +76,13 @@ async def run_process(
     argv: Sequence[str], *, emit: OutputSink, cwd: Path | None = None,
     env: Mapping[str, str] | None = None, time_limit: float | None = None,
 ) -> ProcessResult:
+    """Run `argv`; `env` is what the step configures for this child, ADDED to the minimal
+    environment (`child_environment`): the bot's own environment is never passed on."""
     program = resolve_program(argv[0])
     if cwd is not None and not Path(cwd).is_dir():
         raise StepError(f"cannot run {argv[0]!r}: working directory {cwd} does not exist")
     process = await asyncio.create_subprocess_exec(
-        program, *argv[1:], cwd=cwd, env=dict(env) if env is not None else None,
+        program, *argv[1:], cwd=cwd, env=child_environment(env),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
         preexec_fn=_die_with_parent if _LIBC is not None else None,

@@ -221,9 +221,12 @@ class RotateKeysStep:
         return Plan(
             step=self.name,
             summary=clients,
-            facts={"clients": counts["clients"], "sessions": counts["sessions"],
-                   "assistants": counts["assistants"], "batch_pages": s.rotation_batch_pages,
+            # Approved: how many clients get a key, and how. Shown only: the row counts, which
+            # move while the live service writes; the step rewrites whatever rows those clients
+            # own when it runs (and sweeps rows written meanwhile), so they are not the plan.
+            facts={"clients": counts["clients"], "batch_pages": s.rotation_batch_pages,
                    "workers": s.rotation_workers, "key_format": s.key_format.value},
+            volatile={"sessions": counts["sessions"], "assistants": counts["assistants"]},
             details=(clients,
                      f"one new {s.key_format.value} key per client, the same on all its rows; "
                      f"owner_api_key_hash rewritten to the new key's sha256",

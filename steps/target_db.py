@@ -1,7 +1,12 @@
-"""Small read-only questions asked of the target database.
+"""Small read-only questions asked of the target database, and the one way to connect to it.
 
 Each is a probe that a step and `rollback-bot check` both ask: one function per fact, so the
 preflight can never disagree with the rollback about what the target looks like.
+
+Every connection carries a lock timeout and a statement timeout, so a held lock or a stuck
+query on the production target fails a plan, a check or a step with a clear error instead of
+hanging it (`TARGET_LOCK_TIMEOUT_SECONDS`, `TARGET_STATEMENT_TIMEOUT_SECONDS`; `configure`
+applies the settings at startup).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from bot.settings import Settings
 from bot.urls import libpq_url, password_of
 from steps.target_sql import (
     ALEMBIC_REVISIONS_SQL,
@@ -26,11 +32,30 @@ from steps.target_sql import (
 CONNECT_TIMEOUT_SECONDS = 15.0
 
 
+@dataclass(frozen=True)
+class TargetLimits:
+    lock_timeout_seconds: float = 5.0
+    statement_timeout_seconds: float = 900.0
+
+    def server_settings(self) -> dict[str, str]:
+        return {"lock_timeout": f"{int(self.lock_timeout_seconds * 1000)}ms",
+                "statement_timeout": f"{int(self.statement_timeout_seconds * 1000)}ms"}
+
+
+LIMITS = TargetLimits()
+
+
+def configure(settings: Settings) -> None:
+    global LIMITS
+    LIMITS = TargetLimits(settings.target_lock_timeout_seconds,
+                          settings.target_statement_timeout_seconds)
+
+
 @asynccontextmanager
 async def connect(url: str, connect_seconds: float = CONNECT_TIMEOUT_SECONDS
                   ) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(libpq_url(url), password=password_of(url),
-                                 timeout=connect_seconds)
+                                 timeout=connect_seconds, server_settings=LIMITS.server_settings())
     try:
         yield conn
     finally:

@@ -1,7 +1,8 @@
 """Step 6: the new keys work, a random key does not, and the api's logs since the restart.
 
 A random sample of clients' new keys is read from the target and kept in memory only for the
-probes: output and facts name clients by hash prefix, never by key.
+probes: output and facts name clients by hash prefix, never by key, and an answer is shown by
+its status and error code only — its body may echo the key or hold other clients' rows.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class ClientKey:
 def judge(answer: HttpAnswer, own_ids: set[str]) -> str | None:
     """Why the answer is wrong for a client owning `own_ids`, or None if it is right."""
     if answer.status != 200:
-        return answer.describe()
+        return answer.describe_status()  # the body answered a real key: never copied
     body = answer.body if isinstance(answer.body, dict) else {}
     rows = body.get("sessions")
     if not isinstance(rows, list):
@@ -63,7 +64,7 @@ async def probe_keys(settings: Settings, emit: OutputSink) -> dict[str, Any]:
     async with HttpProbe(timeout_seconds=15) as http:
         # The random key first: its log line then has the longest time to reach the log.
         bogus = await http.get(url, headers={"X-API-Key": str(uuid.uuid4())})
-        emit(f"random key: {bogus.describe()}")
+        emit(f"random key: {bogus.describe_status()}")
         for client in sample:
             prefix = client.hash[:PREFIX]
             problem = judge(await http.get(url, headers={"X-API-Key": client.key}),

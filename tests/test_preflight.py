@@ -29,6 +29,7 @@ from bot.settings import Settings
 from steps.downgrade import unexpected_revision
 from steps.email_clients import EmailClientsStep
 from steps.restart import RestartStep
+from tests.fixtures.http import serving
 from tests.fixtures.postgres import DatabaseFactory, admin_execute
 from tests.steps.step_context import step_context
 
@@ -124,13 +125,19 @@ async def test_pg_dump_older_than_the_server_is_a_problem() -> None:
     assert not old.ok and "older than the target server 99" in old.detail
 
 
+def clients_csv(folder: Path, *rows: tuple[str, str, str]) -> Path:
+    """A CSV directory of (name, email, key) rows, listed by the key's hash."""
+    path = folder / "clients.csv"
+    path.write_text("name,email,api_key_sha256\n"
+                    + "".join(f"{name},{email},{sha(key)}\n" for name, email, key in rows))
+    return path
+
+
 async def test_client_directory_counts_hashes_with_a_contact(
     databases: DatabaseFactory, tmp_path: Path
 ) -> None:
     url = await target_at(databases, "9ddfdd63af30")
-    directory = tmp_path / "clients.csv"
-    directory.write_text("name,email,api_key_sha256\n"
-                         f"A,a@example.com,{sha('a')}\nC,c@example.com,{sha('c')}\n")
+    directory = clients_csv(tmp_path, ("A", "a@example.com", "a"), ("C", "c@example.com", "c"))
     line = await check_directory(settings(target_database_url=url, client_directory=directory))
     assert line.ok and "2 of 3 client hashes have a contact" in line.detail
     missing = await check_directory(settings(target_database_url=url))
@@ -142,9 +149,7 @@ async def test_with_both_directory_settings_check_and_step_5_name_the_same_clien
 ) -> None:
     """Step 5 prefers the query and refuses its bad rows; `check` must say exactly that."""
     url = await target_at(databases, "9ddfdd63af30")
-    csv_file = tmp_path / "clients.csv"
-    csv_file.write_text("name,email,api_key_sha256\n"
-                        f"A,a@example.com,{sha('a')}\nB,b@example.com,{sha('b')}\n")
+    csv_file = clients_csv(tmp_path, ("A", "a@example.com", "a"), ("B", "b@example.com", "b"))
     query = ("SELECT * FROM (VALUES ('C', 'c@example.com', '" + sha("c") + "'),"
              " ('A', 'nobody', '" + sha("a") + "')) AS v(name, email, api_key_sha256)")
     s = settings(target_database_url=url, client_directory=csv_file,
@@ -254,12 +259,8 @@ async def health_server() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/health", health)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with serving(app) as base_url:
+        yield base_url
 
 
 async def test_api_health_answers_and_a_dead_url_is_a_problem(health_server: str) -> None:

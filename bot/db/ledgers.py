@@ -2,20 +2,63 @@
 
 Unlike the repositories, each call is its own short transaction: steps call them between
 operations on the target, and each record must be durable before the step goes on.
+
+A ledger handed to a step execution carries a `Fence`: each write is made only while that
+execution is still running under this replica's lease (checked in the same statement or
+transaction, under a share lock on the execution's row, so a takeover waits for the write or the
+write sees the takeover). A refused write raises `LeaseLost`: the step stops.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import KeyRotation, Notification
 from bot.domain.ledgers import NotificationRecord, NotificationStatus
+from bot.domain.step_protocol import LeaseLost
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The execution a ledger writes for, and the replica that must hold its lease."""
+
+    execution_id: str
+    owner: str
+
+    def params(self) -> dict[str, Any]:
+        return {"fence_execution": uuid.UUID(self.execution_id), "fence_owner": self.owner}
+
+
+HELD = ("EXISTS (SELECT 1 FROM step_executions WHERE id = :fence_execution"
+        " AND lease_owner = :fence_owner AND status = 'running' FOR SHARE)")
+
+
+async def _check_fence(session: AsyncSession, fence: Fence | None) -> None:
+    if fence is not None and not (await session.execute(
+            text(f"SELECT {HELD}"), fence.params())).scalar():
+        raise LeaseLost("this replica no longer holds the step's lease: it stopped writing")
+
+
+# One statement, fenced: the rows are written only while the execution holds its lease.
+FENCED_NOTIFICATION_UPSERT = text(f"""
+INSERT INTO notifications (run_id, client_hash, email, status, attempts, error)
+SELECT :run_id, v.client_hash, v.email, v.status, v.attempts, v.error
+FROM unnest(CAST(:hashes AS text[]), CAST(:emails AS text[]), CAST(:statuses AS text[]),
+            CAST(:attempts AS int[]), CAST(:errors AS text[]))
+     AS v(client_hash, email, status, attempts, error)
+WHERE {HELD}
+ON CONFLICT (run_id, client_hash) DO UPDATE SET email = excluded.email,
+    status = excluded.status, attempts = excluded.attempts, error = excluded.error,
+    updated_at = now()
+RETURNING client_hash
+""")
 
 
 def _notification_upsert() -> Any:
@@ -33,8 +76,10 @@ NOTIFICATION_UPSERT = _notification_upsert()
 
 
 class SqlRotationLedger:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession],
+                 fence: Fence | None = None) -> None:
         self.sessions = sessions
+        self.fence = fence
 
     async def record(self, run_id: str, old_to_new: Mapping[str, str]) -> None:
         if not old_to_new:
@@ -42,6 +87,7 @@ class SqlRotationLedger:
         rows = [{"run_id": uuid.UUID(run_id), "old_hash": old, "new_hash": new}
                 for old, new in old_to_new.items()]
         async with self.sessions() as session, session.begin():
+            await _check_fence(session, self.fence)
             statement = insert(KeyRotation).values(rows)
             await session.execute(statement.on_conflict_do_update(
                 index_elements=[KeyRotation.run_id, KeyRotation.old_hash],
@@ -61,14 +107,17 @@ class SqlRotationLedger:
         if not hashes:
             return
         async with self.sessions() as session, session.begin():
+            await _check_fence(session, self.fence)
             await session.execute(delete(KeyRotation).where(
                 KeyRotation.run_id == uuid.UUID(run_id), KeyRotation.old_hash.in_(hashes)
             ))
 
 
 class SqlNotificationLedger:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession],
+                 fence: Fence | None = None) -> None:
         self.sessions = sessions
+        self.fence = fence
 
     async def records(self, run_id: str) -> dict[str, NotificationRecord]:
         async with self.sessions() as session:
@@ -87,6 +136,9 @@ class SqlNotificationLedger:
         latest = {record.client_hash: record for record in records}  # one row per client
         if not latest:
             return
+        if self.fence is not None:
+            await self._save_fenced(run_id, list(latest.values()), self.fence)
+            return
         values = [{"run_id": uuid.UUID(run_id), "client_hash": record.client_hash,
                    "email": record.email, "status": record.status.value,
                    "attempts": record.attempts, "error": record.error}
@@ -96,3 +148,17 @@ class SqlNotificationLedger:
         async with self.sessions() as session:
             conn = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
             await conn.execute(NOTIFICATION_UPSERT, values)
+
+    async def _save_fenced(
+        self, run_id: str, records: list[NotificationRecord], fence: Fence
+    ) -> None:
+        params = {"run_id": uuid.UUID(run_id), **fence.params(),
+                  "hashes": [r.client_hash for r in records], "emails": [r.email for r in records],
+                  "statuses": [r.status.value for r in records],
+                  "attempts": [r.attempts for r in records], "errors": [r.error for r in records]}
+        async with self.sessions() as session:
+            conn = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            written = (await conn.execute(FENCED_NOTIFICATION_UPSERT, params)).all()
+        if not written:
+            raise LeaseLost("this replica no longer holds the step's lease: no email is "
+                            "marked or recorded on its behalf")

@@ -177,3 +177,61 @@ class KeyRotation(Base):
     new_hash: Mapped[str] = mapped_column(String(64), unique=True)
     rotated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
                                                  server_default=func.now())
+
+
+class MirrorClaim(Base):
+    """Which replica writes a run's Slack thread: a lease in database time (`now()`), renewed
+    while the replica lives; `done_at` once the thread shows the whole log."""
+
+    __tablename__ = "mirror_claims"
+
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rollback_runs.id"), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
+                                                 server_default=func.now())
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SlackRefusal(Base):
+    """A write Slack refused for good (not an outage), and what the mirror did about it."""
+
+    __tablename__ = "slack_refusals"
+    __table_args__ = (Index("ix_slack_refusals_run_id", "run_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rollback_runs.id"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    method: Mapped[str] = mapped_column(String(64))
+    error: Mapped[str] = mapped_column(String(64))
+    what: Mapped[str] = mapped_column(Text)
+    handled: Mapped[str] = mapped_column(Text)
+
+
+class EngineInbox(Base):
+    """Clicks as Slack delivered them, written before Slack is told OK: an acknowledged click
+    is processed even if the bot dies right after the ack (at the next start, or by another
+    replica's watcher). Authorisation and the plan work happen at processing time."""
+
+    __tablename__ = "engine_inbox"
+    __table_args__ = (
+        CheckConstraint("action IN ('approve', 'retry', 'abort', 'reject')", name="action"),
+        CheckConstraint(one_of("source", Source), name="source"),
+        Index("ix_engine_inbox_unprocessed", "id", postgresql_where=text("processed_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    action: Mapped[str] = mapped_column(String(16))
+    run_id: Mapped[str] = mapped_column(String(64))
+    execution_id: Mapped[str] = mapped_column(String(64))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str] = mapped_column(String(64))
+    user_name: Mapped[str] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
+                                                  server_default=func.now())
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[dict[str, Any] | None] = mapped_column(JSONB)

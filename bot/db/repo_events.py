@@ -46,6 +46,14 @@ async def all_events(session: AsyncSession, run_id: str) -> list[IncidentEvent]:
     return list((await session.execute(query)).scalars())
 
 
+async def events_of_kind(session: AsyncSession, run_id: str, kind: EventKind
+                         ) -> list[IncidentEvent]:
+    query = (select(IncidentEvent).where(IncidentEvent.run_id == _uuid(run_id),
+                                         IncidentEvent.kind == kind.value)
+             .order_by(IncidentEvent.id))
+    return list((await session.execute(query)).scalars())
+
+
 def _output_query(run_id: str, execution_id: str):  # type: ignore[no-untyped-def]
     return select(IncidentEvent.data).where(
         IncidentEvent.run_id == _uuid(run_id),

@@ -23,6 +23,7 @@ class Refusal(StrEnum):
     STALE_BUTTON = "stale_button"
     PLAN_CHANGED = "plan_changed"
     ANOTHER_RUN_ACTIVE = "another_run_active"
+    TARGET_BUSY = "target_busy"
 
 
 REFUSAL_TEXT: dict[Refusal, str] = {
@@ -33,6 +34,8 @@ REFUSAL_TEXT: dict[Refusal, str] = {
     Refusal.STALE_BUTTON: "this button belongs to an older attempt or another run",
     Refusal.PLAN_CHANGED: "the plan changed since this message was shown; review the new plan",
     Refusal.ANOTHER_RUN_ACTIVE: "another rollback is already active",
+    Refusal.TARGET_BUSY: "the target database is busy (the plan could not be confirmed in "
+                         "time); nothing changed — try again in a moment",
 }
 
 

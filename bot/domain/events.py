@@ -21,6 +21,7 @@ class EventKind(StrEnum):
     RETRY_REQUESTED = "retry_requested"
     RUN_ABORTED = "run_aborted"
     RUN_COMPLETED = "run_completed"
+    TAKEN_OVER = "taken_over"  # break-glass: the terminal took over a run started in Slack
 
 
 class Source(StrEnum):

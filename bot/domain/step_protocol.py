@@ -22,13 +22,20 @@ OutputSink = Callable[[str], None]
 
 @dataclass(frozen=True)
 class Plan:
-    """What a step will do. `facts` are what approvers approve: they form the fingerprint."""
+    """What a step will do. `facts` are what approvers approve: they form the fingerprint, and
+    a change in any of them voids the approvals given so far.
+
+    `volatile` facts are shown but not approved: live measurements that move while people read
+    (row counts on a target taking writes) and that the step itself does not treat as a
+    different plan. A step says which of its facts are which.
+    """
 
     step: StepName
     summary: str
     facts: Mapping[str, Any]
     details: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    volatile: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def fingerprint(self) -> str:
@@ -53,6 +60,11 @@ class StepError(Exception):
     """A step failed in a way worth one clear sentence to the engineers (no traceback)."""
 
 
+class LeaseLost(StepError):
+    """A ledger refused a write: the execution no longer holds its lease (another replica may
+    have taken the step over), so nothing more may be recorded or done on its behalf."""
+
+
 @dataclass(frozen=True)
 class StepContext:
     run_id: str
@@ -61,6 +73,9 @@ class StepContext:
     notifications: NotificationLedger
     # Facts of the steps already done in this run, e.g. the restart time for the log scan.
     earlier_facts: Mapping[StepName, Mapping[str, Any]] = field(default_factory=dict)
+    # The execution this context was made for ("" for plans and checks). The ledgers handed to
+    # an execution are fenced by it: they refuse to write once it no longer holds its lease.
+    execution_id: str = ""
 
 
 class Step(Protocol):

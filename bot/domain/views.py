@@ -58,3 +58,4 @@ class RunView:
     abort_reason: str | None = None
     channel_id: str | None = None
     thread_ts: str | None = None
+    notices: tuple[str, ...] = ()  # what every view must say about the run, e.g. a take-over

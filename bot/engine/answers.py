@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from bot.domain.approvals import REFUSAL_TEXT, Refusal
 from bot.domain.events import Source
@@ -41,3 +42,25 @@ class Answer:
     @classmethod
     def refused(cls, refusal: Refusal, run_id: str | None = None) -> Answer:
         return cls(False, REFUSAL_TEXT[refusal], run_id=run_id, refusal=refusal)
+
+
+class ClickAction(StrEnum):
+    APPROVE = "approve"
+    RETRY = "retry"
+    ABORT = "abort"
+    REJECT = "reject"
+
+
+@dataclass(frozen=True)
+class ReceivedClick:
+    """A click as it arrived, before anyone looked up whether its author may approve: what the
+    inbox keeps before Slack is answered."""
+
+    action: ClickAction
+    user_id: str
+    user_name: str
+    source: Source
+    run_id: str
+    execution_id: str
+    fingerprint: str = ""
+    reason: str | None = None  # Reject's and Abort's reason

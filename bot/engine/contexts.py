@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-from bot.db.ledgers import SqlNotificationLedger, SqlRotationLedger
+from bot.db.ledgers import Fence, SqlNotificationLedger, SqlRotationLedger
 from bot.domain.step_protocol import StepContext
 from bot.engine.journal import Journal
 from bot.settings import Settings
 
 
 class StepContexts:
-    def __init__(self, journal: Journal, settings: Settings) -> None:
+    def __init__(self, journal: Journal, settings: Settings, replica_id: str) -> None:
         self.journal = journal
         self.settings = settings
+        self.replica_id = replica_id
 
-    async def for_run(self, run_id: str) -> StepContext:
+    async def for_run(self, run_id: str, execution_id: str | None = None) -> StepContext:
+        """For an execution (`execution_id`), the ledgers write only while this replica holds
+        its lease; for plans and checks they are not fenced (they only read)."""
+        fence = Fence(execution_id, self.replica_id) if execution_id else None
         return StepContext(
             run_id=run_id,
             settings=self.settings,
-            rotations=SqlRotationLedger(self.journal.sessions),
-            notifications=SqlNotificationLedger(self.journal.sessions),
+            rotations=SqlRotationLedger(self.journal.sessions, fence),
+            notifications=SqlNotificationLedger(self.journal.sessions, fence),
             earlier_facts=await self.journal.earlier_facts(run_id),
+            execution_id=execution_id or "",
         )

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 import uuid
-from collections.abc import Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.db import repo_runs
+from bot.db import repo_inbox, repo_runs
+from bot.domain.events import Source
+from bot.domain.redaction import Redactor
 from bot.domain.step_protocol import Plan, Step
 from bot.domain.steps import StepName
 from bot.domain.views import RunView
 from bot.engine import recovery
-from bot.engine.answers import Actor, Answer, Click
+from bot.engine.answers import Actor, Answer, Click, ClickAction, ReceivedClick
 from bot.engine.contexts import StepContexts
 from bot.engine.dry_run import dry_run
 from bot.engine.executor import StepExecutor
@@ -30,9 +33,13 @@ from bot.engine.transitions import Transitions
 from bot.engine.view_builder import build_run_view
 from bot.settings import Settings
 
-__all__ = ["Actor", "Answer", "Click", "Engine"]
+__all__ = ["Actor", "Answer", "Click", "ClickAction", "Engine", "ReceivedClick"]
 
 log = logging.getLogger(__name__)
+
+# Whether a user may act on rollbacks; the Slack front knows (user groups), else the settings.
+Authoriser = Callable[[str], Awaitable[bool]]
+INBOX_GRACE_SECONDS = 1.0  # a click younger than this is its receiving replica's to process
 
 
 class Engine:
@@ -47,13 +54,14 @@ class Engine:
         self.steps = steps
         self.replica_id = replica_id or f"replica-{uuid.uuid4().hex[:8]}"
         self.journal = Journal(sessions)
-        contexts = StepContexts(self.journal, settings)
+        contexts = StepContexts(self.journal, settings, self.replica_id)
         self.executor = StepExecutor(self.journal, contexts, steps, settings, self.replica_id)
         self.transitions = Transitions(self.journal, contexts, steps, settings, self.replica_id,
                                        start_execution=self._start_execution)
         self._contexts = contexts
         self._tasks: set[asyncio.Task[None]] = set()
         self._watcher: asyncio.Task[None] | None = None
+        self.authoriser: Authoriser | None = None
 
     # --- wiring -----------------------------------------------------------------------------
 
@@ -89,8 +97,10 @@ class Engine:
             if result is not None:
                 await self.transitions.step_finished(result)
             return
-        except Exception as exc:
-            log.exception("the executor failed on step execution %s", execution_id)
+        except Exception as exc:  # logged with its traceback, through the redactor
+            log.error("the executor failed on step execution %s:\n%s", execution_id,
+                      Redactor.for_settings(self.settings)(
+                          "".join(traceback.format_exception(exc))))
             failure = await self.executor.failed(execution_id, exc)
         if failure is not None:  # recorded only if the step is still running and ours
             await self.transitions.step_finished(failure)
@@ -107,9 +117,10 @@ class Engine:
             self._watcher = asyncio.create_task(self._watch_leases(self.executor.lease_seconds / 2))
 
     async def _recover_once(self) -> int:
+        await self.process_inbox()
         verdicts = await recovery.examine_orphans(
             self.journal, self._contexts, self.steps, self.replica_id,
-            self.executor.lease_seconds,
+            self.executor.lease_seconds, running_here=set(self.executor.running),
         )
         for verdict in verdicts:
             await self.transitions.orphan_examined(verdict)
@@ -165,3 +176,72 @@ class Engine:
 
     async def retry(self, click: Click) -> Answer:
         return await self.transitions.retry(click)
+
+    async def take_over(self, run_id: str, actor: Actor, reason: str) -> Answer:
+        return await self.transitions.take_over(run_id, actor, reason)
+
+    async def run_source(self, run_id: str) -> Source | None:
+        """Which front started the run (a take-over is needed to attach another one)."""
+        async with self.sessions() as session:
+            run = await repo_runs.get_run(session, run_id)
+            return Source(run.source) if run else None
+
+    # --- the inbox: what Slack was told OK ---------------------------------------------------
+
+    def authorise_with(self, authoriser: Authoriser) -> None:
+        """How clicks processed from the inbox (after a restart) learn who may act."""
+        self.authoriser = authoriser
+
+    async def accept_click(self, click: ReceivedClick) -> int:
+        """Record a click before its sender is told OK; returns the inbox id to process."""
+        async with self.sessions() as session, session.begin():
+            return await repo_inbox.add(
+                session, action=click.action.value, run_id=click.run_id[:64],
+                execution_id=click.execution_id[:64], fingerprint=click.fingerprint[:64],
+                user_id=click.user_id, user_name=click.user_name, source=click.source.value,
+                reason=click.reason,
+            )
+
+    async def process_click(self, inbox_id: int, authorised: bool | None = None) -> Answer | None:
+        """Do what an inbox row asks, once; None when it is (being) processed elsewhere.
+        `authorised`: already resolved by the front, else asked of the authoriser."""
+        claim_seconds = self.settings.plan_timeout_seconds + 10
+        async with self.sessions() as session, session.begin():
+            row = await repo_inbox.claim(session, inbox_id, self.replica_id, claim_seconds)
+        if row is None:
+            return None
+        if authorised is None:
+            authorised = await self._authorised(row.user_id)
+        click = Click(Actor(row.user_id, row.user_name, Source(row.source), authorised),
+                      row.run_id, row.execution_id, row.fingerprint)
+        action = ClickAction(row.action)
+        if action is ClickAction.APPROVE:
+            answer = await self.approve(click)
+        elif action is ClickAction.RETRY:
+            answer = await self.retry(click)
+        elif action is ClickAction.ABORT:
+            answer = await self.abort(click, row.reason or f"aborted by {row.user_name}")
+        else:
+            answer = await self.reject(click, row.reason or f"rejected by {row.user_name}")
+        async with self.sessions() as session, session.begin():
+            await repo_inbox.processed(session, inbox_id, {
+                "accepted": answer.accepted, "message": answer.message,
+                "refusal": answer.refusal.value if answer.refusal else None})
+        return answer
+
+    async def process_inbox(self, older_than_seconds: float = INBOX_GRACE_SECONDS) -> int:
+        """Clicks acknowledged but never processed (their replica died); returns how many."""
+        async with self.sessions() as session:
+            pending = await repo_inbox.pending_ids(session, older_than_seconds)
+        done = 0
+        for inbox_id in pending:
+            if await self.process_click(inbox_id) is not None:
+                log.warning("processed click %d left unprocessed by a replica that stopped",
+                            inbox_id)
+                done += 1
+        return done
+
+    async def _authorised(self, user_id: str) -> bool:
+        if self.authoriser is not None:
+            return await self.authoriser(user_id)
+        return user_id in self.settings.approver_user_ids

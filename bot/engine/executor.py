@@ -12,20 +12,21 @@ import asyncio
 import contextlib
 import logging
 import time
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from bot.db import repo_events, repo_runs
 from bot.domain.events import EventKind
+from bot.domain.redaction import Redactor
 from bot.domain.states import StepStatus
-from bot.domain.step_protocol import Outcome, Step, StepError
+from bot.domain.step_protocol import Outcome, Step, StepContext, StepError
 from bot.domain.steps import StepName
 from bot.engine.contexts import StepContexts
 from bot.engine.journal import Journal
-from bot.engine.output import OutputBuffer, Redactor
+from bot.engine.output import OutputBuffer
 from bot.settings import Settings
-from bot.urls import password_of
 
 log = logging.getLogger(__name__)
 
@@ -46,21 +47,6 @@ class StepResult:
     error_tail: list[str] = field(default_factory=list)
 
 
-def secret_values(settings: Settings) -> list[str]:
-    secrets = [
-        v.get_secret_value()
-        for v in (settings.slack_bot_token, settings.slack_signing_secret,
-                  settings.slack_app_token, settings.smtp_password)
-        if v is not None
-    ]
-    for url in (settings.target_database_url, settings.database_url):
-        if url is not None:
-            password = password_of(url.get_secret_value())
-            if password:
-                secrets.append(password)
-    return secrets
-
-
 class StepExecutor:
     def __init__(
         self, journal: Journal, contexts: StepContexts, steps: Mapping[StepName, Step],
@@ -72,9 +58,11 @@ class StepExecutor:
         self.settings = settings
         self.replica_id = replica_id
         self.lease_seconds = settings.step_lease_seconds
+        self.running: set[str] = set()  # executions this replica runs now: recovery skips them
 
     async def execute(self, execution_id: str) -> StepResult | None:
         """Claim, check, run under the step timeout, stream output; None when claimed elsewhere."""
+        claimed_at = time.monotonic()  # before the claim: the lease runs from when it applied
         async with self.journal.sessions() as session, session.begin():
             claimed = await repo_runs.claim_lease(
                 session, execution_id, self.replica_id, self.lease_seconds
@@ -83,50 +71,71 @@ class StepExecutor:
         if not claimed or execution is None:
             log.info("execution %s claimed elsewhere", execution_id)
             return None
-        run_id, step_name = str(execution.run_id), StepName(execution.step)
+        self.running.add(execution_id)
+        try:
+            return await self._execute_leased(execution_id, str(execution.run_id),
+                                              StepName(execution.step), claimed_at)
+        finally:
+            self.running.discard(execution_id)
+
+    async def _execute_leased(
+        self, execution_id: str, run_id: str, step_name: StepName, claimed_at: float
+    ) -> StepResult:
         step = self.steps[step_name]
-        ctx = await self.contexts.for_run(run_id)
-        output = OutputBuffer(Redactor(secret_values(self.settings)))
-        heartbeat = asyncio.create_task(self._heartbeat(execution_id))
-        flusher = asyncio.create_task(self._flush_loop(run_id, step_name, execution_id, output))
+        ctx = await self.contexts.for_run(run_id, execution_id)
+        redact = Redactor.for_settings(self.settings)
+        output = OutputBuffer(redact)
         started = time.monotonic()
-        status, summary, error_tail = StepStatus.FAILED, "", list[str]()
-        facts: dict[str, Any] = {}
+        work = asyncio.create_task(self._check_and_run(step, ctx, output, redact),
+                                   name=f"{step_name.value} {execution_id}")
+        fence = LeaseKeeper(self, execution_id, work, claimed_at)
+        keeper = asyncio.create_task(fence.keep())
+        flusher = asyncio.create_task(self._flush_loop(run_id, step_name, execution_id, output))
+        try:
+            status, summary, facts = await work
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if fence.lost is None or (current is not None and current.cancelling()):
+                raise  # shutdown: the step stays running with its lease; recovery decides
+            # Fenced: the step (and the programs it ran) stopped before the lease could lapse.
+            status, summary, facts = (StepStatus.INTERRUPTED,
+                                      f"stopped on this replica: {fence.lost}", {})
+        finally:
+            for task in (keeper, flusher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        error_tail: list[str] = []
+        if fence.lost is None:
+            await self._flush(run_id, step_name, execution_id, output)
+            if status is StepStatus.FAILED:
+                error_tail = await self._tail(run_id, execution_id)
+        facts = {**redact.value(facts), "duration_s": round(time.monotonic() - started, 3),
+                 "output_lines": output.total}
+        return StepResult(execution_id, run_id, step_name, status, redact(summary), facts,
+                          [redact(line) for line in error_tail])
+
+    async def _check_and_run(
+        self, step: Step, ctx: StepContext, output: OutputBuffer, redact: Redactor
+    ) -> tuple[StepStatus, str, dict[str, Any]]:
+        """The step's own work, under the step timeout (its check included)."""
         timeout = self.settings.step_timeout_seconds
         try:
-            check = await step.check(ctx)
-            if check.done:
-                status, summary = StepStatus.ALREADY_DONE, f"already done: {check.reason}"
-                facts = {"already_done": check.reason}
-            else:
-                async with asyncio.timeout(timeout):
-                    outcome: Outcome = await step.run(ctx, output.emit)
-                status, summary, facts = StepStatus.SUCCEEDED, outcome.summary, dict(outcome.facts)
+            async with asyncio.timeout(timeout):
+                check = await step.check(ctx)
+                if check.done:
+                    return (StepStatus.ALREADY_DONE, f"already done: {check.reason}",
+                            {"already_done": check.reason})
+                outcome: Outcome = await step.run(ctx, output.emit)
+            return StepStatus.SUCCEEDED, outcome.summary, dict(outcome.facts)
         except StepError as exc:
-            summary = str(exc)
+            return StepStatus.FAILED, str(exc), {}
         except TimeoutError:
-            summary = f"timed out after {timeout:g} s"
-        except asyncio.CancelledError:
-            # Shutdown: leave the step running with its lease; recovery decides what happened.
-            heartbeat.cancel()
-            flusher.cancel()
-            raise
-        except Exception as exc:
-            log.exception("step %s crashed", step_name)
-            summary = f"unexpected error: {type(exc).__name__}: {exc}"
-        finally:
-            heartbeat.cancel()
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
-        await self._flush(run_id, step_name, execution_id, output)
-        if status is StepStatus.FAILED:
-            error_tail = await self._tail(run_id, execution_id)
-        facts = {**facts, "duration_s": round(time.monotonic() - started, 3),
-                 "output_lines": output.total}
-        return StepResult(execution_id, run_id, step_name, status, summary, facts, error_tail)
+            return StepStatus.FAILED, f"timed out after {timeout:g} s", {}
+        except Exception as exc:  # the traceback too may quote a secret: redacted
+            log.error("step %s crashed:\n%s", step.name,
+                      redact("".join(traceback.format_exception(exc))))
+            return StepStatus.FAILED, f"unexpected error: {type(exc).__name__}: {exc}", {}
 
     async def failed(self, execution_id: str, exc: Exception) -> StepResult | None:
         """The result of an execution whose executor raised: a failure that says why."""
@@ -134,20 +143,11 @@ class StepExecutor:
             execution = await repo_runs.get_execution(session, execution_id)
         if execution is None:
             return None
+        redact = Redactor.for_settings(self.settings)
         return StepResult(execution_id, str(execution.run_id), StepName(execution.step),
-                          StepStatus.FAILED,
-                          f"the bot failed while running this step: {type(exc).__name__}: {exc}")
-
-    async def _heartbeat(self, execution_id: str) -> None:
-        while True:
-            await asyncio.sleep(self.lease_seconds / 3)
-            try:
-                async with self.journal.sessions() as session, session.begin():
-                    await repo_runs.renew_lease(
-                        session, execution_id, self.replica_id, self.lease_seconds
-                    )
-            except Exception:
-                log.exception("lease renewal failed for %s", execution_id)
+                          StepStatus.FAILED, redact(
+                              f"the bot failed while running this step: {type(exc).__name__}: "
+                              f"{exc}"))
 
     async def _flush_loop(
         self, run_id: str, step: StepName, execution_id: str, output: OutputBuffer
@@ -171,3 +171,62 @@ class StepExecutor:
     async def _tail(self, run_id: str, execution_id: str) -> list[str]:
         async with self.journal.sessions() as session:
             return await repo_events.output_tail(session, run_id, execution_id, ERROR_TAIL_LINES)
+
+
+class LeaseKeeper:
+    """Renews an execution's lease, and fences the step when it cannot.
+
+    The lease lapses `lease_seconds` after the last renewal the database applied, on the
+    database's clock; this replica only knows it applied no earlier than when it was sent. So
+    when no renewal sent in the last two thirds of a lease was confirmed (the bot database is
+    stalled, unreachable, or the lease was taken), the step's task is cancelled — which kills
+    the programs it runs — a third of a lease before anyone else may claim it.
+    """
+
+    def __init__(self, executor: StepExecutor, execution_id: str, work: asyncio.Task[Any],
+                 confirmed_at: float) -> None:
+        self.executor = executor
+        self.execution_id = execution_id
+        self.work = work
+        self.confirmed_at = confirmed_at  # monotonic time a confirmed renewal was sent
+        self.lost: str | None = None
+        self._renewals: set[asyncio.Task[bool]] = set()
+
+    async def keep(self) -> None:
+        lease = self.executor.lease_seconds
+        next_at = self.confirmed_at + lease / 3
+        while True:
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            sent = time.monotonic()
+            next_at = sent + lease / 3
+            # A task of its own: a stalled database must not hold up the fence (a cancelled
+            # query may wait for the database to clean up).
+            renewal = asyncio.create_task(self._renew())
+            self._renewals.add(renewal)
+            renewal.add_done_callback(self._renewals.discard)
+            deadline = self.confirmed_at + lease * 2 / 3
+            done, _ = await asyncio.wait({renewal}, timeout=max(0.0, deadline - sent))
+            if not done:
+                renewal.cancel()
+                return self._fence("the bot database did not confirm its lease in time")
+            try:
+                renewed = renewal.result()
+            except Exception as exc:
+                log.warning("lease renewal failed for %s: %s", self.execution_id, exc)
+                next_at = min(next_at, deadline)
+                continue
+            if not renewed:
+                return self._fence("another replica holds its lease now")
+            self.confirmed_at = sent
+
+    async def _renew(self) -> bool:
+        executor = self.executor
+        async with executor.journal.sessions() as session, session.begin():
+            return await repo_runs.renew_lease(
+                session, self.execution_id, executor.replica_id, executor.lease_seconds
+            )
+
+    def _fence(self, why: str) -> None:
+        log.error("fencing step execution %s: %s; stopping it", self.execution_id, why)
+        self.lost = why
+        self.work.cancel()

@@ -6,19 +6,7 @@ database and the thread see a steady trickle instead of a flood.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
-
-
-class Redactor:
-    """Masks known secret values (passwords, tokens) in any line before it is stored."""
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        values = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
-        self._pattern = re.compile("|".join(re.escape(v) for v in values)) if values else None
-
-    def __call__(self, line: str) -> str:
-        return self._pattern.sub("***", line) if self._pattern else line
+from collections.abc import Callable
 
 
 class OutputBuffer:
@@ -26,7 +14,7 @@ class OutputBuffer:
 
     MAX_LINE = 2000
 
-    def __init__(self, redact: Redactor) -> None:
+    def __init__(self, redact: Callable[[str], str]) -> None:
         self._redact = redact
         self._pending: list[str] = []
         self.total = 0

@@ -1,26 +1,63 @@
-"""Plans that never raise: an unreachable dependency becomes a warning approvers can read."""
+"""Plans under a deadline, and plans that never raise.
+
+A plan asks the live target questions; on a busy target (a held lock, a slow disk) those can
+hang. `bounded_plan` gives up after `PLAN_TIMEOUT_SECONDS` (the target's connections also carry
+lock and statement timeouts), so an Approve click is answered "target busy" within seconds and
+never holds a reply slot for long. `safe_plan` turns any failure into a warning approvers read.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
+from bot.domain.redaction import Redactor
 from bot.domain.step_protocol import Plan, Step, StepContext
+from bot.domain.steps import StepName
 
 log = logging.getLogger(__name__)
 
 
+class PlanTimeout(Exception):
+    """The target did not answer the plan's questions in time (busy, locked, or stalled)."""
+
+
+async def bounded_plan(step: Step, ctx: StepContext) -> Plan:
+    """The step's plan within the plan deadline; raises PlanTimeout after it."""
+    limit = ctx.settings.plan_timeout_seconds
+    try:
+        async with asyncio.timeout(limit):
+            return redacted_plan(await step.plan(ctx), Redactor.for_settings(ctx.settings))
+    except TimeoutError:
+        raise PlanTimeout(f"the target did not answer within {limit:g} s") from None
+
+
+def redacted_plan(plan: Plan, redact: Redactor) -> Plan:
+    """A plan leaves its step like everything else: through the redactor."""
+    return Plan(step=plan.step, summary=redact(plan.summary), facts=redact.value(plan.facts),
+                details=tuple(redact(d) for d in plan.details),
+                warnings=tuple(redact(w) for w in plan.warnings),
+                volatile=redact.value(plan.volatile))
+
+
+def error_plan(step: StepName, exc: Exception, redact: Redactor) -> Plan:
+    """What approvers see when a plan failed (the same failure, the same fingerprint)."""
+    why = redact(str(exc))
+    log.warning("plan for %s failed: %s", step, why)
+    return Plan(
+        step=step,
+        summary="plan unavailable",
+        facts={"plan_error": why},
+        warnings=(f"could not compute the plan: {why}",),
+    )
+
+
 async def safe_plan(step: Step, ctx: StepContext) -> Plan:
     try:
-        return await step.plan(ctx)
+        return await bounded_plan(step, ctx)
     except Exception as exc:
-        log.warning("plan for %s failed: %s", step.name, exc)
-        return Plan(
-            step=step.name,
-            summary="plan unavailable",
-            facts={"plan_error": str(exc)},
-            warnings=(f"could not compute the plan: {exc}",),
-        )
+        return error_plan(step.name, exc, Redactor.for_settings(ctx.settings))
 
 
 def plan_to_json(plan: Plan) -> dict[str, Any]:
@@ -28,6 +65,7 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
     return {
         "summary": plan.summary,
         "facts": dict(plan.facts),
+        "volatile": dict(plan.volatile),
         "details": list(plan.details),
         "warnings": list(plan.warnings),
     }

@@ -9,11 +9,13 @@ blindly (no second downgrade, no second email).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from bot.db import repo_runs
+from bot.domain.redaction import Redactor
 from bot.domain.states import DONE_STEP_STATUSES, RunStatus, StepStatus
 from bot.domain.step_protocol import Step
 from bot.domain.steps import STEP_ORDER, StepName
@@ -44,23 +46,32 @@ class StalledRun:
 
 async def examine_orphans(
     journal: Journal, contexts: StepContexts, steps: Mapping[StepName, Step], replica_id: str,
-    lease_seconds: float,
+    lease_seconds: float, running_here: Collection[str] = (),
 ) -> list[OrphanVerdict]:
+    """`running_here`: executions this replica runs right now. Never ours to examine: if their
+    lease lapsed, their own lease keeper stops them and says so."""
     async with journal.sessions() as session:
         orphans = await repo_runs.find_orphaned_running(session)
     verdicts: list[OrphanVerdict] = []
     for execution in orphans:
         execution_id = str(execution.id)
+        if execution_id in running_here:
+            continue
         async with journal.sessions() as session, session.begin():
             if not await repo_runs.claim_lease(session, execution_id, replica_id, lease_seconds):
                 continue  # another replica is examining it
         run_id, step = str(execution.run_id), StepName(execution.step)
+        limit = contexts.settings.step_timeout_seconds
         try:
-            check = await steps[step].check(await contexts.for_run(run_id))
+            async with asyncio.timeout(limit):  # a check is bounded like the step itself
+                check = await steps[step].check(await contexts.for_run(run_id))
             done, reason = check.done, check.reason
+        except TimeoutError:
+            done, reason = False, f"could not check within {limit:g} s"
         except Exception as exc:
             done, reason = False, f"could not check: {exc}"
-        verdicts.append(OrphanVerdict(execution_id, run_id, step, done, reason))
+        redact = Redactor.for_settings(contexts.settings)
+        verdicts.append(OrphanVerdict(execution_id, run_id, step, done, redact(reason)))
     return verdicts
 
 

@@ -12,9 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from bot.db import repo_events, repo_runs
+from bot.db.models import RollbackRun, StepExecution
 from bot.domain.approvals import ApprovalContext, Refusal, decide_approval
 from bot.domain.events import EventKind, Source
+from bot.domain.redaction import Redactor
 from bot.domain.states import RETRYABLE_STEP_STATUSES, RunStatus, StepStatus
 from bot.domain.step_protocol import Step
 from bot.domain.steps import STEP_ORDER, StepName, next_step
@@ -22,7 +26,7 @@ from bot.engine.answers import Actor, Answer, Click
 from bot.engine.contexts import StepContexts
 from bot.engine.executor import StepResult
 from bot.engine.journal import Journal
-from bot.engine.plans import plan_to_json, safe_plan
+from bot.engine.plans import PlanTimeout, bounded_plan, error_plan, plan_to_json, safe_plan
 from bot.engine.recovery import OrphanVerdict, StalledRun
 from bot.settings import Settings
 
@@ -95,54 +99,82 @@ class Transitions:
 
     # --- approvals --------------------------------------------------------------------------
 
+    async def _approval_context(
+        self, session: AsyncSession, click: Click, execution: StepExecution, run: RollbackRun,
+        current_fingerprint: str,
+    ) -> ApprovalContext:
+        latest = await repo_runs.latest_execution(session, str(run.id), execution.step)
+        approvers = await repo_runs.approvers(session, execution.id)
+        return ApprovalContext(
+            user_id=click.actor.user_id,
+            authorised=click.actor.authorised,
+            initiator_id=run.initiator_id,
+            allow_self_approval=self.settings.allow_self_approval,
+            step_status=StepStatus(execution.status) if RunStatus(run.status) is RunStatus.ACTIVE
+            else StepStatus.ABORTED,
+            existing_approvers=frozenset(a.user_id for a in approvers),
+            button_execution_id=click.execution_id,
+            current_execution_id=str(latest.id) if latest else "",
+            button_fingerprint=click.fingerprint,
+            current_fingerprint=current_fingerprint,
+        )
+
+    async def _refuse_click(self, click: Click, run_id: str, step: StepName,
+                            refusal: Refusal) -> Answer:
+        async with self.journal.sessions() as session, session.begin():
+            await repo_events.append_event(
+                session, run_id, click.actor.user_id, click.actor.source, EventKind.REFUSED,
+                step, {"execution_id": click.execution_id, "why": refusal.value,
+                       "user_name": click.actor.user_name},
+            )
+        self.journal.changed(run_id)
+        return Answer.refused(refusal, run_id=run_id)
+
     async def approve(self, click: Click) -> Answer:
+        """Authorise first, from what is stored: a click that would not count (wrong person,
+        twice, stale, not waiting) is refused without asking the target anything and changes
+        nothing. Only a click that would count re-plans; if the fresh plan differs in what is
+        approved (not in its volatile facts), the approvals so far are voided and this click is
+        refused as made on the old plan. A target too busy to re-plan in time: "target busy"."""
         async with self.journal.sessions() as session:
             execution = await repo_runs.get_execution(session, click.execution_id)
-        if execution is None or str(execution.run_id) != click.run_id:
-            return Answer.refused(Refusal.STALE_BUTTON)
-        step = StepName(execution.step)
-        run_id = str(execution.run_id)
-        fresh = None
-        if StepStatus(execution.status) is StepStatus.AWAITING_APPROVAL:
-            fresh = await safe_plan(self.steps[step], await self.contexts.for_run(run_id))
+            if execution is None or str(execution.run_id) != click.run_id:
+                return Answer.refused(Refusal.STALE_BUTTON)
+            run = await repo_runs.get_run(session, execution.run_id)
+            assert run is not None
+            step, run_id = StepName(execution.step), str(run.id)
+            decision = decide_approval(await self._approval_context(
+                session, click, execution, run, execution.plan_fingerprint))
+        if decision.refusal is not None:
+            return await self._refuse_click(click, run_id, step, decision.refusal)
+        try:
+            fresh = await bounded_plan(self.steps[step], await self.contexts.for_run(run_id))
+        except PlanTimeout as exc:
+            log.warning("approval of %s by %s not confirmed: %s", step.value,
+                        click.actor.user_name, exc)
+            return await self._refuse_click(click, run_id, step, Refusal.TARGET_BUSY)
+        except Exception as exc:  # as the first plan would show it: a warning to read
+            fresh = error_plan(step, exc, Redactor.for_settings(self.settings))
         started = False
         async with self.journal.sessions() as session, session.begin():
             execution = await repo_runs.get_execution(session, click.execution_id, for_update=True)
-            assert execution is not None
             run = await repo_runs.get_run(session, run_id)
-            assert run is not None
-            latest = await repo_runs.latest_execution(session, run_id, step)
-            status = StepStatus(execution.status)
-            if (
-                fresh is not None
-                and status is StepStatus.AWAITING_APPROVAL
-                and fresh.fingerprint != execution.plan_fingerprint
-            ):
+            assert execution is not None and run is not None
+            current = execution.plan_fingerprint
+            if (StepStatus(execution.status) is StepStatus.AWAITING_APPROVAL
+                    and fresh.fingerprint != current):
                 voided = await repo_runs.replace_plan(
                     session, execution.id, plan_to_json(fresh), fresh.fingerprint
                 )
                 await repo_events.append_event(
                     session, run_id, "bot", Source.BOT, EventKind.APPROVALS_VOIDED, step,
                     {"execution_id": str(execution.id), "voided": voided,
-                     "old_fingerprint": execution.plan_fingerprint,
-                     "new_fingerprint": fresh.fingerprint, "summary": fresh.summary},
+                     "old_fingerprint": current, "new_fingerprint": fresh.fingerprint,
+                     "summary": fresh.summary},
                 )
-            approvers = await repo_runs.approvers(session, execution.id)
+                current = fresh.fingerprint
             decision = decide_approval(
-                ApprovalContext(
-                    user_id=click.actor.user_id,
-                    authorised=click.actor.authorised,
-                    initiator_id=run.initiator_id,
-                    allow_self_approval=self.settings.allow_self_approval,
-                    step_status=status if RunStatus(run.status) is RunStatus.ACTIVE
-                    else StepStatus.ABORTED,
-                    existing_approvers=frozenset(a.user_id for a in approvers),
-                    button_execution_id=click.execution_id,
-                    current_execution_id=str(latest.id) if latest else "",
-                    button_fingerprint=click.fingerprint,
-                    current_fingerprint=execution.plan_fingerprint,
-                )
-            )
+                await self._approval_context(session, click, execution, run, current))
             if decision.refusal is not None:
                 await repo_events.append_event(
                     session, run_id, click.actor.user_id, click.actor.source, EventKind.REFUSED,
@@ -241,6 +273,25 @@ class Transitions:
         return Answer(True, f"retry of attempt {attempt - 1} needs two fresh approvals",
                       run_id=click.run_id)
 
+    async def take_over(self, run_id: str, actor: Actor, reason: str) -> Answer:
+        """Break-glass: another front (the terminal) takes over a run started elsewhere. Only an
+        authorised engineer, with a reason; recorded in the incident log, shown in every view."""
+        if not actor.authorised:
+            await self._record_refusal(run_id, actor, Refusal.NOT_AUTHORISED, None)
+            return Answer.refused(Refusal.NOT_AUTHORISED, run_id=run_id)
+        if not reason.strip():
+            return Answer(False, "a take-over needs a reason", run_id=run_id)
+        async with self.journal.sessions() as session, session.begin():
+            run = await repo_runs.get_run(session, run_id, for_update=True)
+            if run is None or RunStatus(run.status) is not RunStatus.ACTIVE:
+                return Answer.refused(Refusal.NOT_WAITING, run_id=run_id)
+            await repo_events.append_event(
+                session, run_id, actor.user_id, actor.source, EventKind.TAKEN_OVER, None,
+                {"reason": reason, "user_name": actor.user_name, "started_from": run.source},
+            )
+        self.journal.changed(run_id)
+        return Answer(True, "taken over", run_id=run_id)
+
     async def _record_refusal(
         self, run_id: str | None, actor: Actor, refusal: Refusal, step: StepName | None
     ) -> None:
@@ -325,5 +376,6 @@ class Transitions:
                 session, run_id, "bot", Source.BOT, EventKind.RUN_COMPLETED, None, {}
             )
         self.journal.changed(run_id)
+
 
 

@@ -6,6 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db import repo_events, repo_runs
 from bot.domain.approvals import APPROVALS_NEEDED
+from bot.domain.events import EventKind
 from bot.domain.states import RunStatus, StepStatus
 from bot.domain.steps import STEP_ORDER, StepName
 from bot.domain.views import ApproverView, PlanView, RunView, StepView
@@ -53,6 +54,10 @@ async def build_run_view(session: AsyncSession, run_id: str) -> RunView:
                 error_tail=tuple(tail) if status is StepStatus.FAILED else (),
             )
         )
+    notices = tuple(
+        f"Taken over at the terminal by {e.data.get('user_name', e.actor)}: "
+        f"{e.data.get('reason', '')}"
+        for e in await repo_events.events_of_kind(session, run_id, EventKind.TAKEN_OVER))
     return RunView(
         run_id=str(run.id),
         status=RunStatus(run.status),
@@ -65,4 +70,5 @@ async def build_run_view(session: AsyncSession, run_id: str) -> RunView:
         abort_reason=run.abort_reason,
         channel_id=run.channel_id,
         thread_ts=run.thread_ts,
+        notices=notices,
     )

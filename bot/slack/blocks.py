@@ -111,7 +111,8 @@ def status_board(run: RunView) -> tuple[str, list[Block]]:
         section(f":warning: *LOSSY rollback*: {LOSSY_TEXT}."),
         section(f"*Started by* {mention(run.initiator_id, run.initiator_name)} · *Status:* "
                 f"{state}\n*Reason:* {escape(run.reason)}"
-                + (f"\n*Stopped:* {escape(run.abort_reason)}" if run.abort_reason else "")),
+                + (f"\n*Stopped:* {escape(run.abort_reason)}" if run.abort_reason else "")
+                + "".join(f"\n:warning: {escape(notice)}" for notice in run.notices)),
         section("\n".join(lines)),
         {"type": "context", "elements": [{"type": "mrkdwn", "text":
                                           f"run `{escape(run.run_id)}` · details in the thread"}]},

@@ -19,7 +19,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.domain.approvals import APPROVALS_NEEDED, Refusal, eligible_approvers
-from bot.engine.engine import Actor, Answer, Click, Engine
+from bot.domain.events import Source
+from bot.engine.engine import Actor, Answer, ClickAction, Engine, ReceivedClick
 from bot.engine.reports import plans_text, status_text
 from bot.settings import Settings
 from bot.slack import blocks, modal
@@ -53,6 +54,15 @@ class Listeners:
         self.engineers = engineers
         self.settings = settings
         self.background = background
+        engine.authorise_with(self._authorised_or_refused)  # for clicks after a restart
+
+    async def _authorised_or_refused(self, user_id: str) -> bool:
+        """A click processed after a restart, when who may approve cannot be read: refused."""
+        try:
+            return await self.engineers.is_authorised(user_id)
+        except PeopleLookupFailed as failed:
+            log.warning("click of %s refused: %s", user_id, failed)
+            return False
 
     def register(self, app: AsyncApp) -> None:
         app.command(COMMAND)(self.on_command)
@@ -192,32 +202,43 @@ class Listeners:
             text += " " + thread_link(view.channel_id, view.thread_ts)
         await reply(text)
 
-    async def _handle(self, ack: Any, body: dict[str, Any], context: dict[str, Any],
-                      client: AsyncWebClient, action: str) -> None:
-        await ack()
-        reply = self._reply(body.get("response_url"), client)
-        self.background.spawn(self._act(body, context["person"], reply, action),
-                              f"{action} click", reply)
-
-    async def _act(self, body: dict[str, Any], person: Person, reply: Reply, action: str
-                   ) -> None:
+    async def _receive(self, person: Person, action: str, value: str,
+                       reason: str | None = None) -> int | None:
+        """Record the click in the engine's inbox — before Slack is told OK, so an
+        acknowledged click survives a crash right after the ack. None: not a button of ours."""
         try:
-            value = ButtonValue.parse(body["actions"][0]["value"])
-        except (KeyError, IndexError, ValueError):
+            button = ButtonValue.parse(value)
+        except ValueError:
+            return None
+        return await self.engine.accept_click(ReceivedClick(
+            ClickAction(action), person.user_id, person.user_name, Source.SLACK,
+            button.run_id, button.execution_id, button.fingerprint, reason))
+
+    async def _process(self, inbox_id: int | None, person: Person, reply: Reply) -> None:
+        """Do the recorded click and tell the clicker if it was refused."""
+        if inbox_id is None:
             await reply(":no_entry: Refused: this button is not recognised.")
             return
-        actor = await self._actor(person, reply)
-        if actor is None:
+        try:
+            authorised = (await person.actor()).authorised
+        except PeopleLookupFailed as failed:
+            # Consumed as refused, so it is not done later without the person knowing.
+            await self.engine.process_click(inbox_id, False)
+            await reply(f":no_entry: Refused: who may approve could not be checked. "
+                        f"{escape(failed)}")
             return
-        click = Click(actor, value.run_id, value.execution_id, value.fingerprint)
-        if action == "approve":
-            answer = await self.engine.approve(click)
-        elif action == "retry":
-            answer = await self.engine.retry(click)
-        else:
-            answer = await self.engine.abort(click, f"aborted by {click.actor.user_name}")
-        if not answer.accepted:
+        answer = await self.engine.process_click(inbox_id, authorised)
+        if answer is not None and not answer.accepted:  # None: another replica did it
             await self._refuse(reply, answer)
+
+    async def _handle(self, ack: Any, body: dict[str, Any], context: dict[str, Any],
+                      client: AsyncWebClient, action: str) -> None:
+        person: Person = context["person"]
+        actions = body.get("actions") or [{}]
+        inbox_id = await self._receive(person, action, str(actions[0].get("value", "")))
+        await ack()
+        reply = self._reply(body.get("response_url"), client)
+        self.background.spawn(self._process(inbox_id, person, reply), f"{action} click", reply)
 
     async def on_approve(self, ack: Any, body: dict[str, Any], context: dict[str, Any],
                          client: AsyncWebClient) -> None:
@@ -255,23 +276,10 @@ class Listeners:
         if not reason:
             await ack(response_action="errors", errors={modal.REJECT_BLOCK: "Say why."})
             return
-        await ack()
         origin = Origin.parse(view.get("private_metadata") or "")
+        person: Person = context["person"]
+        inbox_id = await self._receive(person, "reject", origin.subject, reason)
+        await ack()
         reply = self._reply(origin.response_url, client)
-        self.background.spawn(self._reject(context["person"], origin, reason, reply),
-                              "reject submission", reply)
-
-    async def _reject(self, person: Person, origin: Origin, reason: str, reply: Reply) -> None:
-        try:
-            value = ButtonValue.parse(origin.subject)
-        except ValueError:
-            await reply(":no_entry: Refused: this form does not name a step to reject.")
-            return
-        actor = await self._actor(person, reply)
-        if actor is None:
-            return
-        answer = await self.engine.reject(
-            Click(actor, value.run_id, value.execution_id, value.fingerprint), reason
-        )
-        if not answer.accepted:
-            await self._refuse(reply, answer)
+        self.background.spawn(self._process(inbox_id, person, reply), "reject submission",
+                              reply)

@@ -1,47 +1,57 @@
 """The Slack thread as a view of the incident log.
 
-The engine only says "run X changed". The mirror redraws the status board and the step messages
-from the database, writing at most about once a second per channel, and delivers the log's
-one-off entries (attached output, summary, timeline) in order through a cursor kept in the
-database: a Slack outage delays the thread, never a step, and loses nothing.
+The engine only says "run X changed". The mirror snapshots the run and what the thread shows,
+asks the pure schedule (`thread_schedule.next_write`) for the one write the thread needs most,
+and performs it: at most about one write a second per channel, the log's one-off entries
+(attached output, summary, timeline) delivered in order through a cursor kept in the database.
+A Slack outage delays the thread, never a step, and loses nothing.
+
+One replica writes a run's thread: the one holding its claim (`thread_claims`). Every replica
+looks for runs to mirror once a second, so a change made by another replica, or a run whose
+writer died, is picked up without being told. What Slack refuses for good is handled, not
+retried (`mirror_refusals`); a write that keeps failing for a passing reason is set aside after
+its retry budget so it never holds back the writes behind it for longer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import hashlib
-import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.db import repo_events, repo_runs
-from bot.db.models import IncidentEvent
+from bot.db import repo_events, repo_mirror, repo_runs
 from bot.domain.events import EventKind
-from bot.domain.states import StepStatus
-from bot.domain.steps import STEP_ORDER, StepName
-from bot.domain.timeline import timeline_markdown
-from bot.domain.views import RunView, StepView
+from bot.domain.states import RunStatus
+from bot.domain.steps import StepName
+from bot.domain.views import RunView
 from bot.engine.engine import Engine
 from bot.engine.view_builder import TAIL_LINES, build_run_view
-from bot.slack import blocks
+from bot.slack.mirror_refusals import Refusals
+from bot.slack.mirror_writes import ThreadWrites
+from bot.slack.slack_errors import Failure, classify, error_code, is_slack_failure
+from bot.slack.thread_claims import ClaimLost, ThreadClaims
+from bot.slack.thread_schedule import (
+    Action,
+    Drawn,
+    NextWrite,
+    PendingEntry,
+    ThreadSnapshot,
+    board_key,
+    next_write,
+    sends_something,
+)
 
 log = logging.getLogger(__name__)
 
-_FINAL_EVENTS = frozenset({EventKind.RUN_COMPLETED, EventKind.RUN_ABORTED, EventKind.STEP_REJECTED})
 WRITE_INTERVAL = 1.0  # Slack allows roughly one write per second per channel
 RETRY_DELAY = 2.0
-_UNKNOWN = object()  # a status no message has shown yet
-_TICK = 2  # rank of a redraw that keeps the status: new lines, approvals, the clock
+RETRY_BUDGET = 5  # tries of one write that fails for a passing reason before it is set aside
+SET_ASIDE_SECONDS = 30.0  # then the writes behind it go first for this long
 
 
 class WriteBudget:
@@ -52,14 +62,10 @@ class WriteBudget:
         self._next: dict[str, float] = {}
         self._lock = asyncio.Lock()
 
-    async def wait_turn(self, channel: str) -> bool:
-        """Sleep until a write to `channel` could go out at once, reserving nothing, so that
-        what is written can be decided when it is sent. True if it had to wait."""
-        waited = False
-        while (wait := self._next.get(channel, 0.0) - time.monotonic()) > 0:
-            waited = True
-            await asyncio.sleep(wait)
-        return waited
+    def wait_seconds(self, channel: str) -> float:
+        """How long until a write to `channel` could go out at once (reserving nothing, so
+        that what is written can be decided when it is sent)."""
+        return max(0.0, self._next.get(channel, 0.0) - time.monotonic())
 
     async def take(self, channel: str) -> None:
         async with self._lock:
@@ -70,33 +76,24 @@ class WriteBudget:
             await asyncio.sleep(wait)
 
 
-@dataclass(frozen=True)
-class Write:
-    """The one write the thread needs most now; `send` spends one slot of the budget (two
-    for the closing summary and its timeline)."""
-
-    key: str
-    channel: str
-    send: Callable[[], Awaitable[object]]
-
-
 class ThreadMirror:
-    """Writes to the thread in this order of value, each drawn from the log when its turn
-    comes: the root; then, in thread order, new step messages, attached output and step
-    messages whose status changed (a step's message, its attached output, its final state,
-    the next step's message); the status board; redraws that only move a running step's tail,
-    approvals or clock; the closing summary and timeline, once every message shows its final
-    state. The attached output holds every line, so it goes before the redraws that only
-    show the newest."""
+    """Snapshots, asks the schedule, writes. The order of the thread is the schedule's."""
 
     def __init__(self, engine: Engine, client: AsyncWebClient, interval: float = WRITE_INTERVAL):
         self.engine = engine
         self.client = client
         self.budget = WriteBudget(interval)
+        self.claims = ThreadClaims(engine.sessions, engine.replica_id,
+                                   engine.settings.step_lease_seconds)
+        self.writes = ThreadWrites(engine.sessions, client, self.budget)
+        self.refusals = Refusals(self)
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
-        self._sent: dict[str, str] = {}  # message key -> digest of what Slack shows
-        self._shown_status: dict[str, StepStatus | None] = {}  # step message -> status shown
+        self._drawn: dict[str, dict[str, Drawn]] = {}  # run -> message key -> what it shows
+        self._tries: dict[str, int] = {}  # write key -> failed tries in a row
+        self._set_aside: dict[str, float] = {}  # write key -> monotonic time it may go again
+        self.moved_from: dict[str, str | None] = {}  # run -> link to the thread it left
+        self.unwritable: dict[str, str] = {}  # run -> why its thread cannot be written
         self._task: asyncio.Task[None] | None = None
         engine.subscribe(self.notify)
 
@@ -105,13 +102,24 @@ class ThreadMirror:
         self._wake.set()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop())
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._loop())
+        self.claims.start()
 
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            self._task = None
+        await self.claims.stop()
+
+    async def repost_board(self, run_id: str) -> None:
+        """`/rollback-phase3 status`: the board is drawn again, and a thread that was lost
+        (deleted, archived, the bot removed) gets a new root in the rollback channel."""
+        await self.refusals.rehome_if_lost(run_id)
+        self.forget_drawn(run_id, board_key(run_id))  # an edit of a deleted root shows it
+        self.notify(run_id)
 
     async def _loop(self) -> None:
         while True:
@@ -122,28 +130,53 @@ class ThreadMirror:
                     await self._wake.wait()
             self._wake.clear()
             runs, self._dirty = self._dirty, set()
-            for run_id in runs:
+            for run_id in dict.fromkeys([*await self.claims.candidates(), *sorted(runs)]):
+                if not await self._hold(run_id):
+                    continue  # another replica writes this thread
                 try:
                     still_live = await self.sync(run_id)
-                except (TimeoutError, SlackApiError, OSError) as exc:
-                    log.warning("Slack is not taking writes (%s); retrying", exc)
-                    self._dirty.add(run_id)
-                    await asyncio.sleep(RETRY_DELAY)
+                except ClaimLost:
+                    log.warning("run %s: another replica writes its thread now", run_id)
                     continue
-                except Exception:
-                    log.exception("could not mirror run %s", run_id)
+                except Exception as exc:
+                    if is_slack_failure(exc):
+                        log.warning("Slack is not taking writes (%s); retrying", exc)
+                    else:
+                        log.exception("could not mirror run %s", run_id)
                     self._dirty.add(run_id)
                     await asyncio.sleep(RETRY_DELAY)
                     continue
                 if still_live:  # keep the elapsed time of a running step moving
                     self._dirty.add(run_id)
 
+    async def _hold(self, run_id: str) -> bool:
+        before = set(self.claims.held)
+        if not await self.claims.hold(run_id):
+            return False
+        if run_id not in before:  # taken (over): know nothing of the thread but the database
+            log.info("replica %s writes the thread of run %s", self.claims.owner, run_id)
+            self.writes.forget(run_id)
+            self._drawn.pop(run_id, None)
+        return True
+
+    async def _read_thread_state(self, run_id: str) -> None:
+        """Whether the run moved threads or cannot be written, as recorded (any replica may
+        have recorded it: a `/rollback-phase3 status` typed anywhere moves a lost thread)."""
+        async with self.engine.sessions() as session:
+            moved, stuck = await repo_mirror.thread_state(session, run_id)
+        self.moved_from[run_id] = moved
+        if stuck:
+            self.unwritable[run_id] = stuck
+        else:
+            self.unwritable.pop(run_id, None)
+
     async def drain(self) -> None:
         """Sync until nothing is pending (tests, shutdown); callers bound it with a timeout."""
         while self._dirty:
             for run_id in list(self._dirty):
                 self._dirty.discard(run_id)
-                await self.sync(run_id)
+                if await self._hold(run_id):
+                    await self.sync(run_id)
 
     # --- one pass ---------------------------------------------------------------------------
 
@@ -152,96 +185,29 @@ class ThreadMirror:
         running step's clock and tail are redrawn once a pass, so a pass ends; True if there
         is more to draw (a step is running, or a redraw waits for the next pass)."""
         redrawn: set[str] = set()
+        await self._read_thread_state(run_id)
         while True:
-            view, write, deferred = await self._next_write(run_id, redrawn)
-            if write is not None and await self.budget.wait_turn(write.channel):
-                # The log moved on while we waited: decide again, from what it says now.
-                view, write, deferred = await self._next_write(run_id, redrawn)
-            if write is None:
-                return deferred or any(s.status is StepStatus.RUNNING for s in view.steps)
-            await write.send()
+            if run_id in self.unwritable:
+                return await self.refusals.stop_if_stuck(run_id)
+            snapshot = await self._snapshot(run_id, frozenset(redrawn))
+            write = next_write(snapshot)
+            if write.action is Action.WAIT:
+                # Sleep, then decide again from what the log says by then.
+                await asyncio.sleep(write.wait)
+                continue
+            if write.action is Action.NOTHING:
+                if not write.again and snapshot.view.status is not RunStatus.ACTIVE \
+                        and snapshot.entry is None:
+                    await self.claims.done(run_id)
+                return write.again or bool(self._set_aside)
+            await self.claims.confirm(run_id)  # fencing: still ours, in database time
+            await self.perform(snapshot, write)
             redrawn.add(write.key)
 
-    async def _next_write(
-        self, run_id: str, redrawn: set[str]
-    ) -> tuple[RunView, Write | None, bool]:
-        """The most valuable write now (None: nothing), and whether a redraw was put off
-        because this pass already made it."""
-        entry, view, posted = await self._snapshot(run_id)
-        channel = view.channel_id or self.engine.settings.rollback_channel
-        thread_ts = view.thread_ts
-        if not thread_ts:
-            return view, Write(f"{run_id}:board", channel,
-                               functools.partial(self._post_root, view, channel)), False
-        now = datetime.now(UTC)
-        redraws = self._redraws(view, channel, thread_ts, posted, now)
-        deliver = None if entry is None else Write(f"entry:{entry.id}", channel, functools.partial(
-            self._deliver, view, entry, channel, thread_ts))
-        moved = {write.key: write for rank, _, write in redraws if rank == 0}
-        for step in view.steps:  # in thread order: messages, attached output, status changes
-            if step.execution_id is None:
-                continue
-            if not posted.get(step.execution_id):
-                if entry is not None and _entry_goes_before(entry, step):
-                    return view, deliver, False
-                text, step_blocks = blocks.step_message(view, step, now)
-                return view, Write(step.execution_id, channel, functools.partial(
-                    self._post_step, step, channel, thread_ts, text, step_blocks)), False
-            if step.execution_id in moved:
-                if entry is not None and _entry_goes_before_redraw(entry, step):
-                    return view, deliver, False
-                return view, moved[step.execution_id], False
-        if entry is not None and not _closes(entry):
-            return view, deliver, False
-        ready = [(rank, order, write) for rank, order, write in redraws
-                 if rank < _TICK or write.key not in redrawn]
-        if ready:
-            return view, min(ready, key=lambda r: r[:2])[2], False
-        if redraws:  # only ticks this pass has drawn already; the summary waits for them too
-            return view, None, True
-        return view, deliver, False
+    def channel_of(self, view: RunView) -> str:
+        return view.channel_id or self.engine.settings.rollback_channel
 
-    def _redraws(
-        self, view: RunView, channel: str, thread_ts: str, posted: dict[str, str | None],
-        now: datetime,
-    ) -> list[tuple[int, int, Write]]:
-        """Every message Slack shows differently from the log, ranked: a step's status moved
-        (0), the board (1), the same status with new lines, approvals or clock (_TICK)."""
-        board_key = f"{view.run_id}:board"
-        redraws: list[tuple[int, int, Write]] = []
-        text, board = blocks.status_board(view)
-        if self._sent.get(board_key) != _digest(text, board):
-            redraws.append((1, 0, Write(board_key, channel, functools.partial(
-                self._update, board_key, channel, thread_ts, text, board))))
-        for order, step in enumerate(view.steps):
-            ts = posted.get(step.execution_id or "")
-            if step.execution_id is None or ts is None:
-                continue
-            text, step_blocks = blocks.step_message(view, step, now)
-            if self._sent.get(step.execution_id) == _digest(text, step_blocks):
-                continue
-            moved = self._shown_status.get(step.execution_id, _UNKNOWN) != step.status
-            redraws.append((0 if moved else _TICK, order, Write(
-                step.execution_id, channel, functools.partial(
-                    self._update, step.execution_id, channel, ts, text, step_blocks,
-                    step.status))))
-        return redraws
-
-    async def _post_root(self, view: RunView, channel: str) -> str:
-        async with self.engine.sessions() as session, session.begin():
-            run = await repo_runs.get_run(session, view.run_id, for_update=True)
-            if run is not None and run.thread_ts:  # another replica posted it meanwhile
-                return str(run.thread_ts)
-            text, board = blocks.status_board(view)
-            await self.budget.take(channel)
-            answer = await self.client.chat_postMessage(channel=channel, text=text, blocks=board)
-            await repo_runs.set_run_thread(session, view.run_id, answer["channel"], answer["ts"])
-        self._sent[f"{view.run_id}:board"] = _digest(text, board)
-        return str(answer["ts"])
-
-    async def _snapshot(
-        self, run_id: str
-    ) -> tuple[IncidentEvent | None, RunView, dict[str, str | None]]:
+    async def _snapshot(self, run_id: str, redrawn: frozenset[str]) -> ThreadSnapshot:
         """The next one-off entry, the run and which step messages are posted, all as of one
         moment: a step's end and its log entry are one commit, so the mirror sees both or
         neither (its output file never trails its final redraw, its summary never leads)."""
@@ -255,137 +221,111 @@ class ThreadMirror:
                     execution = await repo_runs.get_execution(session, step.execution_id)
                     posted[step.execution_id] = execution.message_ts if execution else None
         if passed is not None:
-            await self._advance(run_id, passed)
-        return entry, view, posted
+            await self.advance(run_id, passed)
+        now = time.monotonic()
+        self._set_aside = {k: t for k, t in self._set_aside.items() if t > now}
+        return ThreadSnapshot(
+            view=view, now=datetime.now(UTC), posted=posted,
+            drawn=dict(self._drawn.get(run_id, {})), entry=entry, redrawn=redrawn,
+            budget_wait=self.budget.wait_seconds(self.channel_of(view)),
+            set_aside=frozenset(self._set_aside),
+            moved_from=self.moved_from.get(run_id))
 
-    async def _post_step(
-        self, step: StepView, channel: str, thread_ts: str, text: str,
-        step_blocks: list[dict[str, Any]],
-    ) -> None:
-        assert step.execution_id is not None
-        async with self.engine.sessions() as session, session.begin():
-            execution = await repo_runs.get_execution(session, step.execution_id,
-                                                      for_update=True)
-            if execution is None or execution.message_ts:
+    async def perform(self, snapshot: ThreadSnapshot, write: NextWrite,
+                       plain: bool = False) -> None:
+        """One write; a failure is classified: retried within its budget, or handled."""
+        view = snapshot.view
+        try:
+            await self._write(view, write, plain)
+        except Exception as exc:
+            if not is_slack_failure(exc):
+                raise
+            self.writes.forget(view.run_id)  # it may have been applied: read before posting
+            failure = classify(exc)
+            if failure is not Failure.TRANSIENT:
+                self._tries.pop(write.key, None)
+                await self.refusals.handle(snapshot, write, failure, error_code(exc), plain)
                 return
-            await self.budget.take(channel)
-            answer = await self.client.chat_postMessage(
-                channel=channel, thread_ts=thread_ts, text=text, blocks=step_blocks
-            )
-            await repo_runs.set_execution_message(session, step.execution_id, answer["ts"])
-        self._sent[step.execution_id] = _digest(text, step_blocks)
-        self._shown_status[step.execution_id] = step.status
+            tries = self._tries[write.key] = self._tries.get(write.key, 0) + 1
+            if tries < RETRY_BUDGET:
+                raise
+            log.error("run %s: %s %s failed %d times (%s); the writes behind it go first",
+                      view.run_id, write.action, write.key, tries, error_code(exc))
+            self._tries.pop(write.key, None)
+            self.set_aside(write.key)
+            return
+        self._tries.pop(write.key, None)
 
-    async def _update(
-        self, key: str, channel: str, ts: str, text: str, message_blocks: list[dict[str, Any]],
-        status: StepStatus | None = None,
-    ) -> None:
-        await self.budget.take(channel)
-        await self.client.chat_update(channel=channel, ts=ts, text=text, blocks=message_blocks)
-        self._sent[key] = _digest(text, message_blocks)
-        self._shown_status[key] = status
+    async def _write(self, view: RunView, write: NextWrite, plain: bool) -> None:
+        channel = self.channel_of(view)
+        if write.action is Action.POST_ROOT:
+            if await self.writes.post_root(view, channel, write, plain):
+                self.record_drawn(view.run_id, write)
+        elif write.action is Action.POST_STEP:
+            if await self.writes.post_step(view, channel, write, plain):
+                self.record_drawn(view.run_id, write)
+        elif write.action is Action.EDIT:
+            await self.writes.update(channel, write, plain)
+            self.record_drawn(view.run_id, write)
+        elif write.entry is not None:
+            await self._deliver(view, write.entry, channel, plain)
+
+    def set_aside(self, key: str) -> None:
+        """Let the writes behind `key` go first for a while."""
+        self._set_aside[key] = time.monotonic() + SET_ASIDE_SECONDS
+
+    def record_drawn(self, run_id: str, write: NextWrite) -> None:
+        if write.drawn is not None:
+            self._drawn.setdefault(run_id, {})[write.key] = write.drawn
+
+    def forget_drawn(self, run_id: str, key: str | None = None) -> None:
+        """Draw a message again (None: every message of the run)."""
+        if key is None:
+            self._drawn.pop(run_id, None)
+        else:
+            self._drawn.get(run_id, {}).pop(key, None)
 
     # --- one-off entries (the outbox) ---------------------------------------------------------
 
     async def _next_entry(
         self, session: AsyncSession, run_id: str
-    ) -> tuple[IncidentEvent | None, int | None]:
+    ) -> tuple[PendingEntry | None, int | None]:
         """The first entry after the cursor that puts something in the thread, and the last
         entry before it (None: none) that has nothing to send, for the cursor to pass."""
         cursor = skipped = await repo_events.outbox_cursor(session, run_id)
         while True:
             events = await repo_events.events_after(session, run_id, skipped, limit=500)
             for event in events:
-                if await self._sends_something(session, event):
-                    return event, (skipped if skipped != cursor else None)
+                kind = EventKind(event.kind)
+                execution_id = event.data.get("execution_id")
+                count = (event.data.get("facts") or {}).get("output_lines")
+                if not isinstance(count, int):
+                    count = 0
+                    if kind in (EventKind.STEP_SUCCEEDED, EventKind.STEP_FAILED):
+                        _, count = await repo_events.output_summary(
+                            session, run_id, execution_id or "", 1)
+                if sends_something(kind, count, TAIL_LINES):
+                    return PendingEntry(
+                        event.id, kind, StepName(event.step) if event.step else None,
+                        execution_id), (skipped if skipped != cursor else None)
                 skipped = event.id
             if len(events) < 500:
                 return None, (skipped if skipped != cursor else None)
 
-    async def _sends_something(self, session: AsyncSession, event: IncidentEvent) -> bool:
-        kind = EventKind(event.kind)
-        if kind in _FINAL_EVENTS:
-            return True
-        if kind not in (EventKind.STEP_SUCCEEDED, EventKind.STEP_FAILED):
-            return False
-        count = (event.data.get("facts") or {}).get("output_lines")
-        if not isinstance(count, int):
-            _, count = await repo_events.output_summary(
-                session, str(event.run_id), event.data.get("execution_id", ""), 1)
-        return count > TAIL_LINES
-
     async def _deliver(
-        self, view: RunView, event: IncidentEvent, channel: str, thread_ts: str
+        self, view: RunView, entry: PendingEntry, channel: str, plain: bool
     ) -> None:
-        """At least once: the cursor passes the entry only after Slack has taken it."""
-        if _closes(event):
+        """At least once to Slack, once in the thread: the cursor passes the entry only after
+        Slack has taken it, and a retry finds what an unanswered try left there."""
+        if entry.closes:
             # The run may have ended after `view` was read: summarise what is there now.
-            await self._post_summary(await self.engine.run_view(view.run_id), channel,
-                                     thread_ts)
+            await self.writes.post_summary(await self.engine.run_view(view.run_id), channel,
+                                           plain)
         else:
-            await self._attach_output(view, event, channel, thread_ts)
-        await self._advance(view.run_id, event.id)
+            await self.writes.attach_output(view, entry, channel)
+        await self.advance(view.run_id, entry.event_id)
 
-    async def _advance(self, run_id: str, event_id: int) -> int:
+    async def advance(self, run_id: str, event_id: int) -> int:
         async with self.engine.sessions() as session, session.begin():
             await repo_events.advance_outbox(session, run_id, event_id)
         return event_id
-
-    async def _attach_output(
-        self, view: RunView, event: IncidentEvent, channel: str, thread_ts: str
-    ) -> None:
-        """Output longer than the message shows goes to the thread as a file (from the log,
-        not from `view`, which may predate the step's last lines)."""
-        execution_id = event.data.get("execution_id", "")
-        async with self.engine.sessions() as session:
-            lines = await repo_events.all_output(session, view.run_id, execution_id)
-        attempt = next((s.attempt for s in view.steps if s.execution_id == execution_id), 1)
-        await self.budget.take(channel)
-        await self.client.files_upload_v2(
-            channel=channel, thread_ts=thread_ts, filename=f"{event.step}-output.log",
-            title=f"Full output of {event.step} (attempt {attempt}, {len(lines)} lines)",
-            content="\n".join(lines) + "\n",
-        )
-
-    async def _post_summary(self, view: RunView, channel: str, thread_ts: str) -> None:
-        text, summary = blocks.run_summary(view)
-        await self.budget.take(channel)
-        await self.client.chat_postMessage(
-            channel=channel, thread_ts=thread_ts, text=text, blocks=summary
-        )
-        async with self.engine.sessions() as session:
-            events = await repo_events.all_events(session, view.run_id)
-        await self.budget.take(channel)
-        await self.client.files_upload_v2(
-            channel=channel, thread_ts=thread_ts, filename=f"rollback-{view.run_id[:8]}.md",
-            title="Incident timeline", content=timeline_markdown(view, events),
-        )
-
-
-def _digest(text: str, message_blocks: list[dict[str, Any]]) -> str:
-    return hashlib.sha256(json.dumps([text, message_blocks], sort_keys=True).encode()).hexdigest()
-
-
-def _entry_goes_before(entry: IncidentEvent, step: StepView) -> bool:
-    """Does a one-off entry belong in the thread before `step`'s (unposted) message? Attached
-    output goes after its own step's message and before later steps' and later attempts'; the
-    closing summary goes after every message."""
-    if _closes(entry) or entry.step is None:
-        return False
-    own = StepName(entry.step)
-    if step.step == own:
-        return step.execution_id != entry.data.get("execution_id")
-    return STEP_ORDER.index(step.step) > STEP_ORDER.index(own)
-
-
-def _entry_goes_before_redraw(entry: IncidentEvent, step: StepView) -> bool:
-    """Attached output goes before a status change of its own step's message or a later one:
-    the file holds every line, the redraw only the newest."""
-    if _closes(entry) or entry.step is None:
-        return False
-    return STEP_ORDER.index(step.step) >= STEP_ORDER.index(StepName(entry.step))
-
-
-def _closes(entry: IncidentEvent) -> bool:
-    """The run's closing summary: it goes after every message shows its final state."""
-    return EventKind(entry.kind) in _FINAL_EVENTS

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import TextIO
 
 from bot.db import repo_events
@@ -25,15 +26,31 @@ from bot.terminal.render import entry_of, render_entry, status_board, step_headi
 POLL_SECONDS = 1.0  # a safety net only: the engine's change notice normally wakes us first
 
 
+ActorFor = Callable[[str], Actor]
+
+
 def terminal_actor(name: str) -> Actor:
+    """A rehearsal's engineer: any name, on a sandbox nobody else uses."""
     return Actor(f"terminal:{name}", name, Source.TERMINAL, True)
 
 
+def configured_actor(approver_ids: tuple[str, ...]) -> ActorFor:
+    """Break-glass on the real target: the names given are user ids, and only those configured
+    (APPROVER_USER_IDS) are authorised — the same engineers, and the same two-person rule, as in
+    Slack (an approval given in Slack and one at the terminal by the same id count once)."""
+    def actor(user_id: str) -> Actor:
+        return Actor(user_id, user_id, Source.TERMINAL, user_id in approver_ids)
+    return actor
+
+
 class TerminalFront:
-    def __init__(self, engine: Engine, out: TextIO, approvals: ApprovalSource) -> None:
+    def __init__(self, engine: Engine, out: TextIO, approvals: ApprovalSource,
+                 actor_for: ActorFor = terminal_actor, operator: str | None = None) -> None:
         self.engine = engine
         self.out = out
         self.approvals = approvals
+        self.actor_for = actor_for
+        self.operator = operator  # who retries or aborts from this terminal
         self._wake = asyncio.Event()
         self._cursor = 0
         self._decided: set[tuple[str, str]] = set()  # (execution id, fingerprint) handled
@@ -48,7 +65,7 @@ class TerminalFront:
 
     async def run(self, initiator: str, reason: str, channel_id: str | None = None) -> RunView:
         """Start a rollback and drive it to its end; returns the final view."""
-        answer = await self.engine.start_run(terminal_actor(initiator), reason, channel_id)
+        answer = await self.engine.start_run(self.actor_for(initiator), reason, channel_id)
         if not answer.accepted or answer.run_id is None:
             raise FrontError(answer.message)
         return await self.follow(answer.run_id)
@@ -93,14 +110,14 @@ class TerminalFront:
             self._decided.add(key)
             verdict = await self.approvals.verdict(view, step)
             if verdict.reject_reason is not None:
-                actor = terminal_actor(verdict.approvers[0] if verdict.approvers else "terminal")
+                actor = self.actor_for(verdict.approvers[0] if verdict.approvers else "terminal")
                 await self.engine.reject(self._click(actor, view, step), verdict.reject_reason)
                 return True
-            already = {a.user_name for a in step.approvers}
+            already = {a.user_id for a in step.approvers}  # in Slack or here: one person
             for name in verdict.approvers:
-                if name in already:
+                if self.actor_for(name).user_id in already:
                     continue
-                answer = await self.engine.approve(self._click(terminal_actor(name), view, step))
+                answer = await self.engine.approve(self._click(self.actor_for(name), view, step))
                 if not answer.accepted:
                     self.say(f"  {name}: {answer.message}")
                     if answer.refusal is Refusal.PLAN_CHANGED:
@@ -115,7 +132,7 @@ class TerminalFront:
             if key in self._decided:
                 return False
             self._decided.add(key)
-            actor = terminal_actor(view.initiator_name)
+            actor = self.actor_for(self.operator or view.initiator_name)
             if await self.approvals.after_failure(view, step):
                 answer = await self.engine.retry(self._click(actor, view, step))
             else:

@@ -26,6 +26,7 @@ from bot.terminal.decisions import ApprovalSource, FrontError
 from bot.terminal.summary import summary_text
 
 if TYPE_CHECKING:
+    from bot.engine.engine import Engine
     from bot.rehearsal.sandbox import Sandbox
 
 DEFAULT_REASON = "rehearsal of the Phase 3 emergency rollback"
@@ -100,20 +101,68 @@ def _restore_logging(handler: logging.Handler, removed: list[logging.Handler]) -
         root.addHandler(old)
 
 
+@dataclass(frozen=True)
+class BreakGlass:
+    """`rehearse --real`: who may act (the configured approvers, by user id) and, to attach to
+    a run started in Slack, why the terminal takes it over."""
+
+    approver_ids: tuple[str, ...]
+    take_over: str | None = None
+
+
+def check_break_glass(settings: Settings, approvers: list[str], initiator: str) -> None:
+    """The two-person rule at the terminal, as in Slack: only configured approvers, two
+    distinct ones, never the initiator."""
+    configured = set(settings.approver_user_ids)
+    if not configured:
+        raise SettingsError("--real needs APPROVER_USER_IDS: the terminal accepts the same "
+                            "engineers as Slack, by user id")
+    unknown = [name for name in approvers if name not in configured]
+    if unknown:
+        raise SettingsError(f"not configured approvers (APPROVER_USER_IDS): {', '.join(unknown)}")
+    if initiator not in configured:
+        raise SettingsError(f"--initiator {initiator} is not a configured approver "
+                            "(APPROVER_USER_IDS); give your user id")
+    if approvers and len(set(approvers)) < 2:
+        raise SettingsError("two different approvers are needed (--approver ID twice)")
+    if initiator in approvers:
+        raise SettingsError(f"{initiator} starts or operates this rollback and cannot approve it")
+
+
 async def drive(settings: Settings, out: TextIO, approvals: ApprovalSource, initiator: str,
-                reason: str) -> RunView:
+                reason: str, glass: BreakGlass | None = None) -> RunView:
     """Run one rollback to its end through the terminal front on the configured bot DB."""
     from bot.startup import open_engine
-    from bot.terminal.front import TerminalFront
 
     async with open_engine(settings) as engine:
         await engine.recover(watch=False)
-        front = TerminalFront(engine, out, approvals)
-        active = await engine.active_run_id()
-        if active is not None:
-            print(f"Following the active rollback {active}.", file=out)
-            return await front.follow(active)
+        return await follow_or_start(engine, out, approvals, initiator, reason, glass)
+
+
+async def follow_or_start(engine: Engine, out: TextIO, approvals: ApprovalSource,
+                          initiator: str, reason: str, glass: BreakGlass | None = None
+                          ) -> RunView:
+    """Start a rollback, or follow the active one; a run started in Slack is attached to only
+    with a take-over reason (recorded in the incident log, shown in the thread)."""
+    from bot.domain.events import Source
+    from bot.terminal.front import TerminalFront, configured_actor, terminal_actor
+
+    actor_for = configured_actor(glass.approver_ids) if glass else terminal_actor
+    front = TerminalFront(engine, out, approvals, actor_for, operator=initiator)
+    active = await engine.active_run_id()
+    if active is None:
         return await front.run(initiator, reason)
+    if glass is not None and await engine.run_source(active) is not Source.TERMINAL:
+        if not glass.take_over:
+            raise FrontError(f"the active rollback {active} was started in Slack: attach to it "
+                             "from the terminal only with --take-over <reason>")
+        answer = await engine.take_over(active, actor_for(initiator), glass.take_over)
+        if not answer.accepted:
+            raise FrontError(f"take-over refused: {answer.message}")
+        print(f"Took over the active rollback {active}: {glass.take_over}", file=out)
+    else:
+        print(f"Following the active rollback {active}.", file=out)
+    return await front.follow(active)
 
 
 async def finish(view: RunView, settings: Settings, timeline: Path, out: TextIO) -> None:
@@ -201,7 +250,11 @@ def add_rehearse_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rehearse on a fresh sandbox even if TARGET_DATABASE_URL is set")
     parser.add_argument("--real", action="store_true",
                         help="break-glass: run the rollback on the CONFIGURED target "
-                        "(TARGET_DATABASE_URL) from this terminal, e.g. while Slack is down")
+                        "(TARGET_DATABASE_URL) from this terminal, e.g. while Slack is down; "
+                        "approvers and initiator are user ids from APPROVER_USER_IDS")
+    parser.add_argument("--take-over", default=None, metavar="REASON",
+                        help="with --real: attach to a rollback started in Slack (recorded in "
+                        "the incident log and shown in its thread)")
 
 
 def _initiator(args: argparse.Namespace) -> str:
@@ -219,6 +272,10 @@ def rehearse_command(args: argparse.Namespace, settings: Settings) -> int:
             "for a sandbox rehearsal, or pass --real to roll back the configured target")
     if args.real and not target_configured:
         raise SettingsError("--real needs TARGET_DATABASE_URL (the database to roll back)")
+    if getattr(args, "take_over", None) and not args.real:
+        raise SettingsError("--take-over goes with --real")
+    if args.real:
+        check_break_glass(settings, args.approver, args.initiator or getpass.getuser())
     approvals: ApprovalSource
     if args.approver:
         approvals = NamedApprovers(args.approver)
@@ -230,8 +287,9 @@ def rehearse_command(args: argparse.Namespace, settings: Settings) -> int:
         if args.real:
             print("⚠ LOSSY ROLLBACK of the configured target, from the terminal.")
             timeline = Path.cwd() / f"rollback-{datetime.now():%Y%m%d-%H%M%S}-timeline.md"
-            view = asyncio.run(_real(settings, approvals, _initiator(args), args.reason,
-                                     timeline))
+            glass = BreakGlass(tuple(settings.approver_user_ids), args.take_over)
+            view = asyncio.run(_real(settings, approvals, args.initiator or getpass.getuser(),
+                                     args.reason, timeline, glass))
             return 0 if view.status is RunStatus.COMPLETED else 1
         options = RehearsalOptions(
             approvers=tuple(args.approver), initiator=_initiator(args), reason=args.reason,
@@ -245,8 +303,8 @@ def rehearse_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _real(settings: Settings, approvals: ApprovalSource, initiator: str,
-                reason: str, timeline: Path) -> RunView:
-    view = await drive(settings, sys.stdout, approvals, initiator, reason)
+                reason: str, timeline: Path, glass: BreakGlass) -> RunView:
+    view = await drive(settings, sys.stdout, approvals, initiator, reason, glass)
     await finish(view, settings, timeline, sys.stdout)
     print(f"timeline: {timeline}")
     return view

@@ -128,4 +128,6 @@ def render_entry(entry: LogEntry, view: RunView) -> list[str]:
         return [f"Rollback aborted by {who}: {data.get('reason', '')}"]
     if kind is EventKind.RUN_COMPLETED:
         return ["", "Rollback completed: all six steps done."]
+    if kind is EventKind.TAKEN_OVER:
+        return [f"⚠ taken over at the terminal by {who}: {data.get('reason', '')}"]
     return []

@@ -1,10 +1,13 @@
-"""The `outbox` mailer: one .eml file per message, written atomically (rehearsals, air gaps)."""
+"""The `outbox` mailer: one .eml file per message, written atomically and readable by the bot's
+user only (it holds a key), for rehearsals and air gaps."""
 
 from __future__ import annotations
 
 import asyncio
 from email.message import EmailMessage
 from pathlib import Path
+
+from steps.files import make_private_dir, write_private
 
 
 class OutboxMailer:
@@ -13,12 +16,9 @@ class OutboxMailer:
         self.run_id = run_id
 
     def _write(self, message: EmailMessage) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.folder)
         tag = str(message.get("X-Rollback-Client", "client"))
-        final = self.folder / f"{self.run_id[:8]}-{tag}.eml"
-        partial = final.with_suffix(".eml.partial")
-        partial.write_bytes(message.as_bytes())
-        partial.rename(final)
+        write_private(self.folder / f"{self.run_id[:8]}-{tag}.eml", message.as_bytes())
 
     async def send(self, message: EmailMessage) -> None:
         await asyncio.to_thread(self._write, message)

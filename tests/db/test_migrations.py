@@ -19,7 +19,8 @@ from bot.db.session import make_engine
 from bot.urls import libpq_url
 
 TABLES = {"rollback_runs", "step_executions", "approvals", "incident_events", "slack_outbox",
-          "notifications", "key_rotations"}
+          "notifications", "key_rotations", "mirror_claims", "slack_refusals",
+          "engine_inbox"}
 
 
 async def table_names(url: str) -> set[str]:

@@ -31,12 +31,18 @@ class ScriptedStep:
     outcome_facts: dict[str, object] = field(default_factory=dict)  # added to run()'s facts
     runs: int = 0
     entered: asyncio.Event = field(default_factory=asyncio.Event)  # set when run() begins
+    running_now: int = 0  # copies of run() in progress (over every replica of a test)
+    stopped: int = 0  # copies of run() cancelled while in progress
+    running_at_check: list[int] = field(default_factory=list)  # running_now at each check
+    plans: int = 0  # how often the plan was computed (each one queries a live target)
 
     async def plan(self, ctx: StepContext) -> Plan:
+        self.plans += 1
         return Plan(step=self.name, summary=f"would {self.name.value}",
                     facts={"target": "sandbox", **self.plan_facts})
 
     async def check(self, ctx: StepContext) -> CheckResult:
+        self.running_at_check.append(self.running_now)
         return CheckResult(self.done, "effect in place" if self.done else "not yet")
 
     async def run(self, ctx: StepContext, emit: OutputSink) -> Outcome:
@@ -45,7 +51,14 @@ class ScriptedStep:
         for i in range(self.lines):
             emit(f"{self.name.value} line {i + 1}")
         if self.hold is not None:
-            await self.hold.wait()
+            self.running_now += 1
+            try:
+                await self.hold.wait()
+            except asyncio.CancelledError:
+                self.stopped += 1
+                raise
+            finally:
+                self.running_now -= 1
         if self.fail_times > 0:
             self.fail_times -= 1
             raise StepError(f"{self.name.value} failed on purpose")

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+
+from tests.slackwire.serve import serve_on_free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IMAGE = os.environ.get("RB_TEST_IMAGE", "rollback-bot:test")
@@ -30,11 +33,13 @@ class Completed:
     output: str
 
 
-async def run(*argv: str, within: float = 120.0, cwd: Path | None = None) -> Completed:
+async def run(*argv: str, within: float = 120.0, cwd: Path | None = None,
+              env: dict[str, str] | None = None) -> Completed:
     """A command's exit code and its output (stdout and stderr together), without blocking the
     event loop: the fake Slack a container talks to is served by this same loop."""
     proc = await asyncio.create_subprocess_exec(
-        *argv, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        *argv, cwd=cwd, env={**os.environ, **(env or {})}, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT)
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), within)
     except TimeoutError:
@@ -88,6 +93,14 @@ class Container:
         return state.output.strip()
 
 
+async def healthy(container: Container) -> bool:
+    state = await container.health()
+    if state.startswith("exited"):
+        raise AssertionError(f"the bot exited:\n{(await container.logs())[-4000:]}")
+    return state == "running healthy"
+
+
+
 @contextlib.asynccontextmanager
 async def detached(image: str, *args: str, options: tuple[str, ...] = ()
                    ) -> AsyncIterator[Container]:
@@ -100,3 +113,23 @@ async def detached(image: str, *args: str, options: tuple[str, ...] = ()
         yield Container(name)
     finally:
         await docker("rm", "-f", "-v", name)
+
+
+def env_options(**values: str) -> tuple[str, ...]:
+    return tuple(option for name, value in values.items() for option in ("-e", f"{name}={value}"))
+
+
+@pytest.fixture
+async def api_health() -> AsyncIterator[str]:
+    """Something answering GET /health for the preflight's api line (the api itself is the
+    sandbox's business; here only the bot is under test)."""
+    async def health(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    runner, port = await serve_on_free_port(app)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()

@@ -3,43 +3,21 @@ Slack over HTTP with its own health check — each a real container of the real 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from bot.rehearsal.postgres import free_port
 from tests.fixtures.sandbox import SandboxSeed
-from tests.image.conftest import Container, detached, docker, poll
+from tests.image.conftest import detached, docker, env_options, healthy, poll
 from tests.slackwire.fake_web_api import FakeSlack
 from tests.slackwire.requests import sign, slash_command
-from tests.slackwire.serve import serve_on_free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.image]
 
 SECRET = "image-test-signing-secret"
-
-
-@pytest.fixture
-async def api_health() -> AsyncIterator[str]:
-    """Something answering GET /health for the preflight's api line (the api itself is the
-    sandbox's business; here only the bot is under test)."""
-    async def health(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    app = web.Application()
-    app.router.add_get("/health", health)
-    runner, port = await serve_on_free_port(app)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
-
-
-def env_options(**values: str) -> tuple[str, ...]:
-    return tuple(option for name, value in values.items() for option in ("-e", f"{name}={value}"))
 
 
 async def test_image_ships_its_tools_and_runs_as_a_user(bot_image: str) -> None:
@@ -84,13 +62,6 @@ async def test_migrate_then_check_is_ready_against_the_test_services(
     assert fake_slack.calls_to("auth.test"), "the preflight asked the (fake) Slack"
 
 
-async def healthy(container: Container) -> bool:
-    state = await container.health()
-    if state.startswith("exited"):
-        raise AssertionError(f"the bot exited:\n{(await container.logs())[-4000:]}")
-    return state == "running healthy"
-
-
 async def test_serve_http_answers_a_signed_help_command_and_reports_healthy(
     bot_image: str, bot_db_url: str, fake_slack: FakeSlack, tmp_path: Path,
 ) -> None:
@@ -118,6 +89,15 @@ async def test_serve_http_answers_a_signed_help_command_and_reports_healthy(
         assert len(replies) == 1, "the forged request got no answer"
         assert "/rollback-phase3" in replies[0].args["text"]
         assert replies[0].args["channel"] == "C_ONCALL"
+
+        # `docker stop` sends the image's STOPSIGNAL (SIGINT): serve ends at once, not at the
+        # SIGKILL 30 s later that a PID 1 ignoring SIGTERM would wait for.
+        started = time.monotonic()
+        stopped = await docker("stop", "-t", "30", bot.name, within=60)
+        assert stopped.code == 0, stopped.output
+        assert time.monotonic() - started < 15, "serve ignored the stop signal"
+        code = await docker("inspect", "--format", "{{.State.ExitCode}}", bot.name)
+        assert code.output.strip() in ("0", "130"), await bot.logs()
 
 
 async def test_a_sandbox_rehearsal_runs_all_six_steps_inside_the_image(

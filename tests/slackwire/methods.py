@@ -80,6 +80,7 @@ def auth_test(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
 @method("chat.postMessage")
 def post_message(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
     ws = fake.workspace
+    opens_im(fake, args)
     channel = ws.writable(args.get("channel"))
     thread_ts = args.get("thread_ts") or None
     parent = ws.thread_parent(channel, thread_ts) if thread_ts else None
@@ -174,9 +175,26 @@ def replies(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
                      if m.channel == channel.id and m.thread_ts == thread_ts and m.ts != thread_ts),
                     key=lambda m: m.ts)
     limit = int(args.get("limit") or 1000)
-    shown = [shown_head, *(m.as_slack(with_metadata) for m in thread)][:limit]
+    listed = sorted([*((m.ts, m.as_slack(with_metadata)) for m in thread),
+                     *shared_files(fake, channel.id, thread_ts)], key=lambda t: t[0])
+    shown = [shown_head, *(m for _, m in listed)][:limit]
     return {"messages": shown, "has_more": False,
             "response_metadata": {"next_cursor": ""}}
+
+
+@method("conversations.history")
+def history(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
+    """The channel's root messages, newest first (added for the mirror's root look-up)."""
+    ws = fake.workspace
+    channel = ws.visible(args.get("channel"))
+    oldest = float(args.get("oldest") or 0)
+    with_metadata = _flag(args, "include_all_metadata")
+    roots = sorted((m for m in ws.messages.values() if m.channel == channel.id
+                    and (not m.thread_ts or m.thread_ts == m.ts) and float(m.ts) >= oldest),
+                   key=lambda m: m.ts, reverse=True)
+    limit = int(args.get("limit") or 100)
+    return {"messages": [m.as_slack(with_metadata) for m in roots[:limit]],
+            "has_more": len(roots) > limit, "response_metadata": {"next_cursor": ""}}
 
 
 @method("conversations.info")
@@ -277,6 +295,7 @@ def complete_upload(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
         fake.uploads[f["id"]].update(title=f.get("title"), channel=channel_id,
                                      thread_ts=args.get("thread_ts"),
                                      initial_comment=args.get("initial_comment"))
+        fake.uploads[f["id"]]["share_ts"] = fake.next_ts()
     return {"files": [{"id": f["id"], "title": f.get("title")} for f in files]}
 
 
@@ -285,6 +304,31 @@ def connections_open(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
     if not fake.socket_url:
         raise SlackError("invalid_auth")
     return {"url": fake.socket_url}
+
+
+def opens_im(fake: FakeSlack, args: dict[str, Any]) -> None:
+    """chat.postMessage to a user's id posts in the app's direct message with that user,
+    opening it if need be (added for the mirror, which tells an initiator there)."""
+    user = args.get("channel")
+    ws = fake.workspace
+    if isinstance(user, str) and user.startswith(("U", "W")) and user not in ws.channels:
+        dm = f"D_BOT_{user}"
+        if dm not in ws.channels:
+            ws.add_channel(dm, "directmessage", user, kind="im", bot=True)
+        args["channel"] = dm
+
+
+def shared_files(fake: FakeSlack, channel: str, thread_ts: str
+                 ) -> list[tuple[str, dict[str, Any]]]:
+    """Files shared into a thread, as the thread's messages Slack lists them among (added for
+    the mirror, which recognises an upload it already made by the file's name and title)."""
+    return [(u["share_ts"], {"type": "message", "ts": u["share_ts"], "thread_ts": thread_ts,
+                             "user": BOT_USER, "bot_id": BOT_ID, "text": "",
+                             "files": [{"id": file_id, "name": u.get("filename"),
+                                        "title": u.get("title")}]})
+            for file_id, u in fake.uploads.items()
+            if u.get("share_ts") and u.get("channel") == channel
+            and u.get("thread_ts") == thread_ts]
 
 
 # Methods that change the workspace: a "lost answer" fault applies them, then answers 500.

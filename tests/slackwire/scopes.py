@@ -20,6 +20,8 @@ METHOD_SCOPES: dict[str, dict[str, tuple[str, ...]]] = {
     "chat.getPermalink": {"any": ()},
     "conversations.replies": {"public": ("channels:history",), "private": ("groups:history",),
                               "im": ("im:history",), "mpim": ("mpim:history",)},
+    "conversations.history": {"public": ("channels:history",), "private": ("groups:history",),
+                              "im": ("im:history",), "mpim": ("mpim:history",)},
     "conversations.info": {"public": ("channels:read",), "private": ("groups:read",),
                            "im": ("im:read",), "mpim": ("mpim:read",)},
     "views.open": {"any": ()},

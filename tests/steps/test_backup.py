@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -93,3 +94,39 @@ async def test_password_travels_only_in_the_environment(small_db: str, tmp_path:
     assert (tmp_path / "pgpassword").read_text().strip() == "s3cret-pw"
     assert not any("s3cret-pw" in line for line in lines)
     assert json.dumps(lines).count("s3cret") == 0
+
+
+def mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+async def test_dump_and_sidecar_are_private_and_a_corrupt_sidecar_never_blocks(
+    small_db: str, tmp_path: Path
+) -> None:
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    garbage = backups / "backup_before_rollback_20990101_000000.dump.json"
+    garbage.write_text('{"run_id": "x", "path": ')  # cut off mid-write by an old version
+    listed = backups / "backup_before_rollback_20990101_000001.dump.run.json"
+    listed.write_text("[1, 2, 3]")
+    settings = settings_for(target_database_url=small_db, backup_dir=backups)
+    first, second = step_context(settings), step_context(settings)
+    step = BackupStep()
+    plan = await step.plan(first)
+    assert any(garbage.name in line and listed.name in line for line in plan.details)
+    check = await step.check(first)
+    assert not check.done and garbage.name in check.reason and listed.name in check.reason
+
+    old_umask = os.umask(0o000)  # the most permissive: files must still come out 0600
+    try:
+        dump = Path((await step.run(first, lambda _l: None)).facts["path"])
+        other = Path((await step.run(second, lambda _l: None)).facts["path"])
+    finally:
+        os.umask(old_umask)
+    assert mode(dump) == 0o600 and mode(other) == 0o600
+    mine = backups / f"{dump.name}.{first.run_id}.json"
+    theirs = backups / f"{other.name}.{second.run_id}.json"
+    assert mode(mine) == 0o600 and mode(theirs) == 0o600, "one sidecar per run, both private"
+    assert json.loads(mine.read_text())["run_id"] == first.run_id
+    assert (await step.check(first)).done and (await step.check(second)).done
+    assert not [p for p in backups.iterdir() if p.name.endswith(".partial")]

@@ -48,3 +48,25 @@ async def test_withdrawn_revision_is_refused(target_db_url: str, tmp_path: Path)
         await DowngradeStep().run(ctx, lambda _l: None)
     assert "found revision 20260201_000007; expected one of 20260208_000007" in str(refused.value)
     assert "20260201_000006 (already rolled back)" in str(refused.value)
+
+
+async def test_the_downgrade_sees_its_own_settings_and_none_of_the_bots(
+    target_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A failing downgrade that prints its whole environment (as the real service's settings
+    do) can only print what it was configured with."""
+    from tests.steps.test_process import BOT_SECRETS
+
+    for name, value in BOT_SECRETS.items():
+        monkeypatch.setenv(name, value)
+    ctx = step_context(sandbox_settings(
+        target_db_url, tmp_path, downgrade_command="sh -c 'env; exit 1'",
+        downgrade_env={"API_KEY": "service-door-key", "DEBUG": "true"}))
+    lines: list[str] = []
+    with pytest.raises(StepError, match=r"downgrade command failed \(exit 1\)"):
+        await DowngradeStep().run(ctx, lines.append)
+    seen = dict(line.split("=", 1) for line in lines if "=" in line)
+    assert seen["API_KEY"] == "service-door-key" and seen["DEBUG"] == "true"
+    assert seen["DATABASE_URL"].startswith("postgresql+asyncpg://")
+    assert seen["DATABASE_URL"].endswith(target_db_url.rsplit("/", 1)[1]), "the TARGET's URL"
+    assert not [s for s in BOT_SECRETS.values() if s in "\n".join(lines)]

@@ -159,6 +159,16 @@ async def test_the_default_security_sends_plaintext_only_when_no_starttls_is_off
 
 
 async def test_outbox_writes_one_eml_per_message_atomically(tmp_path: Path) -> None:
+    import os
+
+    previous = os.umask(0o000)  # the most permissive umask: files must still be 0600
+    try:
+        await _outbox_writes(tmp_path)
+    finally:
+        os.umask(previous)
+
+
+async def _outbox_writes(tmp_path: Path) -> None:
     mailer = build_mailer(settings_for(mailer="outbox", outbox_dir=tmp_path / "out"),
                           "0123456789-run")
     assert isinstance(mailer, OutboxMailer)
@@ -168,6 +178,8 @@ async def test_outbox_writes_one_eml_per_message_atomically(tmp_path: Path) -> N
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert files == ["01234567-aaaaaaaaaaaa.eml", "01234567-bbbbbbbbbbbb.eml"]
     assert "To: b@example.test" in (tmp_path / "out" / files[1]).read_text()
+    for name in files:  # each holds a key: the bot's user only, whatever the umask
+        assert (tmp_path / "out" / name).stat().st_mode & 0o777 == 0o600
 
 
 def write_csv(path: Path, text: str) -> Settings:

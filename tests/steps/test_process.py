@@ -42,3 +42,26 @@ async def test_missing_program_and_workdir_are_named(tmp_path: Path) -> None:
         await run_process(["no-such-program-xyz"], emit=lambda _l: None)
     with pytest.raises(StepError, match="does not exist"):
         await run_process(["true"], emit=lambda _l: None, cwd=tmp_path / "missing")
+
+
+BOT_SECRETS = {
+    "SLACK_BOT_TOKEN": "xoxb-bot-secret-1", "SLACK_APP_TOKEN": "xapp-app-secret-2",
+    "SLACK_SIGNING_SECRET": "signing-secret-3", "SMTP_PASSWORD": "smtp-secret-4",
+    "DATABASE_URL": "postgresql://bot:bot-db-secret-5@db/bot",
+}
+
+
+async def test_a_child_gets_a_minimal_environment_never_the_bots_secrets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in BOT_SECRETS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    lines: list[str] = []
+    result = await run_process(["env"], emit=lines.append, env={"PGPASSWORD": "configured"})
+    assert result.returncode == 0
+    seen = dict(line.split("=", 1) for line in lines if "=" in line)
+    assert set(seen) <= {"PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
+                         "PGPASSWORD", "PWD"}, sorted(seen)
+    assert seen["PGPASSWORD"] == "configured" and seen["LANG"] == "C.UTF-8" and "PATH" in seen
+    assert not [s for s in BOT_SECRETS.values() if s in "\n".join(lines)]

@@ -120,6 +120,7 @@ async def test_verify_fails_clearly_when_the_api_still_runs_phase3_code(
                                         r"\([0-9a-f]{8}(, [0-9a-f]{8}){4}\)") as failure:
         await VerifyStep().run(step_context(settings), lines.append)
     assert sum("FAILED, answered 500" in line for line in lines) == 5
+    assert not [line for line in lines if "answered 500:" in line], "no body copied"
     assert_no_key(keys, *lines, str(failure.value))
 
 
@@ -171,10 +172,47 @@ OWN = {"a", "b", "c"}
      "answered 200 with total 0, but the client owns 3 sessions"),
     (HttpAnswer(200, {"sessions": []}), "answered 200 with none of its 3 sessions"),
     (HttpAnswer(200, "<html>"), "answered 200 without a `sessions` list"),
-    (HttpAnswer(401, {"error": {"code": "AUTHENTICATION_ERROR"}}),
-     "answered 401: {'error': {'code': 'AUTHENTICATION_ERROR'}}"),
+    (HttpAnswer(401, {"error": {"code": "AUTHENTICATION_ERROR", "message": "key abc wrong"}}),
+     "answered 401 (AUTHENTICATION_ERROR)"),
+    (HttpAnswer(403, {"detail": "key abc is not yours"}), "answered 403"),
+    (HttpAnswer(500, {"error": "boom for key abc"}), "answered 500"),  # free text: not copied
+    (HttpAnswer(500, "Traceback: key abc"), "answered 500"),
     (HttpAnswer(None, error="ClientConnectorError: refused"),
      "no answer (ClientConnectorError: refused)"),
 ])
 def test_judging_one_clients_answer(answer: HttpAnswer, problem: str | None) -> None:
     assert judge(answer, OWN) == problem
+
+
+async def test_an_answer_to_a_real_key_is_shown_by_status_and_code_never_its_body(
+    target_db_url: str, tmp_path: Path
+) -> None:
+    """An api that echoes the key and other clients' rows in its error bodies (real HTTP)."""
+    from aiohttp import web
+
+    from tests.fixtures.http import serving
+
+    keys = await rekey_by_hand(target_db_url)
+
+    async def sessions(request: web.Request) -> web.Response:
+        key = request.headers.get("X-API-Key", "")
+        if key in keys.values():
+            return web.json_response({"error": {"code": "INTERNAL_ERROR", "message":
+                                      f"cannot load sessions for {key}: row secret-row-1"}},
+                                     status=500)
+        return web.json_response({"error": {"code": "AUTHENTICATION_ERROR",
+                                            "message": f"unknown key {key}"}}, status=401)
+
+    app = web.Application()
+    app.router.add_get("/api/v1/sessions", sessions)
+    async with serving(app) as base_url:
+        settings = sandbox_settings(target_db_url, tmp_path, restart_strategy="command",
+                                    api_base_url=base_url)
+        lines: list[str] = []
+        with pytest.raises(StepError, match="5 of 5 new keys did not work") as failure:
+            await VerifyStep().run(step_context(settings), lines.append)
+    assert sum("FAILED, answered 500 (INTERNAL_ERROR)" in line for line in lines) == 5
+    assert "random key: answered 401 (AUTHENTICATION_ERROR)" in lines
+    everything = "\n".join([*lines, str(failure.value)])
+    assert "secret-row-1" not in everything and "cannot load sessions" not in everything
+    assert_no_key(keys, everything)
