@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint typecheck bench clean demo
+.PHONY: install test lint typecheck bench clean demo demo-service
 
 install: $(STAMP)
 
@@ -28,6 +28,11 @@ test: lint
 # A full rehearsal on a sandbox (its own databases, api, outbox): two demo engineers approve.
 demo: $(STAMP)
 	$(BIN)/rollback-bot rehearse --sandbox --approver alice --approver bob --initiator carol --clients 20
+
+# The same in the real claude-agent-api's model: one door key (API_KEY in the sandbox service's
+# .env) that step 4 replaces, installs and restarts the api for, before anyone is mailed.
+demo-service: $(STAMP)
+	$(BIN)/rollback-bot rehearse --sandbox --key-model service --approver alice --approver bob --initiator carol --clients 20
 
 # Benchmarks (not tests: they print tables; see README "Performance").
 bench: $(STAMP)

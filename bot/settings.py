@@ -41,6 +41,19 @@ class RestartStrategy(StrEnum):
     COMMAND = "command"
 
 
+class KeyModel(StrEnum):
+    """`per_client`: the runbook's model, a key per client. `service`: the real service's, one
+    door key (`API_KEY`) every request must carry before rows are filtered by its hash."""
+
+    PER_CLIENT = "per_client"
+    SERVICE = "service"
+
+
+class KeyInstaller(StrEnum):
+    ENV_FILE = "env-file"
+    COMMAND = "command"
+
+
 CommaList = Annotated[tuple[str, ...], NoDecode]
 
 
@@ -110,6 +123,21 @@ class Settings(BaseSettings):
     rotation_batch_pages: int = Field(default=200, gt=0)
     rotation_workers: int = Field(default=3, gt=0)
 
+    # Step 4 with KEY_MODEL=service: the new door key installed where the service reads it
+    key_model: KeyModel = KeyModel.PER_CLIENT
+    service_key_old_hash: str = ""
+    key_installer: KeyInstaller = KeyInstaller.ENV_FILE
+    service_env_file: Path | None = None
+    service_env_variable: str = "API_KEY"
+    key_install_command: str = ""
+
+    # Step 4: the service's Redis caches, emptied of entries holding old hashes
+    redis_url: SecretStr | None = None
+    cache_session_pattern: str = "session:*"
+    cache_owner_key: str = "session:owner:{hash}"
+    cache_hash_field: str = "owner_api_key_hash"
+    cache_batch: int = Field(default=500, gt=0)
+
     # Step 5: email
     mailer: MailerKind = MailerKind.SMTP
     client_directory: Path | None = None
@@ -158,8 +186,8 @@ class Settings(BaseSettings):
 
     @field_validator(
         "slack_bot_token", "slack_signing_secret", "slack_app_token", "approver_usergroup_id",
-        "database_url", "client_directory", "email_template", "smtp_password",
-        "pagerduty_routing_key", "escalation_usergroup_id", mode="before",
+        "database_url", "client_directory", "email_template", "smtp_password", "redis_url",
+        "service_env_file", "pagerduty_routing_key", "escalation_usergroup_id", mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sandbox.code_dir import make_code_dir
 from sandbox.migrate import migrate
-from sandbox.seed import seed, write_keys
+from sandbox.seed import seed, write_env_file, write_keys
 
 
 def main() -> None:
@@ -27,6 +27,13 @@ def main() -> None:
     s.add_argument("--directory-csv", "--directory", dest="directory_csv", type=Path,
                    required=True)
     s.add_argument("--keys-out", type=Path, help="write the Phase 3 keys (tests only)")
+    s.add_argument("--shared-key-env-file", type=Path, default=None,
+                   help="one door key for every client (the real service's model), written "
+                   "as API_KEY to this dotenv file")
+    w = sub.add_parser("warm-cache", help="cache every session in Redis as the service does")
+    w.add_argument("--database-url", required=True)
+    w.add_argument("--redis-url", required=True)
+    w.add_argument("--prefix", default="")
     c = sub.add_parser("make-code-dir", help="a git repo tagged phase-2 / phase-3")
     c.add_argument("path", type=Path)
     args = parser.parse_args()
@@ -36,10 +43,18 @@ def main() -> None:
         result = asyncio.run(seed(
             args.database_url, args.clients, sessions_per_client=args.sessions_per_client,
             assistants_per_client=args.assistants_per_client,
-            without_contact=args.without_contact, directory_csv=args.directory_csv))
+            without_contact=args.without_contact, directory_csv=args.directory_csv,
+            shared_key=args.shared_key_env_file is not None))
         if args.keys_out:
             write_keys(args.keys_out, result.clients)
+        if args.shared_key_env_file is not None:
+            write_env_file(args.shared_key_env_file, result.clients[0].key)
         print(f"seeded {len(result.clients)} clients; directory {args.directory_csv}")
+    elif args.command == "warm-cache":
+        from sandbox.cache import warm_cache
+
+        count = asyncio.run(warm_cache(args.database_url, args.redis_url, args.prefix))
+        print(f"cached {count} sessions in Redis")
     else:
         print(make_code_dir(args.path))
 

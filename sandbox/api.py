@@ -5,6 +5,14 @@ or `SANDBOX_PHASE`. Phase 2 code reads the `metadata` column, Phase 3 code `sess
 so each fails against the other's schema, like the real thing. Logs are structlog-like JSON
 lines on stdout: one `request` line per request and the real service's ownership-check failures
 (`ownership_check_failed`, `ownership_check_failed_missing_hash`); never a key or a full hash.
+
+Two modes of the real service, each switched on by its environment:
+- door key (`API_KEY`, or `SANDBOX_ENV_FILE` naming a dotenv that holds it, read at start):
+  every request but `/health` must carry that one key (401 otherwise), and only then are rows
+  filtered by the key's hash; a key that passes the door but owns nothing sees an empty list.
+  Without it, a key owning no row is refused (the runbook's key per client).
+- Redis cache (`REDIS_URL`): sessions cached cache-aside under the service's own keys
+  (`sandbox.cache`), and ownership decided from the cached hash when there is one.
 """
 
 from __future__ import annotations
@@ -23,9 +31,13 @@ import asyncpg
 from aiohttp import web
 
 from bot.urls import libpq_url, password_of
+from sandbox.cache import SessionCache, cached_form
+from sandbox.door import PUBLIC_PATHS, door_refusal, read_door_key
 
 PHASE_KEY = web.AppKey("phase", int)
 POOL_KEY = web.AppKey("pool", asyncpg.Pool)
+DOOR_KEY = web.AppKey("door", str)  # "" when the sandbox has no door
+CACHE_KEY = web.AppKey("cache", SessionCache)
 PAGE_SIZE = 50
 METADATA_COLUMN = {2: "metadata", 3: "session_metadata"}  # 0c6d1a600bb1 renamed it
 SESSION_COLUMNS = "id::text AS id, status, model, created_at, owner_api_key_hash, {meta} AS meta"
@@ -76,8 +88,13 @@ async def list_sessions(request: web.Request) -> web.Response:
         return error(401, "AUTHENTICATION_ERROR", "Missing API key")
     key_hash = sha256_hex(key)
     phase = request.app[PHASE_KEY]
+    cache = request.app.get(CACHE_KEY)
+    # A cached owner index vouches for the owner (as the service's cache-aside reads do); the
+    # rows themselves are listed from the database, since an index may hold only some of them.
+    vouched = bool(cache) and await cache.owns(key_hash)  # type: ignore[union-attr]
     async with request.app[POOL_KEY].acquire() as conn:
-        if not await conn.fetchval(OWNS_SQL, key_hash):
+        if not (request.app[DOOR_KEY] or vouched) and not await conn.fetchval(OWNS_SQL,
+                                                                            key_hash):
             log("ownership_check_failed", key_hash_prefix=key_hash[:8], has_request_key=True,
                 path=request.path)
             return error(401, "AUTHENTICATION_ERROR", "Invalid API key")
@@ -86,35 +103,50 @@ async def list_sessions(request: web.Request) -> web.Response:
         rows = await conn.fetch(
             select_sessions(phase, "owner_api_key_hash = $1") + f" ORDER BY created_at, id "
             f"LIMIT {PAGE_SIZE}", key_hash)
+    if cache:
+        for row in rows:
+            await cache.cache_session(cached_form(row))
     return web.json_response({"sessions": [session_json(r) for r in rows], "total": total,
                               "page": 1, "page_size": PAGE_SIZE})
 
 
+def _public(cached: dict[str, Any]) -> dict[str, Any]:
+    return {"id": cached.get("id"), "status": cached.get("status"), "model": cached.get("model"),
+            "created_at": cached.get("created_at"), "metadata": cached.get("session_metadata")}
+
+
 async def get_session(request: web.Request) -> web.Response:
-    """One session, checked like the real service: the row's hash against the key's hash."""
+    """One session, checked like the real service: the row's hash against the key's hash —
+    the cached row's, when the cache holds it."""
     key = request.headers.get("X-API-Key", "")
     if not key:
         return error(401, "AUTHENTICATION_ERROR", "Missing API key")
     session_id = request.match_info["session_id"]
     not_found = error(404, "SESSION_NOT_FOUND", f"Session {session_id} not found")
-    async with request.app[POOL_KEY].acquire() as conn:
-        try:
-            row = await conn.fetchrow(
-                select_sessions(request.app[PHASE_KEY], "id = $1::uuid"), session_id)
-        except asyncpg.DataError:  # not a uuid
+    cache = request.app.get(CACHE_KEY)
+    found = await cache.get_session(session_id) if cache else None
+    if found is None:
+        async with request.app[POOL_KEY].acquire() as conn:
+            try:
+                row = await conn.fetchrow(
+                    select_sessions(request.app[PHASE_KEY], "id = $1::uuid"), session_id)
+            except asyncpg.DataError:  # not a uuid
+                return not_found
+        if row is None:
             return not_found
-    if row is None:
-        return not_found
-    if not row["owner_api_key_hash"]:
+        found = cached_form(row)
+        if cache:
+            await cache.cache_session(found)
+    if not found.get("owner_api_key_hash"):
         log("ownership_check_failed_missing_hash", session_id=session_id,
             has_session_hash=False, has_request_key=True)
         return not_found
     key_hash = sha256_hex(key)
-    if row["owner_api_key_hash"] != key_hash:
+    if found["owner_api_key_hash"] != key_hash:
         log("ownership_check_failed", session_id=session_id, key_hash_prefix=key_hash[:8],
             has_session_hash=True, has_request_key=True)
         return not_found
-    return web.json_response(session_json(row))
+    return web.json_response(_public(found))
 
 
 async def health(request: web.Request) -> web.Response:
@@ -122,6 +154,17 @@ async def health(request: web.Request) -> web.Response:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def door(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The service's auth middleware: one key for every request but the public paths."""
+    if request.path not in PUBLIC_PATHS and request.method != "OPTIONS":
+        refusal = door_refusal(request.app[DOOR_KEY] or None,
+                               request.headers.get("X-API-Key", ""))
+        if refusal is not None:
+            return error(401, "AUTHENTICATION_ERROR", refusal)
+    return await handler(request)
 
 
 @web.middleware
@@ -143,13 +186,19 @@ async def _pool(app: web.Application) -> AsyncIterator[None]:
     url = os.environ["DATABASE_URL"]
     app[POOL_KEY] = await asyncpg.create_pool(libpq_url(url), password=password_of(url),
                                               min_size=1, max_size=5)
+    cache = SessionCache.from_environment()
+    if cache is not None:
+        app[CACHE_KEY] = cache
     yield
     await app[POOL_KEY].close()
+    if cache is not None:
+        await cache.close()
 
 
 def build_app(phase: int | None = None) -> web.Application:
-    app = web.Application(middlewares=[request_log])
+    app = web.Application(middlewares=[request_log, door])
     app[PHASE_KEY] = read_phase() if phase is None else phase
+    app[DOOR_KEY] = read_door_key() or ""
     app.cleanup_ctx.append(_pool)
     app.router.add_get("/health", health)
     app.router.add_get("/api/v1/sessions", list_sessions)
@@ -160,7 +209,8 @@ def build_app(phase: int | None = None) -> web.Application:
 def main() -> None:
     app = build_app()
     port = int(os.environ.get("PORT", "54000"))
-    log("startup", phase=app[PHASE_KEY], port=port)
+    log("startup", phase=app[PHASE_KEY], port=port, door_key=bool(app[DOOR_KEY]),
+        cache=bool(os.environ.get("REDIS_URL")))
     web.run_app(app, host=os.environ.get("HOST", "127.0.0.1"), port=port, print=None,
                 access_log=None)
 

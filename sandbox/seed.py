@@ -1,5 +1,10 @@
 """Seed the sandbox at the Phase 3 head: N clients (hash only), their sessions and assistants,
-and the client directory CSV (`name,email,api_key_sha256`) the email step reads."""
+and the client directory CSV (`name,email,api_key_sha256`) the email step reads.
+
+With `shared_key` the clients are the people using a service with one door key, as the real
+service is used: every row carries the hash of that one key, and the directory lists every
+contact under it. `write_env_file` writes the service's dotenv holding that key.
+"""
 
 from __future__ import annotations
 
@@ -38,12 +43,14 @@ def sha256_hex(key: str) -> str:
 async def seed(
     database_url: str, clients: int, *, sessions_per_client: int = 3,
     assistants_per_client: int = 1, without_contact: int = 0, directory_csv: Path | None = None,
+    shared_key: bool = False,
 ) -> SeedResult:
     """Insert every row with COPY (set-based: 1,000 clients take about a second)."""
     if not 0 <= without_contact <= clients:
         raise ValueError(f"without_contact must be between 0 and {clients}")
+    door_key = str(uuid.uuid4()) if shared_key else None
     seeded = [_new_client(n, clients - without_contact, sessions_per_client,
-                          assistants_per_client) for n in range(clients)]
+                          assistants_per_client, door_key) for n in range(clients)]
     sessions = [(uuid.UUID(sid), "claude-sonnet-4", "completed", f"/srv/work/{c.email}", 2,
                  json.dumps({"client": c.name}), c.key_hash)
                 for c in seeded for sid in c.session_ids]
@@ -68,8 +75,9 @@ async def seed(
     return SeedResult(seeded)
 
 
-def _new_client(n: int, with_contact: int, sessions: int, assistants: int) -> SeededClient:
-    key = str(uuid.uuid4())
+def _new_client(n: int, with_contact: int, sessions: int, assistants: int,
+                door_key: str | None = None) -> SeededClient:
+    key = door_key or str(uuid.uuid4())
     return SeededClient(
         name=f"Client {n + 1:05d}", email=f"client{n + 1:05d}@example.test", key=key,
         key_hash=sha256_hex(key), has_contact=n < with_contact,
@@ -92,3 +100,13 @@ def write_directory(path: Path, clients: list[SeededClient]) -> None:
         writer = csv.writer(handle)
         writer.writerow(["name", "email", "api_key_sha256"])
         writer.writerows([c.name, c.email, c.key_hash] for c in clients if c.has_contact)
+
+
+def write_env_file(path: Path, key: str) -> None:
+    """The service's `.env` as its `.env.example` shapes it, holding the door key."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o640)
+    path.write_text("# claude-agent-api settings (sandbox)\n"
+                    f"API_KEY={key}\n"
+                    "DEBUG=true\n"
+                    "REDIS_SESSION_TTL=3600\n", encoding="utf-8")

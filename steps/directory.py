@@ -13,14 +13,21 @@ syntax (`a:b@c.de`, which the email package would deliver to `b@c.de`), display 
 non-ASCII mailbox name (the email package would write it as an encoded word no server reads; an
 international domain is sent in its ASCII form). The `.test` names of rehearsals are accepted;
 deliverability (DNS) is not asked.
+
+With `KEY_MODEL=service` a hash may be listed with several addresses: everyone who uses the
+service shares its one door key and is listed under that key's hash, and each is mailed once.
+`fan_out` gives every further contact an identity of its own (a hash of old hash and address)
+for the notification ledger, so "once" holds per contact across retries and crashes. In the
+per-client model two addresses for one client stay a conflict that mails neither.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +35,7 @@ import asyncpg
 from email_validator import EmailNotValidError, validate_email
 
 from bot.domain.step_protocol import StepError
-from bot.settings import Settings
+from bot.settings import KeyModel, Settings
 from steps.target_db import connect
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -44,8 +51,28 @@ class Contact:
 
 @dataclass(frozen=True)
 class Directory:
-    contacts: dict[str, Contact]  # old key hash (lowercase hex) -> contact
+    contacts: dict[str, Contact]  # old key hash (lowercase hex) -> (its first) contact
     problems: list[str]  # refused rows, with their line or row numbers
+    more: dict[str, list[Contact]] = field(default_factory=dict)  # KEY_MODEL=service: the rest
+
+
+def contact_id(old_hash: str, email: str) -> str:
+    """The ledger identity of a hash's second, third, ... contact (64 hex, like a hash)."""
+    return hashlib.sha256(f"{old_hash}\n{email.lower()}".encode()).hexdigest()
+
+
+def fan_out(mapping: Mapping[str, str], directory: Directory
+            ) -> tuple[dict[str, str], Directory]:
+    """One entry per contact: the first keeps the old hash as its identity, each further one
+    gets `contact_id`; all carry the hash's new hash. Hashes without contact stay as they are."""
+    if not directory.more:
+        return dict(mapping), directory
+    recipients, contacts = dict(mapping), dict(directory.contacts)
+    for old, new in mapping.items():
+        for extra in directory.more.get(old, ()):
+            recipients[contact_id(old, extra.email)] = new
+            contacts[contact_id(old, extra.email)] = extra
+    return recipients, Directory(contacts, directory.problems)
 
 
 class BadAddress(ValueError):
@@ -74,10 +101,10 @@ async def load_directory(settings: Settings) -> Directory:
     if settings.client_directory is None:
         raise StepError("no client directory: set CLIENT_DIRECTORY (CSV name,email,"
                         "api_key_sha256) or CLIENT_DIRECTORY_QUERY")
-    return _from_csv(settings.client_directory)
+    return _from_csv(settings.client_directory, settings.key_model is KeyModel.SERVICE)
 
 
-def _from_csv(path: Path) -> Directory:
+def _from_csv(path: Path, several: bool = False) -> Directory:
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
@@ -92,8 +119,8 @@ def _from_csv(path: Path) -> Directory:
         raise StepError(f"client directory {path} does not exist") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise StepError(f"cannot read client directory {path}: {exc}") from None
-    found = parse_rows(rows, "line")
-    return Directory(found.contacts, problems + found.problems)
+    found = parse_rows(rows, "line", several)
+    return Directory(found.contacts, problems + found.problems, found.more)
 
 
 def _csv_rows(reader: Any, header: list[str], problems: list[str]
@@ -129,13 +156,18 @@ async def _from_query(settings: Settings) -> Directory:
             rows = await statement.fetch()
         except asyncpg.PostgresError as exc:
             raise StepError(f"CLIENT_DIRECTORY_QUERY failed on the target: {exc}") from None
-    return parse_rows(((n, dict(row)) for n, row in enumerate(rows, start=1)), "query row")
+    return parse_rows(((n, dict(row)) for n, row in enumerate(rows, start=1)), "query row",
+                      settings.key_model is KeyModel.SERVICE)
 
 
-def parse_rows(rows: Iterable[tuple[int, Mapping[str, Any]]], what: str) -> Directory:
+def parse_rows(rows: Iterable[tuple[int, Mapping[str, Any]]], what: str,
+               several: bool = False) -> Directory:
     """Validate rows. A hash listed twice with the same address keeps the first row; with
-    different addresses it is refused altogether: a key must not go to a guess."""
+    different addresses it is refused altogether (a key must not go to a guess), unless
+    `several` (KEY_MODEL=service: one door key for everyone listed) keeps each address."""
     contacts: dict[str, Contact] = {}
+    more: dict[str, list[Contact]] = {}
+    listed: dict[tuple[str, str], int] = {}
     first_seen: dict[str, int] = {}
     conflicted: set[str] = set()
     problems: list[str] = []
@@ -151,7 +183,19 @@ def parse_rows(rows: Iterable[tuple[int, Mapping[str, Any]]], what: str) -> Dire
         except BadAddress as exc:
             problems.append(f"{what} {number}: email {email[:SHOWN_CHARS]!r} {exc}")
             continue
-        if key_hash in conflicted:
+        name = " ".join(str(row.get("name") or "").split())  # no line breaks in a greeting
+        if several and (key_hash, address.lower()) in listed:
+            problems.append(f"{what} {number}: hash {key_hash[:8]} with this address already "
+                            f"listed on {what} {listed[key_hash, address.lower()]}; kept the "
+                            "first")
+        elif several:
+            contact = Contact(name or address, address)
+            if key_hash in contacts:
+                more.setdefault(key_hash, []).append(contact)
+            else:
+                contacts[key_hash] = contact
+            listed[key_hash, address.lower()] = number
+        elif key_hash in conflicted:
             problems.append(f"{what} {number}: hash {key_hash[:8]} listed again; refused "
                             "(conflicting addresses)")
         elif key_hash in contacts and contacts[key_hash].email != address:
@@ -164,7 +208,6 @@ def parse_rows(rows: Iterable[tuple[int, Mapping[str, Any]]], what: str) -> Dire
             problems.append(f"{what} {number}: hash {key_hash[:8]} already listed on "
                             f"{what} {first_seen[key_hash]}; kept the first")
         else:
-            name = " ".join(str(row.get("name") or "").split())  # no line breaks in a greeting
             contacts[key_hash] = Contact(name or address, address)
             first_seen[key_hash] = number
-    return Directory(contacts, problems)
+    return Directory(contacts, problems, more)

@@ -18,9 +18,10 @@ from bot.domain.ledgers import NotificationRecord, NotificationStatus
 from bot.domain.step_protocol import CheckResult, Outcome, OutputSink, Plan, StepContext, StepError
 from bot.domain.steps import StepName
 from bot.settings import Settings
-from steps.directory import Contact, Directory, load_directory
+from steps.directory import Contact, Directory, fan_out, load_directory
 from steps.mailers.delivery import Delivery
 from steps.mailers.template import Template, masked
+from steps.service_key import mailable
 from steps.target_db import owner_hashes
 
 __all__ = ["EmailClientsStep", "Template", "masked"]
@@ -35,6 +36,15 @@ def _todo(mapping: Mapping[str, str], directory: Directory,
             and (old not in records or records[old].status in (S.FAILED, S.NO_CONTACT))]
 
 
+async def _recipients(ctx: StepContext, directory: Directory, mapping: Mapping[str, str]
+                      ) -> tuple[dict[str, str], Directory, list[str]]:
+    """One entry per contact to mail (a hash may list several), and in KEY_MODEL=service the
+    old hashes left out because the door refuses their keys."""
+    door, refused = mailable(ctx.settings, mapping)
+    recipients, directory = fan_out(door, directory)
+    return recipients, directory, refused
+
+
 class EmailClientsStep:
     name = StepName.EMAIL_CLIENTS
 
@@ -45,7 +55,8 @@ class EmailClientsStep:
         mapping = await ctx.rotations.mapping(ctx.run_id)
         records = await ctx.notifications.records(ctx.run_id)
         # Before step 4 has run, the clients are the hashes still on the target.
-        olds = list(mapping) or await _owner_hashes(s)
+        mapping = mapping or {h: h for h in await _owner_hashes(s)}
+        olds, directory, _ = await _recipients(ctx, directory, mapping)
         with_contact = [h for h in olds if h in directory.contacts]
         status = {h: records[h].status for h in with_contact if h in records}
         sent = sum(1 for st in status.values() if st is S.SENT)
@@ -67,6 +78,7 @@ class EmailClientsStep:
         directory = await load_directory(ctx.settings)
         mapping = await ctx.rotations.mapping(ctx.run_id)
         records = await ctx.notifications.records(ctx.run_id)
+        mapping, directory, _ = await _recipients(ctx, directory, mapping)
         if not mapping:
             if not await _owner_hashes(ctx.settings):
                 return CheckResult(True, "the target has no clients to email")
@@ -87,6 +99,10 @@ class EmailClientsStep:
         mapping = await ctx.rotations.mapping(ctx.run_id)
         if not mapping:
             raise StepError("the rotation ledger is empty: run step 4 first")
+        mapping, directory, refused = await _recipients(ctx, directory, mapping)
+        for old in refused:
+            emit(f"client {old[:8]}: not mailed, KEY_MODEL=service and its new key is not the "
+                 f"door key (the door refuses it)")
         records = await ctx.notifications.records(ctx.run_id)
         final = dict(records)
         for old in mapping:
@@ -110,6 +126,8 @@ class EmailClientsStep:
             "failed": failed, "no_contact": no_contact, "uncertain": in_doubt,
             "duration_s": round(time.monotonic() - started, 3),
         }
+        if refused:
+            facts["not_door_key"] = [h[:8] for h in refused]
         summary = f"{sent:,} emails sent, {len(no_contact):,} clients without a contact"
         if directory.problems:  # refused at load, named in the output with their line numbers
             facts["directory_refused"] = len(directory.problems)

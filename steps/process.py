@@ -75,16 +75,20 @@ def resolve_program(name: str) -> str:
 async def run_process(
     argv: Sequence[str], *, emit: OutputSink, cwd: Path | None = None,
     env: Mapping[str, str] | None = None, time_limit: float | None = None,
+    stdin_data: bytes | None = None,
 ) -> ProcessResult:
     """Run `argv`; `env` is what the step configures for this child, ADDED to the minimal
-    environment (`child_environment`): the bot's own environment is never passed on."""
+    environment (`child_environment`): the bot's own environment is never passed on.
+    `stdin_data` is written to the child's stdin, then closed: the one way a secret (a new
+    key) may reach a program, never its argv, which any user of the machine can read."""
     program = resolve_program(argv[0])
     if cwd is not None and not Path(cwd).is_dir():
         raise StepError(f"cannot run {argv[0]!r}: working directory {cwd} does not exist")
     process = await asyncio.create_subprocess_exec(
         program, *argv[1:], cwd=cwd, env=child_environment(env),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
+        stdin=asyncio.subprocess.DEVNULL if stdin_data is None else asyncio.subprocess.PIPE,
+        start_new_session=True,
         preexec_fn=_die_with_parent if _LIBC is not None else None,
     )
     tail: deque[str] = deque(maxlen=TAIL_LINES)
@@ -96,9 +100,17 @@ async def run_process(
             tail.append(line)
             emit(line)
 
+    async def feed() -> None:
+        if process.stdin is None:
+            return
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            process.stdin.write(stdin_data or b"")
+            await process.stdin.drain()
+        process.stdin.close()
+
     try:
         async with asyncio.timeout(time_limit):
-            await pump()
+            await asyncio.gather(feed(), pump())
             returncode = await process.wait()
     except TimeoutError:
         await _kill_group(process)

@@ -14,14 +14,23 @@ def default_steps() -> Mapping[StepName, Step]:
     from steps.email_clients import EmailClientsStep
     from steps.restart import RestartStep
     from steps.rotate_keys import RotateKeysStep
+    from steps.service_key import (
+        KeyModelNotes,
+        KeyModelRotation,
+        email_notes,
+        restart_notes,
+        verify_notes,
+    )
     from steps.verify import VerifyStep
 
+    # KeyModelRotation adds the door key (KEY_MODEL=service) and the cache invalidation to the
+    # rotation; KeyModelNotes tells in the other plans what the service model changes for them.
     steps: list[Step] = [
         BackupStep(),
         DowngradeStep(),
-        RestartStep(),
-        RotateKeysStep(),
-        EmailClientsStep(),
-        VerifyStep(),
+        KeyModelNotes(RestartStep(), restart_notes),
+        KeyModelRotation(RotateKeysStep()),
+        KeyModelNotes(EmailClientsStep(), email_notes),
+        KeyModelNotes(VerifyStep(), verify_notes),
     ]
     return {step.name: step for step in steps}

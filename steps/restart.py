@@ -136,49 +136,62 @@ class RestartStep:
         facts: dict[str, Any] = {"strategy": s.restart_strategy.value}
         if s.code_restore_command:
             facts["code_restore"] = await restore_code(s, emit)
+        facts.update(await restart_api(s, emit))
+        names = ", ".join(c["name"] for c in facts["containers"])
         if s.restart_strategy is RestartStrategy.COMMAND:
-            return await self._restart_by_command(s, facts, emit)
-        async with docker_engine(s) as engine:
-            found = await engine.find()
-            if not found:
-                raise StepError(f"no api container matches {selector(s)[1]}")
-            restarted_at = datetime.now(UTC)
-            facts["restarted_at"] = restarted_at.isoformat()
-            clock = time.monotonic()
-            for container in found:
-                emit(f"restarting {container.name} ({container.short_id}), "
-                     f"started {container.started_at}")
-                await engine.restart(container.id)
-            try:
-                emit(await wait_healthy(s, engine, found))
-            except StepError:
-                await emit_recent_logs(engine, found, restarted_at, emit)
-                raise
-            facts["healthy_after_s"] = round(time.monotonic() - clock, 3)
-            after = {c.id: await engine.inspect(c.id) for c in found}
-        facts["containers"] = [
-            {"name": c.name, "id": c.short_id, "started_before": c.started_at,
-             "started_after": after[c.id].started_at} for c in found
-        ]
-        names = ", ".join(c.name for c in found)
+            return Outcome(summary=f"api restarted by command; healthy after "
+                                   f"{facts['healthy_after_s']} s", facts=facts)
         return Outcome(summary=f"restarted {names}; healthy after {facts['healthy_after_s']} s",
                        facts=facts)
 
-    async def _restart_by_command(self, s: Settings, facts: dict[str, Any],
-                                  emit: OutputSink) -> Outcome:
-        """The command must return once the old process is gone: health is polled right after."""
-        if not s.restart_command:
-            raise StepError("RESTART_STRATEGY=command but RESTART_COMMAND is empty")
-        facts["restarted_at"] = datetime.now(UTC).isoformat()
+
+async def restart_api(s: Settings, emit: OutputSink) -> dict[str, Any]:
+    """Restart the api by the configured strategy and wait until it is healthy.
+
+    Step 3 calls it after restoring the code; step 4 again in `KEY_MODEL=service`, once the new
+    door key is installed. Returns the facts: when, how long until healthy, which containers.
+    """
+    if s.restart_strategy is RestartStrategy.COMMAND:
+        return await _restart_by_command(s, emit)
+    facts: dict[str, Any] = {}
+    async with docker_engine(s) as engine:
+        found = await engine.find()
+        if not found:
+            raise StepError(f"no api container matches {selector(s)[1]}")
+        restarted_at = datetime.now(UTC)
+        facts["restarted_at"] = restarted_at.isoformat()
         clock = time.monotonic()
-        emit(f"$ {s.restart_command}")
-        result = await run_process(shlex.split(s.restart_command), emit=emit)
-        facts["restart_command"] = {"command": s.restart_command, "exit": result.returncode}
-        if result.returncode != 0:
-            raise StepError(f"restart command failed (exit {result.returncode}): "
-                            + " | ".join(result.tail[-3:]))
-        emit(await wait_healthy(s, None, []))
+        for container in found:
+            emit(f"restarting {container.name} ({container.short_id}), "
+                 f"started {container.started_at}")
+            await engine.restart(container.id)
+        try:
+            emit(await wait_healthy(s, engine, found))
+        except StepError:
+            await emit_recent_logs(engine, found, restarted_at, emit)
+            raise
         facts["healthy_after_s"] = round(time.monotonic() - clock, 3)
-        facts["containers"] = []
-        return Outcome(summary=f"api restarted by command; healthy after "
-                               f"{facts['healthy_after_s']} s", facts=facts)
+        after = {c.id: await engine.inspect(c.id) for c in found}
+    facts["containers"] = [
+        {"name": c.name, "id": c.short_id, "started_before": c.started_at,
+         "started_after": after[c.id].started_at} for c in found
+    ]
+    return facts
+
+
+async def _restart_by_command(s: Settings, emit: OutputSink) -> dict[str, Any]:
+    """The command must return once the old process is gone: health is polled right after."""
+    if not s.restart_command:
+        raise StepError("RESTART_STRATEGY=command but RESTART_COMMAND is empty")
+    facts: dict[str, Any] = {"restarted_at": datetime.now(UTC).isoformat()}
+    clock = time.monotonic()
+    emit(f"$ {s.restart_command}")
+    result = await run_process(shlex.split(s.restart_command), emit=emit)
+    facts["restart_command"] = {"command": s.restart_command, "exit": result.returncode}
+    if result.returncode != 0:
+        raise StepError(f"restart command failed (exit {result.returncode}): "
+                        + " | ".join(result.tail[-3:]))
+    emit(await wait_healthy(s, None, []))
+    facts["healthy_after_s"] = round(time.monotonic() - clock, 3)
+    facts["containers"] = []
+    return facts

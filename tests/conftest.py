@@ -13,6 +13,7 @@ pytest_plugins = [
     "tests.fixtures.smtp",
     "tests.fixtures.redis",
     "tests.pagerwire.fixtures",
+    "tests.fixtures.redis_cache",
 ]
 
 # A test that uses one of these fixtures (directly or through another) carries the marker, so

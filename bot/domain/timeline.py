@@ -1,8 +1,17 @@
-"""The incident log as a markdown timeline: uploaded to the thread, written by the terminal."""
+"""The incident log as a markdown timeline: uploaded to the thread, written by the terminal.
+
+Text that people or the outside world wrote (the reason, names, event details such as a reject
+reason or a step's error) is shown as inline code: whichever way the file is read — raw, in
+Slack's file preview, or rendered as markdown by a wiki or GitHub — `<!channel>`,
+`<@U123>`, `<https://evil.example|click me>` or `[click me](https://evil.example)` appear as
+typed and do nothing. (A file Slack stores never pings anyone; the code spans make sure a
+rendered copy links nowhere either.)
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol
@@ -21,10 +30,25 @@ class EventLike(Protocol):
     data: dict[str, Any]
 
 
+_BACKTICKS = re.compile(r"`+")
+
+
+def literal(text: object, in_table: bool = False) -> str:
+    """`text` as a markdown code span (CommonMark): shown as typed, never a link or markup.
+    The fence is one backtick longer than the longest run inside; newlines become spaces."""
+    shown = " ".join(str(text).splitlines()) or " "
+    if in_table:
+        shown = shown.replace("|", "\\|")  # GFM splits table cells on | even in code
+    fence = "`" * (max((len(run) for run in _BACKTICKS.findall(shown)), default=0) + 1)
+    pad = " " if shown.startswith(("`", " ")) or shown.endswith(("`", " ")) else ""
+    return f"{fence}{pad}{shown}{pad}{fence}"
+
+
 def timeline_markdown(run: RunView, events: Iterable[EventLike]) -> str:
     lines = [f"# Phase 3 rollback {run.run_id}", "",
-             f"- started by {run.initiator_name} ({run.initiator_id}) at {run.created_at}",
-             f"- reason: {run.reason}", f"- status: {run.status.value}", "",
+             f"- started by {literal(run.initiator_name)} ({literal(run.initiator_id)}) "
+             f"at {run.created_at}",
+             f"- reason: {literal(run.reason)}", f"- status: {run.status.value}", "",
              "| # | time (UTC) | actor | source | event | step | details |",
              "|---|---|---|---|---|---|---|"]
     for e in events:
@@ -33,9 +57,9 @@ def timeline_markdown(run: RunView, events: Iterable[EventLike]) -> str:
             details = f"{len(data.get('lines', []))} output lines from line {data.get('first')}"
         else:
             details = json.dumps(data, default=str, sort_keys=True)
-        details = details.replace("|", "\\|")[:500]
-        lines.append(f"| {e.id} | {e.at:%Y-%m-%d %H:%M:%S} | {e.actor} | {e.source} | "
-                     f"{e.kind} | {e.step or ''} | {details} |")
+        lines.append(f"| {e.id} | {e.at:%Y-%m-%d %H:%M:%S} | {literal(e.actor, True)} | "
+                     f"{e.source} | {e.kind} | {e.step or ''} | "
+                     f"{literal(details[:500], True)} |")
     if run.follow_ups:
         lines += ["", f"## Post-rollback actions ({done_count(run.follow_ups)}/"
                   f"{len(run.follow_ups)} done)", ""]

@@ -6,7 +6,8 @@ changes anything: no mail is sent, no container touched, no row written. Every f
 through the probe the step itself uses, so `check` says what the rollback will find.
 
 One module per family of dependencies: `target` (database, revision, pg_dump, step 4's schema,
-the client directory), `services` (Slack, the bot's database, Docker, the api), `mail`.
+the client directory), `services` (Slack, the bot's database, Docker, the api), `mail`,
+`door_key` (KEY_MODEL=service's installer and door key, and the service's Redis).
 """
 
 from __future__ import annotations
@@ -16,10 +17,17 @@ import sys
 from collections.abc import Awaitable
 from typing import TextIO
 
+from bot.preflight.door_key import service_lines
 from bot.preflight.lines import CheckLine, stops_rollback, writable
 from bot.preflight.mail import check_mailer
 from bot.preflight.paging import check_paging
-from bot.preflight.services import check_api, check_bot_db, check_restart, check_slack
+from bot.preflight.services import (
+    check_api,
+    check_approvers,
+    check_bot_db,
+    check_restart,
+    check_slack,
+)
 from bot.preflight.target import (
     TargetFacts,
     check_directory,
@@ -31,8 +39,9 @@ from bot.preflight.target import (
 from bot.settings import Settings
 
 __all__ = [
-    "CheckLine", "TargetFacts", "check", "check_api", "check_bot_db", "check_command",
-    "check_directory", "check_mailer", "check_paging", "check_pg_dump", "check_restart",
+    "CheckLine", "TargetFacts", "check", "check_api", "check_approvers", "check_bot_db",
+    "check_command", "check_directory", "check_mailer", "check_paging", "check_pg_dump",
+    "check_restart",
     "check_slack",
     "check_target_revision", "check_work_table", "preflight", "preflight_text",
     "stops_rollback", "target_facts",
@@ -46,13 +55,15 @@ async def preflight(settings: Settings) -> list[CheckLine]:
         check_slack(settings), check_bot_db(settings),
         check_pg_dump(settings, facts.server_major), check_restart(settings),
         check_mailer(settings), check_directory(settings), check_api(settings),
-        check_work_table(settings),
+        check_work_table(settings), check_approvers(settings),
     ]
-    results = await asyncio.gather(*independent)
-    slack, bot_db, pg_dump, restart, mailer, directory, api, work_table = results
-    lines = [slack, bot_db, check_target_revision(settings, facts), pg_dump,
+    results, door_and_cache = await asyncio.gather(asyncio.gather(*independent),
+                                                   service_lines(settings))
+    slack, bot_db, pg_dump, restart, mailer, directory, api, work_table, approvers = results
+    lines = [slack, approvers, bot_db, check_target_revision(settings, facts), pg_dump,
              writable("backup dir", settings.backup_dir, "set BACKUP_DIR to a writable folder"),
-             restart, work_table, mailer, directory, api, check_paging(settings)]
+             restart, work_table, *door_and_cache, mailer, directory, api,
+             check_paging(settings)]
     return [line for line in lines if line is not None]
 
 

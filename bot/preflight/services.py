@@ -15,6 +15,7 @@ import aiohttp
 from bot.domain.step_protocol import StepError
 from bot.preflight.lines import TIMEOUT, CheckLine, short
 from bot.settings import RestartStrategy, Settings
+from bot.slack.people import usergroup_check
 from bot.urls import redacted
 from steps.containers import find_api_containers, selector
 
@@ -36,6 +37,15 @@ async def check_slack(settings: Settings) -> CheckLine | None:
         return CheckLine("slack", False, f"auth.test refused the token: {body.get('error')}",
                          "reinstall the app and copy the xoxb- token into SLACK_BOT_TOKEN")
     return CheckLine("slack", True, f"token valid for {body.get('team')} as {body.get('user')}")
+
+
+async def check_approvers(settings: Settings) -> CheckLine | None:
+    """APPROVER_USERGROUP_ID can be read (else every command and click is refused)."""
+    found = await usergroup_check(settings)
+    if found is None:
+        return None
+    ok, detail, fix = found
+    return CheckLine("approvers", ok, detail, fix)
 
 
 async def check_bot_db(settings: Settings) -> CheckLine:

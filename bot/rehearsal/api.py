@@ -89,8 +89,12 @@ async def _ensure_host_image(docker: aiodocker.Docker) -> None:
 
 
 async def start_api_container(host: str, project: str, env: dict[str, str],
-                              code_dir: Path, module: str = "sandbox.api") -> str:
-    """Run the api labelled as compose service `api` of `project`; returns the container id."""
+                              code_dir: Path, module: str = "sandbox.api",
+                              files: tuple[Path, ...] = ()) -> str:
+    """Run the api labelled as compose service `api` of `project`; returns the container id.
+
+    `files` (the service's env file) are bind-mounted at their own paths, as a deployment
+    mounts the service's `.env`."""
     async with aiodocker.Docker(url=host) as docker:
         await _ensure_host_image(docker)
         container = await docker.containers.create_or_replace(
@@ -102,7 +106,7 @@ async def start_api_container(host: str, project: str, env: dict[str, str],
                 "WorkingDir": str(REPO_ROOT),
                 "Labels": {"com.docker.compose.project": project,
                            "com.docker.compose.service": "api"},
-                "HostConfig": {"NetworkMode": "host", "Binds": _host_binds([code_dir])},
+                "HostConfig": {"NetworkMode": "host", "Binds": _host_binds([code_dir, *files])},
             },
         )
         await container.start()

@@ -4,6 +4,11 @@ Two databases (the bot's and the target's) on whatever PostgreSQL can be had, th
 to the Phase 3 head and seeded with clients, a code folder whose checkout chooses Phase 2 or 3,
 and the api: a labelled container when a Docker engine answers, else a local process. Returns the
 settings that point the six real steps at it; every artefact lands in the rehearsal's folder.
+
+With `KeyModel.SERVICE` it is the real service's model: one door key shared by every client
+(all rows under its hash, every contact listed under it), kept as `API_KEY` in the service's
+`service/.env`, which the api reads at start (bind-mounted in Docker). When a Redis answers, the
+api caches sessions there like the real service, and the cache is warm before the rollback.
 """
 
 from __future__ import annotations
@@ -28,8 +33,9 @@ from bot.rehearsal.api import (
     start_local_api,
     wait_healthy,
 )
+from bot.rehearsal.cache import cache_settings, reachable_redis, remove_prefix
 from bot.rehearsal.postgres import PostgresServer, find_postgres, free_port
-from bot.settings import MailerKind, RestartStrategy, Settings
+from bot.settings import KeyModel, MailerKind, RestartStrategy, Settings
 
 PY = shlex.quote(sys.executable)
 
@@ -67,7 +73,8 @@ async def sandbox_command(args: list[str], env: dict[str, str], log: Path) -> No
 
 
 async def stand_up(base: Settings, folder: Path, clients: int, out: TextIO,
-                   use_docker: bool | None) -> Sandbox:
+                   use_docker: bool | None, key_model: KeyModel = KeyModel.PER_CLIENT
+                   ) -> Sandbox:
     def say(line: str) -> None:
         print(line, file=out, flush=True)
 
@@ -86,11 +93,36 @@ async def stand_up(base: Settings, folder: Path, clients: int, out: TextIO,
         await upgrade_to_head(bot_url)
         target_url = await server.create_database(f"{tag}_target")
         sandbox.databases.append(f"{tag}_target")
-        await _prepare_target(target_url, folder, clients, logs / "sandbox.log")
-        say(f"Sandbox: target database seeded with {clients} clients; code folder ready")
+        env_file = folder / "service" / ".env" if key_model is KeyModel.SERVICE else None
+        await _prepare_target(target_url, folder, clients, logs / "sandbox.log", env_file)
+        say(f"Sandbox: target database seeded with {clients} clients"
+            + (f" sharing one door key (API_KEY in {env_file})" if env_file else "")
+            + "; code folder ready")
         port = free_port()
         api_env = api_environment(target_url, port, folder / "code")
-        overrides = await _start_api(sandbox, api_env, tag, use_docker, say)
+        overrides: dict[str, object] = {"key_model": key_model}
+        if env_file is not None:
+            api_env["SANDBOX_ENV_FILE"] = str(env_file)
+            overrides["service_env_file"] = env_file
+        redis_url = await reachable_redis()
+        if redis_url is not None:
+            prefix = f"{tag}:"
+            api_env |= {"REDIS_URL": redis_url, "SANDBOX_CACHE_PREFIX": prefix}
+            overrides |= cache_settings(redis_url, prefix)
+
+            async def forget_cache() -> None:
+                await remove_prefix(redis_url, prefix)
+
+            sandbox.cleanups.append(forget_cache)
+        overrides |= await _start_api(sandbox, api_env, tag, use_docker, say,
+                                      (env_file,) if env_file else ())
+        if redis_url is not None:
+            await sandbox_command(["warm-cache", "--database-url", target_url, "--redis-url",
+                                   redis_url, "--prefix", f"{tag}:"], {}, logs / "sandbox.log")
+            say(f"Sandbox: the api caches sessions in Redis at {redis_url} (keys {tag}:session:"
+                "…), warm with every session")
+        else:
+            say("Sandbox: no Redis answered: the api runs without its session cache")
     except BaseException:
         await sandbox.tear_down()
         raise
@@ -128,23 +160,29 @@ def _secret(value: str) -> object:
     return SecretStr(value)
 
 
-async def _prepare_target(target_url: str, folder: Path, clients: int, log: Path) -> None:
+async def _prepare_target(target_url: str, folder: Path, clients: int, log: Path,
+                          env_file: Path | None) -> None:
     env: dict[str, str] = {}
+    shared = ["--shared-key-env-file", str(env_file)] if env_file is not None else []
     await sandbox_command(["migrate", "--database-url", target_url], env, log)
     await sandbox_command(["seed", "--database-url", target_url, "--clients", str(clients),
-                           "--without-contact", "1",
+                           "--without-contact", "1", *shared,
+                           # the Phase 3 keys, lost by the rollback: kept (0600) so that one
+                           # can show the old keys refused afterwards
+                           "--keys-out", str(folder / "phase3-keys.json"),
                            "--directory-csv", str(folder / "clients.csv")], env, log)
     await sandbox_command(["make-code-dir", str(folder / "code")], env, log)
 
 
 async def _start_api(sandbox: Sandbox, env: dict[str, str], tag: str, use_docker: bool | None,
-                     say: Callable[[str], None]) -> dict[str, object]:
+                     say: Callable[[str], None], files: tuple[Path, ...]) -> dict[str, object]:
     folder = sandbox.folder
     host = await reachable_docker_host() if use_docker is not False else None
     if host is not None:
         os.environ["DOCKER_HOST"] = host  # the restart and verify steps talk to this engine
         project = tag.replace("_", "-")
-        container_id = await start_api_container(host, project, env, folder / "code")
+        container_id = await start_api_container(host, project, env, folder / "code",
+                                                 files=files)
 
         async def remove() -> None:
             await remove_container(host, container_id)

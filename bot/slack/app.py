@@ -20,7 +20,7 @@ from bot.slack.background import Background
 from bot.slack.follow_up_notices import ThreadNotices
 from bot.slack.listeners import Listeners
 from bot.slack.mirror import ThreadMirror
-from bot.slack.people import Engineers
+from bot.slack.people import Engineers, person_middleware
 
 
 @dataclass
@@ -73,6 +73,7 @@ def build_slack_front(engine: Engine, settings: Settings, *, http: bool) -> Slac
     )
     background = Background(settings.slack_reply_concurrency)
     engineers = Engineers(client, settings)
+    app.use(person_middleware(engineers))  # the acting user, once per request
     Listeners(engine, engineers, settings, background).register(app)
     mirror = ThreadMirror(engine, client, settings.slack_write_interval_seconds)
     return SlackFront(app=app, client=client, mirror=mirror, background=background,

@@ -7,17 +7,25 @@ shutdown waits for what is in flight, so a click already answered is not dropped
 
 At most `limit` of these run at once; the rest wait their turn. Under a burst of clicks the acks
 then keep most of the event loop (Slack's deadline is on the ack, not on the reply), and the
-database pool is not emptied by replies.
+database pool is not emptied by replies. Work with a deadline of its own (opening a modal
+within the 3 s of a `trigger_id`) starts at once instead (`start_now`), never queued.
+
+Work that fails is logged, and `tell` (the request's reply path) says so to the person who
+asked, so a failure after the ack is never silent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from bot.slack.replies import failure_text
+
 log = logging.getLogger(__name__)
+
+Tell = Callable[[str], Awaitable[None]]
 
 
 class Background:
@@ -26,14 +34,35 @@ class Background:
         self._tasks: set[asyncio.Task[None]] = set()
         self._turns = asyncio.Semaphore(limit)
 
-    def spawn(self, work: Coroutine[Any, Any, None], what: str) -> None:
-        task = asyncio.create_task(self._in_turn(work), name=what)
+    def spawn(self, work: Coroutine[Any, Any, None], what: str, tell: Tell | None = None
+              ) -> None:
+        self._track(self._in_turn(self._told(work, tell)), what)
+
+    def start_now(self, work: Coroutine[Any, Any, None], what: str, tell: Tell | None = None
+                  ) -> None:
+        """Not queued behind other work: for work racing a deadline of Slack's."""
+        self._track(self._told(work, tell), what)
+
+    def _track(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        task = asyncio.create_task(work, name=what)
         self._tasks.add(task)
         task.add_done_callback(self._finished)
 
     async def _in_turn(self, work: Coroutine[Any, Any, None]) -> None:
         async with self._turns:
             await work
+
+    @staticmethod
+    async def _told(work: Coroutine[Any, Any, None], tell: Tell | None) -> None:
+        try:
+            await work
+        except Exception as exc:
+            if tell is not None:
+                try:
+                    await tell(failure_text(exc))
+                except Exception as also:
+                    log.warning("could not tell the person of the failure: %s", also)
+            raise
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

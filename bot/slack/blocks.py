@@ -1,11 +1,18 @@
 """Block Kit drawings of a run (pure functions). Each returns (fallback text, blocks).
 
-Limits that bite (SLACK-WIRE.md): 50 blocks, 3,000 characters of section text, button text 75.
+Limits that bite (SLACK-WIRE.md): 50 blocks, 3,000 characters of section text, button text 75,
+counted in UTF-16 units. Every text a person or the outside world wrote (reasons, names, step
+output, facts, plans) goes through `mrkdwn.escape`, in the blocks and in the fallback text, so
+it pings nobody and links nowhere. Each block gets a `block_id` drawn from its content: Slack
+asks for a new block_id whenever a message is updated with new content, and the ids stay
+unique within a message.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -16,9 +23,13 @@ from bot.domain.views import RunView, StepView
 from bot.slack.actions import ActionId, ButtonValue
 from bot.slack.follow_up_blocks import follow_up_progress, follow_up_summary_lines
 from bot.slack.modal import LOSSY_TEXT
+from bot.slack.mrkdwn import clip as clip_units
+from bot.slack.mrkdwn import code_block, cut, escape
 
 SECTION_LIMIT = 3000
+MESSAGE_BLOCKS = 50
 Block = dict[str, Any]
+_USER_ID = re.compile(r"^[UW][A-Z0-9_]{2,}$")
 
 STATUS_EMOJI: dict[StepStatus | None, str] = {
     None: ":white_circle:",
@@ -34,23 +45,27 @@ STATUS_EMOJI: dict[StepStatus | None, str] = {
 
 
 def clip(text: str, limit: int = SECTION_LIMIT) -> str:
-    return text if len(text) <= limit else text[: limit - 12] + "\n…[cut]"
+    return clip_units(text, limit)
 
 
 def section(text: str) -> Block:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text)}}
+    return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text or " ")}}
 
 
-def code_block(lines: Sequence[str], limit: int = 2800) -> str:
-    """The newest lines that fit, in a code block."""
-    kept: list[str] = []
-    size = 0
-    for line in reversed(lines):
-        size += len(line) + 1
-        if size > limit:
-            break
-        kept.insert(0, line)
-    return "```" + ("\n".join(kept) or " ") + "```"
+def mention(user_id: str, user_name: str) -> str:
+    """`<@U…>` for a Slack user id; anything else (a terminal user) is shown as its name."""
+    return f"<@{user_id}>" if _USER_ID.match(user_id) else escape(user_name)
+
+
+def with_block_ids(blocks: Sequence[Block]) -> list[Block]:
+    """Each block's id from its position and content: new content, new id; unique."""
+    named = []
+    for n, block in enumerate(blocks[:MESSAGE_BLOCKS]):
+        body = {k: v for k, v in block.items() if k != "block_id"}
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+        prefix = str(block.get("block_id", block["type"]))[:200]
+        named.append({**body, "block_id": f"{prefix}.{n}.{digest}"})
+    return named
 
 
 def duration(start: datetime | None, end: datetime | None) -> str:
@@ -62,7 +77,7 @@ def duration(start: datetime | None, end: datetime | None) -> str:
 
 def button(text: str, action: ActionId, value: ButtonValue, style: str | None = None,
            confirm: tuple[str, str] | None = None) -> Block:
-    element: Block = {"type": "button", "text": {"type": "plain_text", "text": text[:75]},
+    element: Block = {"type": "button", "text": {"type": "plain_text", "text": cut(text, 75)},
                       "action_id": action.value, "value": value.to_value()}
     if style:
         element["style"] = style
@@ -90,16 +105,18 @@ def status_board(run: RunView) -> tuple[str, list[Block]]:
         took = duration(step.started_at, step.finished_at)
         lines.append(f"{STATUS_EMOJI[step.status]} {step_label(step)} — {status}{attempt}"
                      + (f", {took}" if took else ""))
-    text = f"Phase 3 rollback {state}: started by {run.initiator_name} — {run.reason}"
+    text = clip(f"Phase 3 rollback {state}: started by {escape(run.initiator_name)} — "
+                f"{escape(run.reason)}", 4000)
     blocks = [
-        {"type": "header", "text": {"type": "plain_text", "text": "Phase 3 rollback"[:150]}},
+        {"type": "header", "text": {"type": "plain_text", "text": "Phase 3 rollback"}},
         section(f":warning: *LOSSY rollback*: {LOSSY_TEXT}."),
-        section(f"*Started by* <@{run.initiator_id}> · *Status:* {state}\n*Reason:* {run.reason}"
-                + (f"\n*Stopped:* {run.abort_reason}" if run.abort_reason else "")
-                + "".join(f"\n:warning: {notice}" for notice in run.notices)),
+        section(f"*Started by* {mention(run.initiator_id, run.initiator_name)} · *Status:* "
+                f"{state}\n*Reason:* {escape(run.reason)}"
+                + (f"\n*Stopped:* {escape(run.abort_reason)}" if run.abort_reason else "")
+                + "".join(f"\n:warning: {escape(notice)}" for notice in run.notices)),
         section("\n".join(lines)),
-        {"type": "context", "elements": [{"type": "mrkdwn",
-                                          "text": f"run `{run.run_id}` · details in the thread"}]},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text":
+                                          f"run `{escape(run.run_id)}` · details in the thread"}]},
     ]
     if run.follow_ups:
         blocks.insert(4, section(f"*Post-rollback actions:* {follow_up_progress(run)} "
@@ -111,7 +128,7 @@ def status_board(run: RunView) -> tuple[str, list[Block]]:
                    ("Escalate this rollback?", "The escalation group is mentioned in the "
                     "thread and a high-severity page goes out with the run's state.")),
         ]})
-    return text, blocks
+    return text, with_block_ids(blocks)
 
 
 def facts_text(facts: Mapping[str, Any]) -> str:
@@ -119,7 +136,7 @@ def facts_text(facts: Mapping[str, Any]) -> str:
     for key, value in facts.items():
         shown = value if isinstance(value, str | int | float) or value is None \
             else json.dumps(value, default=str)
-        lines.append(f"• *{key}*: {shown}")
+        lines.append(f"• *{escape(key)}*: {escape(shown)}")
     return "\n".join(lines)
 
 
@@ -129,12 +146,14 @@ def step_message(run: RunView, step: StepView, now: datetime) -> tuple[str, list
         f" (attempt {step.attempt})" if step.attempt > 1 else "")
     blocks: list[Block] = [section(header)]
     if step.plan is not None:
-        plan_lines = [f"*Plan:* {step.plan.summary}", *step.plan.details]
-        plan_lines += [f":warning: {w}" for w in step.plan.warnings]
+        plan_lines = [f"*Plan:* {escape(step.plan.summary)}",
+                      *(escape(d) for d in step.plan.details)]
+        plan_lines += [f":warning: {escape(w)}" for w in step.plan.warnings]
         blocks.append(section("\n".join(plan_lines)))
     fresh = [a for a in step.approvers if not a.expired]
-    approvers = ", ".join(f"<@{a.user_id}>" for a in fresh) or "none yet"
-    expired = ", ".join(f"~<@{a.user_id}>~" for a in step.approvers if a.expired)
+    approvers = ", ".join(mention(a.user_id, a.user_name) for a in fresh) or "none yet"
+    expired = ", ".join(f"~{mention(a.user_id, a.user_name)}~" for a in step.approvers
+                        if a.expired)
     blocks.append(section(f"*Approvals* {len(fresh)}/{step.approvals_needed}: {approvers}"
                           + (f"\n:hourglass_flowing_sand: expired, approve again: {expired}"
                              if expired and status is StepStatus.AWAITING_APPROVAL else "")))
@@ -155,11 +174,11 @@ def step_message(run: RunView, step: StepView, now: datetime) -> tuple[str, list
             blocks.append(section(code_block(step.output_tail)))
     elif status in (StepStatus.SUCCEEDED, StepStatus.ALREADY_DONE):
         took = duration(step.started_at, step.finished_at)
-        blocks.append(section(f"*Done* in {took}: {step.summary or ''}"))
+        blocks.append(section(f"*Done* in {took}: {escape(step.summary or '')}"))
         if step.facts:
             blocks.append(section(facts_text(step.facts)))
     elif status in (StepStatus.FAILED, StepStatus.INTERRUPTED):
-        blocks.append(section(f"*{status.value.title()}:* {step.summary or ''}"))
+        blocks.append(section(f"*{status.value.title()}:* {escape(step.summary or '')}"))
         if step.error_tail:
             blocks.append(section(code_block(step.error_tail)))
         if live:
@@ -170,16 +189,16 @@ def step_message(run: RunView, step: StepView, now: datetime) -> tuple[str, list
                        ("Abort the rollback?", "The run stops here; what is done stays done.")),
             ]})
     elif status in (StepStatus.REJECTED, StepStatus.ABORTED):
-        blocks.append(section(f"*Stopped:* {run.abort_reason or status.value}"))
+        blocks.append(section(f"*Stopped:* {escape(run.abort_reason or status.value)}"))
     state = status.value.replace("_", " ") if status else "not reached"
-    return f"{step_label(step)}: {state}", blocks[:50]
+    return f"{step_label(step)}: {state}", with_block_ids(blocks)
 
 
 def run_summary(run: RunView) -> tuple[str, list[Block]]:
     """The post-mortem summary: durations, approvers, counts, backup location."""
     lines = []
     for step in run.steps:
-        approvers = ", ".join(a.user_name for a in step.approvers) or "—"
+        approvers = ", ".join(escape(a.user_name) for a in step.approvers) or "—"
         took = duration(step.started_at, step.finished_at) or "—"
         state = step.status.value if step.status else "not reached"
         lines.append(f"{step_label(step)}: {state} in {took}; approved by {approvers}")
@@ -192,19 +211,19 @@ def run_summary(run: RunView) -> tuple[str, list[Block]]:
                     "bogus_key_status"):
             if key in f:
                 key_facts.append(f"• {step_view.step.value}.{key}: "
-                                 f"{json.dumps(f[key], default=str)}")
+                                 f"{escape(json.dumps(f[key], default=str))}")
     state = run.status.value
     text = f"Rollback {state}: summary for the post-mortem"
     blocks = [
         section(f"*Rollback {state}* — total {duration(run.created_at, run.finished_at)}"
-                + (f"\n*Stopped:* {run.abort_reason}" if run.abort_reason else "")),
+                + (f"\n*Stopped:* {escape(run.abort_reason)}" if run.abort_reason else "")),
         section("\n".join(lines)),
     ]
     if key_facts:
         blocks.append(section("\n".join(key_facts)))
     if run.follow_ups:
         blocks.append(section("\n".join(follow_up_summary_lines(run))))
-    return text, blocks
+    return text, with_block_ids(blocks)
 
 
 def help_text() -> str:

@@ -1,9 +1,12 @@
 """Thin Bolt listeners: ack at once, parse a typed payload, hand over to the engine.
 
-Each listener answers Slack first (a modal's validation errors are part of that answer) and
-leaves the rest — the engine call, the reply — to `Background`, so the ack never waits on the
-database or the Web API. No step work happens here. A refusal is an ephemeral message that says
-why.
+Each listener answers Slack first and leaves the rest — the engine call, the reply — to
+`Background`, so the ack never waits on the database or the Web API. What needs nothing else
+(help, a command typed outside the rollback channel, a modal's validation errors) is answered
+in the ack itself; everything later goes by the request's `response_url` (`Reply`), which
+reaches the person in DMs and in channels the bot is not in, where `chat.postEphemeral` fails.
+The start modal opens first of all, before any check, within the `trigger_id`'s 3 seconds.
+No step work happens here. The acting user comes from `person_middleware` (people.py).
 """
 
 from __future__ import annotations
@@ -12,25 +15,32 @@ import logging
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.domain.approvals import APPROVALS_NEEDED, Refusal, eligible_approvers
 from bot.domain.events import Source
 from bot.domain.paging_policy import paging_status
-from bot.engine.engine import Actor, Answer, Click, ClickAction, Engine, ReceivedClick
+from bot.engine.engine import Actor, Answer, ClickAction, Engine, ReceivedClick
 from bot.engine.reports import plans_text, status_text
 from bot.settings import Settings
 from bot.slack import blocks, modal
 from bot.slack.actions import START_MODAL_CALLBACK, ActionId, ButtonValue
 from bot.slack.background import Background
 from bot.slack.follow_up_listeners import FollowUpListeners
-from bot.slack.people import Engineers, is_rollback_channel
+from bot.slack.modal import REJECT_MODAL_CALLBACK, Origin
+from bot.slack.mrkdwn import clip, escape
+from bot.slack.people import Engineers, PeopleLookupFailed, Person, is_rollback_channel
+from bot.slack.replies import Reply
 
 log = logging.getLogger(__name__)
 
 COMMAND = "/rollback-phase3"
-REJECT_MODAL_CALLBACK = "rollback_reject"
-REJECT_BLOCK, REJECT_INPUT = "reject_reason", "reject_reason_input"
+ANYWHERE = frozenset({"help", "status"})  # read-only answers, given in any conversation
+REPLY_LIMIT = 3900  # a response_url message's text is shown whole up to about 4,000
+TRIGGER_LOST = ("expired_trigger_id", "exchanged_trigger_id", "invalid_trigger_id")
+NOT_AUTHORISED = ("You are not an authorised engineer for rollbacks "
+                  "(APPROVER_USER_IDS / APPROVER_USERGROUP_ID).")
 
 
 def thread_link(channel_id: str | None, ts: str | None) -> str:
@@ -46,8 +56,16 @@ class Listeners:
         self.engineers = engineers
         self.settings = settings
         self.background = background
-        engine.authorise_with(engineers.is_authorised)  # for clicks processed after a restart
+        engine.authorise_with(self._authorised_or_refused)  # for clicks after a restart
         self.follow_ups = FollowUpListeners(engine, engineers, background)
+
+    async def _authorised_or_refused(self, user_id: str) -> bool:
+        """A click processed after a restart, when who may approve cannot be read: refused."""
+        try:
+            return await self.engineers.is_authorised(user_id)
+        except PeopleLookupFailed as failed:
+            log.warning("click of %s refused: %s", user_id, failed)
+            return False
 
     def register(self, app: AsyncApp) -> None:
         app.command(COMMAND)(self.on_command)
@@ -59,74 +77,110 @@ class Listeners:
         app.action(ActionId.ABORT.value)(self.on_abort)
         self.follow_ups.register(app)
 
-    async def _actor(self, user_id: str, user_name: str) -> Actor:
-        return Actor(user_id, user_name, Source.SLACK, await self.engineers.is_authorised(user_id))
+    def _reply(self, url: str | None, client: AsyncWebClient) -> Reply:
+        return Reply(url, client.session)
+
+    async def _actor(self, person: Person, reply: Reply) -> Actor | None:
+        """The authorised actor, or None once the person has been told why not."""
+        try:
+            return await person.actor()
+        except PeopleLookupFailed as failed:
+            await reply(f":no_entry: Refused: who may approve could not be checked. "
+                        f"{escape(failed)}")
+            return None
 
     # --- the slash command ------------------------------------------------------------------
 
-    async def on_command(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
-        await ack()
-        self.background.spawn(self._command(body, client), f"{COMMAND} {body.get('text', '')!r}")
-
-    async def _command(self, body: dict[str, Any], client: AsyncWebClient) -> None:
-        channel_id, user_id = body.get("channel_id", ""), body.get("user_id", "")
+    async def on_command(self, ack: Any, body: dict[str, Any], context: dict[str, Any],
+                         client: AsyncWebClient) -> None:
         text = (body.get("text") or "").strip()
         word = text.split(maxsplit=1)[0].lower() if text else "help"
-
-        async def tell(message: str) -> None:
-            await client.chat_postEphemeral(channel=channel_id, user=user_id, text=message)
-
         if word == "help":
-            await tell(blocks.help_text())
+            await ack(text=blocks.help_text(), response_type="ephemeral")
             return
-        if not is_rollback_channel(self.settings, channel_id, body.get("channel_name", "")):
-            await tell(f"Rollbacks run only in #{self.settings.rollback_channel.lstrip('#')}.")
+        if word not in ANYWHERE and not is_rollback_channel(
+                self.settings, body.get("channel_id", ""), body.get("channel_name", "")):
+            await ack(text=f"Rollbacks run only in #{self.settings.rollback_channel.lstrip('#')}.",
+                      response_type="ephemeral")
             return
-        actor = await self._actor(user_id, body.get("user_name", user_id))
+        await ack()
+        person: Person = context["person"]
+        reply = self._reply(body.get("response_url"), client)
+        if word in ("status", "plan", "check", "escalate"):
+            why = text[len(word):].strip()
+            self.background.spawn(self._report(word, person, reply, why), f"{COMMAND} {word}",
+                                  reply)
+        else:
+            self.background.start_now(self._open_start_modal(body, person, reply, client),
+                                      f"{COMMAND} start", reply)
+
+    async def _report(self, word: str, person: Person, reply: Reply, why: str = "") -> None:
+        actor = await self._actor(person, reply)
+        if actor is None:
+            return
         if not actor.authorised:
-            await tell("You are not an authorised engineer for rollbacks "
-                       "(APPROVER_USER_IDS / APPROVER_USERGROUP_ID).")
+            await reply(NOT_AUTHORISED)
             return
         if word == "status":
-            await tell(await status_text(self.engine))
+            text = escape(await status_text(self.engine))
         elif word == "plan":
             s = self.settings
-            await tell("Dry run — nothing changed:\n" + plans_text(await self.engine.dry_run())
-                       + "\n" + paging_status(s.pagerduty_routing_key is not None, s.page_on,
-                                              s.pagerduty_events_url))
+            text = ("Dry run — nothing changed:\n" + escape(plans_text(await self.engine.dry_run()))
+                    + "\n" + paging_status(s.pagerduty_routing_key is not None, s.page_on,
+                                           s.pagerduty_events_url))
         elif word == "escalate":
-            await self.follow_ups.escalate_command(actor, text[len("escalate"):].strip(), tell)
-        elif word == "check":
+            await self.follow_ups.escalate_command(actor, why, reply)
+            return
+        else:
             from bot.preflight import preflight_text
 
-            await tell(await preflight_text(self.settings))
-        else:
-            await self._open_start_modal(body, actor, client, tell)
+            text = escape(await preflight_text(self.settings))
+        await reply(clip(text, REPLY_LIMIT))
 
-    async def _open_start_modal(
-        self, body: dict[str, Any], actor: Actor, client: AsyncWebClient, tell: Any
-    ) -> None:
+    async def _open_start_modal(self, body: dict[str, Any], person: Person, reply: Reply,
+                                client: AsyncWebClient) -> None:
+        """Open the modal first (a loading view), then check, then show the form or why not."""
+        try:
+            opened = await client.views_open(trigger_id=body["trigger_id"],
+                                             view=modal.loading_modal())
+        except SlackApiError as exc:
+            if exc.response.get("error") not in TRIGGER_LOST:
+                raise
+            await reply(":hourglass: Slack's 3 seconds to open the rollback form passed before "
+                        "the bot could open it (Slack or the bot is slow right now). Run the "
+                        "command again.")
+            return
+        view_id, view_hash = opened["view"]["id"], opened["view"].get("hash")
+        refusal = await self._start_refusal(person)
+        if refusal is not None:
+            view = modal.refusal_modal(refusal)
+        else:
+            origin = Origin(body.get("channel_id", ""), body.get("response_url"))
+            view = modal.start_modal((body.get("text") or "").strip(), origin)
+        await client.views_update(view_id=view_id, hash=view_hash, view=view)
+
+    async def _start_refusal(self, person: Person) -> str | None:
+        """Why this person may not start a rollback now (mrkdwn), or None."""
+        try:
+            actor = await person.actor()
+            authorised = await self.engineers.authorised()
+        except PeopleLookupFailed as failed:
+            return f"Refused: who may approve could not be checked. {escape(failed)}"
+        if not actor.authorised:
+            return NOT_AUTHORISED
         active = await self.engine.active_run_id()
         if active is not None:
             view = await self.engine.run_view(active)
-            await tell("A rollback is already active: "
-                       + thread_link(view.channel_id, view.thread_ts))
-            return
-        eligible = eligible_approvers(
-            await self.engineers.authorised(), actor.user_id, self.settings.allow_self_approval
-        )
+            return "A rollback is already active: " + thread_link(view.channel_id,
+                                                                   view.thread_ts)
+        eligible = eligible_approvers(authorised, actor.user_id, self.settings.allow_self_approval)
         if len(eligible) < APPROVALS_NEEDED:
-            await tell(f"Refused: every step needs {APPROVALS_NEEDED} approvals from engineers "
-                       f"other than you, and only {len(eligible)} are authorised.")
-            return
-        await client.views_open(
-            trigger_id=body["trigger_id"],
-            view=modal.start_modal(body.get("text", "").strip(), body.get("channel_id", "")),
-        )
+            return (f"Refused: every step needs {APPROVALS_NEEDED} approvals from engineers "
+                    f"other than you, and only {len(eligible)} are authorised.")
+        return None
 
-    async def on_start_submission(
-        self, ack: Any, body: dict[str, Any], view: dict[str, Any], client: AsyncWebClient
-    ) -> None:
+    async def on_start_submission(self, ack: Any, body: dict[str, Any], view: dict[str, Any],
+                                  context: dict[str, Any], client: AsyncWebClient) -> None:
         reason, acknowledged = modal.parse_start_submission(view["state"]["values"])
         if not acknowledged or not reason:
             errors = {}
@@ -137,42 +191,30 @@ class Listeners:
             await ack(response_action="errors", errors=errors)
             return
         await ack()
-        self.background.spawn(self._start(body, view, reason, client), "start submission")
+        origin = Origin.parse(view.get("private_metadata") or "")
+        reply = self._reply(origin.response_url, client)
+        self.background.spawn(self._start(context["person"], origin, reason, reply),
+                              "start submission", reply)
 
-    async def _start(
-        self, body: dict[str, Any], view: dict[str, Any], reason: str, client: AsyncWebClient
-    ) -> None:
-        user = body["user"]
-        actor = await self._actor(user["id"], user.get("username") or user.get("name", user["id"]))
-        channel_id = view.get("private_metadata") or self.settings.rollback_channel
+    async def _start(self, person: Person, origin: Origin, reason: str, reply: Reply) -> None:
+        actor = await self._actor(person, reply)
+        if actor is None:
+            return
+        channel_id = origin.subject or self.settings.rollback_channel
         answer = await self.engine.start_run(actor, reason, channel_id)
         if not answer.accepted:
-            await self._refuse(client, channel_id, actor.user_id, answer, None)
+            await self._refuse(reply, answer)
 
     # --- buttons ----------------------------------------------------------------------------
 
-    async def _click(self, body: dict[str, Any]) -> Click | None:
-        try:
-            value = ButtonValue.parse(body["actions"][0]["value"])
-        except (KeyError, IndexError, ValueError):
-            return None
-        user = body["user"]
-        actor = await self._actor(user["id"], user.get("username") or user.get("name", user["id"]))
-        return Click(actor, value.run_id, value.execution_id, value.fingerprint)
-
-    async def _refuse(
-        self, client: AsyncWebClient, channel: str, user: str, answer: Answer,
-        thread_ts: str | None,
-    ) -> None:
-        text = f"Refused: {answer.message}"
+    async def _refuse(self, reply: Reply, answer: Answer) -> None:
+        text = f":no_entry: Refused: {escape(answer.message)}"
         if answer.run_id and answer.refusal is Refusal.ANOTHER_RUN_ACTIVE:
             view = await self.engine.run_view(answer.run_id)
             text += " " + thread_link(view.channel_id, view.thread_ts)
-        await client.chat_postEphemeral(
-            channel=channel, user=user, text=text, thread_ts=thread_ts
-        )
+        await reply(text)
 
-    async def _receive(self, body: dict[str, Any], action: str, value: str,
+    async def _receive(self, person: Person, action: str, value: str,
                        reason: str | None = None) -> int | None:
         """Record the click in the engine's inbox — before Slack is told OK, so an
         acknowledged click survives a crash right after the ack. None: not a button of ours."""
@@ -180,90 +222,76 @@ class Listeners:
             button = ButtonValue.parse(value)
         except ValueError:
             return None
-        user = body["user"]
         return await self.engine.accept_click(ReceivedClick(
-            ClickAction(action), user["id"], user.get("username") or user.get("name", user["id"]),
-            Source.SLACK, button.run_id, button.execution_id, button.fingerprint, reason))
+            ClickAction(action), person.user_id, person.user_name, Source.SLACK,
+            button.run_id, button.execution_id, button.fingerprint, reason))
 
-    async def _handle(
-        self, ack: Any, body: dict[str, Any], client: AsyncWebClient, action: str
-    ) -> None:
+    async def _process(self, inbox_id: int | None, person: Person, reply: Reply) -> None:
+        """Do the recorded click and tell the clicker if it was refused."""
+        if inbox_id is None:
+            await reply(":no_entry: Refused: this button is not recognised.")
+            return
+        try:
+            authorised = (await person.actor()).authorised
+        except PeopleLookupFailed as failed:
+            # Consumed as refused, so it is not done later without the person knowing.
+            await self.engine.process_click(inbox_id, False)
+            await reply(f":no_entry: Refused: who may approve could not be checked. "
+                        f"{escape(failed)}")
+            return
+        answer = await self.engine.process_click(inbox_id, authorised)
+        if answer is not None and not answer.accepted:  # None: another replica did it
+            await self._refuse(reply, answer)
+
+    async def _handle(self, ack: Any, body: dict[str, Any], context: dict[str, Any],
+                      client: AsyncWebClient, action: str) -> None:
+        person: Person = context["person"]
         actions = body.get("actions") or [{}]
-        inbox_id = await self._receive(body, action, str(actions[0].get("value", "")))
+        inbox_id = await self._receive(person, action, str(actions[0].get("value", "")))
         await ack()
-        self.background.spawn(self._act(body, client, action, inbox_id), f"{action} click")
+        reply = self._reply(body.get("response_url"), client)
+        self.background.spawn(self._process(inbox_id, person, reply), f"{action} click", reply)
 
-    async def _act(self, body: dict[str, Any], client: AsyncWebClient, action: str,
-                   inbox_id: int | None) -> None:
-        click = await self._click(body)
-        channel = body.get("channel", {}).get("id") or body.get("container", {}).get("channel_id")
-        thread_ts = body.get("message", {}).get("thread_ts")
-        if click is None or inbox_id is None:
-            await client.chat_postEphemeral(channel=channel, user=body["user"]["id"],
-                                            text="Refused: this button is not recognised.")
-            return
-        answer = await self.engine.process_click(inbox_id, click.actor.authorised)
-        if answer is None:  # another replica processed it
-            return
-        if not answer.accepted:
-            await self._refuse(client, channel, click.actor.user_id, answer, thread_ts)
+    async def on_approve(self, ack: Any, body: dict[str, Any], context: dict[str, Any],
+                         client: AsyncWebClient) -> None:
+        await self._handle(ack, body, context, client, "approve")
 
-    async def on_approve(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
-        await self._handle(ack, body, client, "approve")
+    async def on_retry(self, ack: Any, body: dict[str, Any], context: dict[str, Any],
+                       client: AsyncWebClient) -> None:
+        await self._handle(ack, body, context, client, "retry")
 
-    async def on_retry(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
-        await self._handle(ack, body, client, "retry")
-
-    async def on_abort(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
-        await self._handle(ack, body, client, "abort")
+    async def on_abort(self, ack: Any, body: dict[str, Any], context: dict[str, Any],
+                       client: AsyncWebClient) -> None:
+        await self._handle(ack, body, context, client, "abort")
 
     async def on_reject(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
-        """Reject asks why in a modal; the run stops when the reason is submitted."""
+        """Reject asks why in a modal (opened at once: the trigger_id lasts 3 s); the run stops
+        when the reason is submitted."""
         await ack()
-        self.background.spawn(self._ask_why(body, client), "reject click")
+        reply = self._reply(body.get("response_url"), client)
+        self.background.start_now(self._ask_why(body, reply, client), "reject click", reply)
 
-    async def _ask_why(self, body: dict[str, Any], client: AsyncWebClient) -> None:
-        await client.views_open(trigger_id=body["trigger_id"], view={
-            "type": "modal",
-            "callback_id": REJECT_MODAL_CALLBACK,
-            "private_metadata": body["actions"][0]["value"],
-            "title": {"type": "plain_text", "text": "Reject this step"},
-            "submit": {"type": "plain_text", "text": "Reject and stop"},
-            "blocks": [{
-                "type": "input", "block_id": REJECT_BLOCK,
-                "label": {"type": "plain_text", "text": "Why? (recorded in the incident log)"},
-                "element": {"type": "plain_text_input", "action_id": REJECT_INPUT,
-                            "multiline": True},
-            }],
-        })
-
-    async def on_reject_submission(
-        self, ack: Any, body: dict[str, Any], view: dict[str, Any], client: AsyncWebClient
-    ) -> None:
-        reason = (view["state"]["values"].get(REJECT_BLOCK, {}).get(REJECT_INPUT, {})
-                  .get("value") or "").strip()
-        if not reason:
-            await ack(response_action="errors", errors={REJECT_BLOCK: "Say why."})
-            return
-        inbox_id = await self._receive(body, "reject", view.get("private_metadata", ""), reason)
-        await ack()
-        self.background.spawn(self._reject(body, view, inbox_id, client), "reject submission")
-
-    async def _reject(
-        self, body: dict[str, Any], view: dict[str, Any], inbox_id: int | None,
-        client: AsyncWebClient,
-    ) -> None:
+    async def _ask_why(self, body: dict[str, Any], reply: Reply, client: AsyncWebClient
+                       ) -> None:
+        origin = Origin(body["actions"][0]["value"], body.get("response_url"))
         try:
-            value = ButtonValue.parse(view.get("private_metadata", ""))
-        except ValueError:
+            await client.views_open(trigger_id=body["trigger_id"], view=modal.reject_modal(origin))
+        except SlackApiError as exc:
+            if exc.response.get("error") not in TRIGGER_LOST:
+                raise
+            await reply(":hourglass: Slack's 3 seconds to open the reject form passed; press "
+                        "Reject again.")
+
+    async def on_reject_submission(self, ack: Any, body: dict[str, Any], view: dict[str, Any],
+                                   context: dict[str, Any], client: AsyncWebClient) -> None:
+        reason = modal.parse_reject_submission(view["state"]["values"])
+        if not reason:
+            await ack(response_action="errors", errors={modal.REJECT_BLOCK: "Say why."})
             return
-        user = body["user"]
-        actor = await self._actor(user["id"], user.get("username") or user.get("name", user["id"]))
-        answer = await self.engine.process_click(inbox_id, actor.authorised) \
-            if inbox_id is not None else None
-        if answer is None:
-            return
-        if not answer.accepted:
-            run = await self.engine.run_view(value.run_id)
-            await self._refuse(client, run.channel_id or self.settings.rollback_channel,
-                               actor.user_id, answer, run.thread_ts)
+        origin = Origin.parse(view.get("private_metadata") or "")
+        person: Person = context["person"]
+        inbox_id = await self._receive(person, "reject", origin.subject, reason)
+        await ack()
+        reply = self._reply(origin.response_url, client)
+        self.background.spawn(self._process(inbox_id, person, reply), "reject submission",
+                              reply)

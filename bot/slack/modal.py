@@ -1,43 +1,106 @@
-"""The start modal: a reason, and the acknowledgement that this rollback loses every API key."""
+"""The modals: starting a rollback (a reason, and the acknowledgement that it loses every API
+key) and rejecting a step (why).
+
+Slack gives a `trigger_id` about 3 seconds, so the start modal opens first as `loading_modal`
+and becomes the form (or says why not) with `views.update` once the checks are done.
+
+A modal's submission carries no `response_url`, so each modal keeps the one of the request that
+opened it in `private_metadata` (Slack keeps it for us, up to 3,000 characters): a refusal after
+the submission still reaches the person who submitted.
+"""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Any
 
 from bot.slack.actions import START_MODAL_CALLBACK
+from bot.slack.mrkdwn import clip, cut
 
 REASON_BLOCK_ID, REASON_ACTION_ID = "reason", "reason_input"
 ACK_BLOCK_ID, ACK_ACTION_ID = "lossy_ack", "lossy_ack_input"
 ACK_VALUE = "lossy_acknowledged"
 LOSSY_TEXT = "all API keys will be lost; every client must be re-keyed"
+ACK_TEXT = "I understand: every API key is lost"  # a checkbox option holds 75
+TITLE = "Phase 3 rollback"
+REJECT_MODAL_CALLBACK = "rollback_reject"
+REJECT_BLOCK, REJECT_INPUT = "reject_reason", "reject_reason_input"
+METADATA_LIMIT = 3000
 
 
-def start_modal(reason_prefill: str, private_metadata: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Origin:
+    """Where a modal came from: its channel (or the button it rejects) and the reply path."""
+
+    subject: str
+    response_url: str | None = None
+
+    def to_metadata(self) -> str:
+        whole = json.dumps({"subject": self.subject, "response_url": self.response_url})
+        # Never over Slack's limit: without the reply path a refusal is only logged.
+        return whole if len(whole) <= METADATA_LIMIT else json.dumps({"subject": self.subject})
+
+    @classmethod
+    def parse(cls, metadata: str) -> Origin:
+        """Also reads a bare channel id or button value (modals opened by older versions)."""
+        try:
+            data = json.loads(metadata)
+        except ValueError:
+            return cls(metadata)
+        if isinstance(data, dict) and isinstance(data.get("subject"), str):
+            url = data.get("response_url")
+            return cls(data["subject"], url if isinstance(url, str) else None)
+        return cls(metadata)
+
+
+def _modal(blocks: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
+    return {"type": "modal", "title": {"type": "plain_text", "text": TITLE},
+            "close": {"type": "plain_text", "text": "Close"}, "blocks": blocks, **fields}
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text, 3000)}}
+
+
+def loading_modal() -> dict[str, Any]:
+    return _modal([_section(":hourglass: Checking who may approve and whether a rollback is "
+                            "already active…")])
+
+
+def refusal_modal(text: str) -> dict[str, Any]:
+    """`text` is mrkdwn the caller has escaped."""
+    return _modal([_section(f":no_entry: {text}")])
+
+
+def start_modal(reason_prefill: str, origin: Origin) -> dict[str, Any]:
     reason_input: dict[str, Any] = {"type": "plain_text_input", "action_id": REASON_ACTION_ID,
                                     "multiline": True}
     if reason_prefill:
-        reason_input["initial_value"] = reason_prefill[:3000]
-    return {
-        "type": "modal",
-        "callback_id": START_MODAL_CALLBACK,
-        "private_metadata": private_metadata,
-        "title": {"type": "plain_text", "text": "Phase 3 rollback"},
-        "submit": {"type": "plain_text", "text": "Start rollback"},
-        "close": {"type": "plain_text", "text": "Cancel"},
-        "blocks": [
-            {"type": "section", "text": {"type": "mrkdwn", "text":
-                f":warning: *LOSSY rollback*: {LOSSY_TEXT}. Each of the six steps will need "
-                "two engineers' approval."}},
-            {"type": "input", "block_id": REASON_BLOCK_ID,
-             "label": {"type": "plain_text", "text": "Why are you rolling back?"},
-             "element": reason_input},
-            {"type": "input", "block_id": ACK_BLOCK_ID,
-             "label": {"type": "plain_text", "text": "Acknowledge"},
-             "element": {"type": "checkboxes", "action_id": ACK_ACTION_ID, "options": [{
-                 "text": {"type": "plain_text", "text": f"I understand: {LOSSY_TEXT}"},
-                 "value": ACK_VALUE}]}},
-        ],
-    }
+        reason_input["initial_value"] = cut(reason_prefill, 3000)
+    return _modal([
+        _section(f":warning: *LOSSY rollback*: {LOSSY_TEXT}. Each of the six steps will need "
+                 "two engineers' approval."),
+        {"type": "input", "block_id": REASON_BLOCK_ID,
+         "label": {"type": "plain_text", "text": "Why are you rolling back?"},
+         "element": reason_input},
+        {"type": "input", "block_id": ACK_BLOCK_ID,
+         "label": {"type": "plain_text", "text": "Acknowledge"},
+         "element": {"type": "checkboxes", "action_id": ACK_ACTION_ID, "options": [{
+             "text": {"type": "plain_text", "text": ACK_TEXT}, "value": ACK_VALUE}]}},
+    ], callback_id=START_MODAL_CALLBACK, private_metadata=origin.to_metadata(),
+        submit={"type": "plain_text", "text": "Start rollback"},
+        close={"type": "plain_text", "text": "Cancel"})
+
+
+def reject_modal(origin: Origin) -> dict[str, Any]:
+    return _modal([{
+        "type": "input", "block_id": REJECT_BLOCK,
+        "label": {"type": "plain_text", "text": "Why? (recorded in the incident log)"},
+        "element": {"type": "plain_text_input", "action_id": REJECT_INPUT, "multiline": True},
+    }], callback_id=REJECT_MODAL_CALLBACK, private_metadata=origin.to_metadata(),
+        title={"type": "plain_text", "text": "Reject this step"},
+        submit={"type": "plain_text", "text": "Reject and stop"})
 
 
 def parse_start_submission(values: dict[str, Any]) -> tuple[str, bool]:
@@ -45,3 +108,7 @@ def parse_start_submission(values: dict[str, Any]) -> tuple[str, bool]:
     reason = (values.get(REASON_BLOCK_ID, {}).get(REASON_ACTION_ID, {}).get("value") or "").strip()
     selected = values.get(ACK_BLOCK_ID, {}).get(ACK_ACTION_ID, {}).get("selected_options") or []
     return reason, any(option.get("value") == ACK_VALUE for option in selected)
+
+
+def parse_reject_submission(values: dict[str, Any]) -> str:
+    return (values.get(REJECT_BLOCK, {}).get(REJECT_INPUT, {}).get("value") or "").strip()

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, TextIO
 from bot.domain.states import RunStatus
 from bot.domain.timeline import timeline_markdown
 from bot.domain.views import RunView
-from bot.settings import Settings, SettingsError
+from bot.settings import KeyModel, Settings, SettingsError
 from bot.terminal.approvals import NamedApprovers, PromptApprovers
 from bot.terminal.decisions import ApprovalSource, FrontError
 from bot.terminal.summary import summary_text
@@ -45,6 +45,7 @@ class RehearsalOptions:
     folder: Path | None = None
     keep: bool = False  # leave the sandbox's databases and api running afterwards
     use_docker: bool | None = None  # None: a container when an engine answers
+    key_model: KeyModel = KeyModel.PER_CLIENT  # service: one door key, as the real service
 
 
 @dataclass
@@ -229,7 +230,8 @@ async def rehearse(options: RehearsalOptions, base: Settings, out: TextIO,
     transcript_path = folder / "transcript.txt"
     with transcript_path.open("w", encoding="utf-8") as transcript:
         tee: TextIO = Tee(out, transcript)  # type: ignore[assignment]
-        sandbox = await stand_up(base, folder, options.clients, tee, options.use_docker)
+        sandbox = await stand_up(base, folder, options.clients, tee, options.use_docker,
+                                 options.key_model)
         result = RehearsalResult(None, folder, transcript_path, None, sandbox.settings)
         try:
             view = await drive(sandbox.settings, tee, source, options.initiator,
@@ -256,6 +258,9 @@ def _print_artefacts(result: RehearsalResult, out: TextIO) -> None:
     print(f"  backup:     {backups[-1] if backups else '(none) in ' + str(s.backup_dir)}",
           file=out)
     print(f"  outbox:     {s.outbox_dir} ({len(emails)} emails)", file=out)
+    if s.service_env_file is not None:
+        print(f"  door key:   API_KEY in {s.service_env_file} (previous file kept beside it)",
+              file=out)
     print(f"  timeline:   {result.timeline or '(none)'}", file=out)
     print(f"  transcript: {result.transcript}", file=out)
     print(f"  logs:       {result.folder / 'logs'}", file=out)
@@ -279,6 +284,10 @@ def add_rehearse_arguments(parser: argparse.ArgumentParser) -> None:
                         help="leave the sandbox databases and api running afterwards")
     parser.add_argument("--no-docker", action="store_true",
                         help="run the sandbox api as a local process even if Docker answers")
+    parser.add_argument("--key-model", choices=[m.value for m in KeyModel], default=None,
+                        help="sandbox only: per_client (the runbook: a key per client, the "
+                        "default) or service (the real service: one door key API_KEY in its "
+                        ".env, installed and restarted by step 4)")
     parser.add_argument("--sandbox", action="store_true",
                         help="rehearse on a fresh sandbox even if TARGET_DATABASE_URL is set")
     parser.add_argument("--real", action="store_true",
@@ -303,6 +312,9 @@ def rehearse_command(args: argparse.Namespace, settings: Settings) -> int:
         raise SettingsError(
             "TARGET_DATABASE_URL is configured: `rehearse` would act on that database. Unset it "
             "for a sandbox rehearsal, or pass --real to roll back the configured target")
+    if args.real and args.key_model:
+        raise SettingsError("--key-model is for the sandbox; for the configured target set "
+                            "KEY_MODEL")
     if args.real and not target_configured:
         raise SettingsError("--real needs TARGET_DATABASE_URL (the database to roll back)")
     if getattr(args, "take_over", None) and not args.real:
@@ -327,7 +339,8 @@ def rehearse_command(args: argparse.Namespace, settings: Settings) -> int:
         options = RehearsalOptions(
             approvers=tuple(args.approver), initiator=_initiator(args), reason=args.reason,
             clients=args.clients, folder=args.dir, keep=args.keep,
-            use_docker=False if args.no_docker else None)
+            use_docker=False if args.no_docker else None,
+            key_model=KeyModel(args.key_model or KeyModel.PER_CLIENT))
         result = asyncio.run(rehearse(options, settings, sys.stdout, approvals))
     except (FrontError, ValueError) as exc:
         print(f"rollback-bot rehearse: {exc}", file=sys.stderr)

@@ -133,7 +133,8 @@ class Delivery:
                         contact = self.contacts[old]
                         if new in keys:
                             await room.acquire()
-                            queue.put_nowait((old, keys.pop(new), contact))
+                            # not pop: contacts sharing one hash (KEY_MODEL=service) share its key
+                            queue.put_nowait((old, keys[new], contact))
                             continue
                         self.not_found += 1
                         self.final[old] = NotificationRecord(

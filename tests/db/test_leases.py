@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from datetime import date, datetime, time
 
+import pytest
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db import repo_runs
+from bot.db.ledgers import Fence, SqlNotificationLedger, SqlRotationLedger
 from bot.db.session import make_engine, make_sessionmaker
+from bot.domain.ledgers import NotificationRecord, NotificationStatus
 from bot.domain.states import StepStatus
+from bot.domain.step_protocol import LeaseLost
 from bot.domain.steps import StepName
 
 
@@ -105,3 +109,38 @@ async def test_lease_expiry_is_counted_on_the_database_clock_in_any_time_zone(
         await s.execute(text("SET LOCAL TIME ZONE 'Pacific/Kiritimati'"))
         assert [str(e.id) for e in await repo_runs.find_orphaned_running(s)] == [execution_id]
         assert await repo_runs.claim_lease(s, execution_id, "replica-west", 600)
+
+
+async def test_ledger_marks_are_written_only_while_the_execution_holds_its_lease(
+    bot_sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """Two copies of step 5 can never both mark a client `sending`: once another replica holds
+    the execution, the first copy's ledgers refuse (LeaseLost) and write nothing."""
+    execution_id = await _running_execution(bot_sessionmaker)
+    async with bot_sessionmaker() as s:
+        run_id = str((await repo_runs.get_execution(s, execution_id)).run_id)  # type: ignore[union-attr]
+    async with bot_sessionmaker() as s, s.begin():
+        assert await repo_runs.claim_lease(s, execution_id, "replica-a", 600)
+    first = SqlNotificationLedger(bot_sessionmaker, Fence(execution_id, "replica-a"))
+    keys = SqlRotationLedger(bot_sessionmaker, Fence(execution_id, "replica-a"))
+    sending = NotificationRecord("c" * 64, NotificationStatus.SENDING, "a@example.com", 1)
+    await first.save(run_id, sending)
+    await keys.record(run_id, {"o" * 64: "n" * 64})
+
+    async with bot_sessionmaker() as s, s.begin():  # replica a stalls; b takes the step over
+        await repo_runs.expire_lease(s, execution_id)
+        assert await repo_runs.claim_lease(s, execution_id, "replica-b", 600)
+    late = NotificationRecord("d" * 64, NotificationStatus.SENDING, "b@example.com", 1)
+    with pytest.raises(LeaseLost):
+        await first.save(run_id, late)
+    with pytest.raises(LeaseLost):
+        await first.save(run_id, NotificationRecord("c" * 64, NotificationStatus.SENT,
+                                                    "a@example.com", 1))
+    with pytest.raises(LeaseLost):
+        await keys.record(run_id, {"p" * 64: "q" * 64})
+    records = await first.records(run_id)
+    assert {h: r.status for h, r in records.items()} == {"c" * 64: NotificationStatus.SENDING}
+    assert await keys.mapping(run_id) == {"o" * 64: "n" * 64}
+    second = SqlNotificationLedger(bot_sessionmaker, Fence(execution_id, "replica-b"))
+    await second.save(run_id, late)  # the holder writes
+    assert set(await second.records(run_id)) == {"c" * 64, "d" * 64}

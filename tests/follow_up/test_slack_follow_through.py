@@ -107,7 +107,8 @@ async def test_a_rollback_pages_then_ends_with_a_checklist_tracked_to_done(
     # the channel, and the strict fake refuses an ephemeral to a non-member.)
 
     await bot.command("status", user="U_BOB")
-    status = bot.ephemerals("U_BOB")[-1]
+    await bot.fake.wait_for(lambda: bool(bot.replies("U_BOB")))  # by response_url, after the ack
+    status = bot.replies("U_BOB")[-1]
     assert "1/5 done" in status and "Fix the issues" in status
     assert "Root cause" not in status  # done: no longer listed as open
 
@@ -149,9 +150,10 @@ async def test_escalate_mentions_the_group_and_pages_critical(
     await bot.command("escalate <!channel> customers cannot log in", user="U_BOB")
     await bot.fake.wait_for(lambda: "customers cannot log in" in paged.thread_text())
     escalations = [m for m in bot.fake.thread(root.channel, root.ts) if m.text == "Escalation"]
-    hostile = message_text(escalations[-1])
-    assert "&lt;!channel&gt;" in hostile and "<!channel>" not in hostile
-    assert "Step 1/6" in hostile
+    raw = json.dumps(escalations[-1].blocks) + escalations[-1].text  # what Slack would parse
+    assert "&lt;!channel&gt;" in raw and "<!channel>" not in raw
+    assert "<!channel> customers" in message_text(escalations[-1])  # shown as typed
+    assert "Step 1/6" in raw
 
 
 async def test_a_waiting_step_reminds_its_approvers_in_the_thread(

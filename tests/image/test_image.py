@@ -80,15 +80,11 @@ async def test_serve_http_answers_a_signed_help_command_and_reports_healthy(
             url = f"http://127.0.0.1:{port}/slack/events"
             async with http.post(url, data=body, headers=sign(body, SECRET)) as answer:
                 assert answer.status == 200
+                assert "/rollback-phase3" in await answer.text()  # help is the ack itself
             forged = sign(body, "not-the-secret")
             async with http.post(url, data=body, headers=forged) as answer:
                 assert answer.status == 401
-        replies = await fake_slack.wait_for(
-            lambda: [c for c in fake_slack.calls_to("chat.postEphemeral")
-                     if c.args.get("user") == "U_ALICE"])
-        assert len(replies) == 1, "the forged request got no answer"
-        assert "/rollback-phase3" in replies[0].args["text"]
-        assert replies[0].args["channel"] == "C_ONCALL"
+                assert "/rollback-phase3" not in await answer.text(), "the forged one answered"
 
         # `docker stop` sends the image's STOPSIGNAL (SIGINT): serve ends at once, not at the
         # SIGKILL 30 s later that a PID 1 ignoring SIGTERM would wait for.

@@ -63,14 +63,31 @@ class SlackBot:
                       channel_name: str = CHANNEL_NAME) -> tuple[int, str]:
         return await self.post(slash_command(text, user, channel, channel_name))
 
+    def start_form(self) -> dict[str, Any] | None:
+        """The start form as the bot last showed it (the loading view turned into the form)."""
+        for call in reversed(self.fake.calls_to("views.update")):
+            if call.error is None and call.args["view"].get("callback_id") == \
+                    START_MODAL_CALLBACK:
+                return call.args["view"]  # type: ignore[no-any-return]
+        return None
+
+    def modal_texts(self) -> list[str]:
+        """Every text the bot showed in a modal, in order (loading, refusals, forms)."""
+        return [json.dumps(c.args["view"]) for c in self.fake.calls
+                if c.method in ("views.open", "views.update") and c.error is None]
+
     async def submit_start(self, user: str, reason: str, acknowledged: bool = True,
                            channel: str = CHANNEL) -> tuple[int, str]:
+        """Submit the start form the bot showed (its private_metadata), or one naming
+        `channel` when none was shown (a replayed or forged submission)."""
         values = {
             REASON_BLOCK_ID: {REASON_ACTION_ID: {"type": "plain_text_input", "value": reason}},
             ACK_BLOCK_ID: {ACK_ACTION_ID: {"type": "checkboxes", "selected_options": (
                 [{"value": ACK_VALUE}] if acknowledged else [])}},
         }
-        return await self.post(view_submission(user, START_MODAL_CALLBACK, channel, values))
+        form = self.start_form()
+        metadata = form["private_metadata"] if form else channel
+        return await self.post(view_submission(user, START_MODAL_CALLBACK, metadata, values))
 
     async def click(self, user: str, action: ActionId, message: Message,
                     value: str | None = None) -> tuple[int, str]:
@@ -101,8 +118,9 @@ class SlackBot:
         assert len(ids) == 1, ids
         return str(ids[0])
 
-    def ephemerals(self, user: str) -> list[str]:
-        return [str(e.get("text", "")) for e in self.fake.ephemeral if e.get("user") == user]
+    def replies(self, user: str) -> list[str]:
+        """What `user` was told privately after the ack (by response_url), oldest first."""
+        return self.fake.replies_to(user)
 
 
 def button_value(message: Message, action: ActionId) -> str | None:
@@ -119,7 +137,10 @@ def button_of(message: Message, action: ActionId) -> ButtonValue | None:
 
 
 def message_text(message: Message) -> str:
-    return json.dumps(message.blocks) + message.text
+    """The message as a person reads it: its blocks and fallback text, `&gt;` shown as `>`
+    (raw mrkdwn, where a mention would ping, is in `message.blocks`)."""
+    raw = json.dumps(message.blocks, ensure_ascii=False) + message.text
+    return raw.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 @asynccontextmanager

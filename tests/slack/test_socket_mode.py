@@ -37,8 +37,10 @@ async def test_slash_command_over_socket_mode_is_acked_and_opens_the_modal(
                                                CHANNEL_NAME).decode()))
         envelope = await server.push("slash_commands", payload)
         await fake_slack.wait_for(lambda: envelope in server.acks, within=10)
-        opened = await fake_slack.wait_for(lambda: fake_slack.calls_to("views.open"))
-        assert "Phase 3 broke auth" in str(opened[0].args["view"])
+        await fake_slack.wait_for(lambda: fake_slack.calls_to("views.open"))
+        form = await fake_slack.wait_for(lambda: [c for c in fake_slack.calls_to("views.update")
+                                                  if c.error is None])
+        assert "Phase 3 broke auth" in str(form[0].args["view"])
         connect = fake_slack.calls_to("apps.connections.open")
         assert connect, "the client asked the Web API for its WebSocket URL"
     finally:

@@ -159,7 +159,8 @@ class FakeSlack:
         return [c for c in self.calls if c.method == method]
 
     def methods_called(self) -> set[str]:
-        return {c.method for c in self.calls}
+        """Every Web API method called (not the response_url posts)."""
+        return {c.method for c in self.calls if c.method != "response_url"}
 
     def thread(self, channel: str, thread_ts: str) -> list[Message]:
         return sorted((m for m in self.messages.values()
@@ -271,8 +272,16 @@ class FakeSlack:
         return web.Response(text="OK - " + str(len(upload["content"])))
 
     async def respond(self, request: web.Request) -> web.Response:
-        """A request's `response_url`: up to 5 replies within 30 minutes, as Slack allows."""
+        """A request's `response_url`: up to 5 replies within 30 minutes, as Slack allows.
+        `hold("response_url")` and `fail_next("response_url", status)` apply here too."""
         url_id = request.match_info["url_id"]
+        self.calls.append(RecordedCall("response_url", {"url_id": url_id}, time.monotonic()))
+        if "response_url" in self.held:
+            await self.held["response_url"].wait()
+        fault = self.faults.get("response_url")
+        if fault and fault.times > 0:
+            fault.times -= 1
+            return web.Response(status=fault.status, text="internal_error")
         issued = self.response_urls.get(url_id)
         if issued is None:
             return web.Response(status=404, text="invalid_token")

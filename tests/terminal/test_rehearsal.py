@@ -14,9 +14,10 @@ import pytest
 
 from bot.domain.events import Source
 from bot.domain.states import StepStatus
-from bot.settings import Settings
+from bot.settings import KeyModel, Settings
 from bot.terminal.rehearse import RehearsalOptions, RehearsalResult, rehearse
 from bot.urls import libpq_url
+from tests.sandbox.after_rollback import assert_rolled_back, outbox_messages
 
 CLIENTS = 4  # one of them without a contact
 
@@ -47,7 +48,9 @@ async def _bot_rows_text(bot_url: str) -> str:
     return "\n".join(chunks)
 
 
-@pytest.fixture(params=["auto", "local-process"])
+@pytest.fixture(params=[("auto", "per_client"), ("local-process", "per_client"),
+                        ("auto", "service"), ("local-process", "service")],
+                ids=lambda p: "-".join(p))
 async def rehearsal(
     request: pytest.FixtureRequest, tmp_path: Path, pg_admin_url: str
 ) -> AsyncIterator[tuple[RehearsalResult, str]]:
@@ -58,7 +61,8 @@ async def rehearsal(
     options = RehearsalOptions(
         approvers=("alice", "bob"), initiator="carol", clients=CLIENTS,
         folder=tmp_path / "demo", keep=True,
-        use_docker=False if request.param == "local-process" else None,
+        use_docker=False if request.param[0] == "local-process" else None,
+        key_model=KeyModel(request.param[1]),
     )
     result = await rehearse(options, base, out)
     try:
@@ -97,9 +101,10 @@ async def test_rehearsal_runs_six_steps_approved_by_two_names_and_leaks_no_key(
     assert len(approvals) == 12 and {a["source"] for a in approvals} == {Source.TERMINAL.value}
 
     keys = await _keys(settings.target_database_url.get_secret_value())
-    assert len(keys) == CLIENTS, "one new key per client"
+    service = settings.key_model is KeyModel.SERVICE
+    assert len(keys) == (1 if service else CLIENTS), "one new key per client (per old hash)"
     emails = sorted(settings.outbox_dir.glob("*.eml"))
-    assert len(emails) == CLIENTS - 1, "one email per client with a contact"
+    assert len(emails) == CLIENTS - 1, "one email per contact"
     mailed = set()
     for path in emails:
         message = email.message_from_bytes(path.read_bytes())
@@ -107,7 +112,18 @@ async def test_rehearsal_runs_six_steps_approved_by_two_names_and_leaks_no_key(
         found = [key for key in keys if key in body.decode(errors="replace")]
         assert len(found) == 1, path
         mailed.add(found[0])
-    assert len(mailed) == CLIENTS - 1
+    assert len(mailed) == (1 if service else CLIENTS - 1)
+    seeded = json.loads((result.folder / "phase3-keys.json").read_text())
+    contacts = [c["email"] for c in seeded if c["has_contact"]]
+    await assert_rolled_back(settings, {c["key"] for c in seeded}, outbox_messages(settings),
+                             contacts)
+    if service:
+        assert "new door key" in transcript and "the door lets the new key in" in transcript
+        assert settings.service_env_file is not None
+        assert settings.service_env_file.with_name(
+            f".env.before-rollback-{view.run_id[:8]}").exists()
+    if settings.redis_url is not None:
+        assert "cached sessions removed" in transcript
 
     assert sorted(settings.backup_dir.glob("backup_before_rollback_*.dump"))
     assert result.timeline is not None and result.timeline.exists()
