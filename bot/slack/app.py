@@ -74,7 +74,7 @@ def build_slack_front(engine: Engine, settings: Settings, *, http: bool) -> Slac
     background = Background(settings.slack_reply_concurrency)
     engineers = Engineers(client, settings)
     app.use(person_middleware(engineers))  # the acting user, once per request
-    Listeners(engine, engineers, settings, background).register(app)
     mirror = ThreadMirror(engine, client, settings.slack_write_interval_seconds)
+    Listeners(engine, engineers, settings, background, mirror.repost_board).register(app)
     return SlackFront(app=app, client=client, mirror=mirror, background=background,
                       notices=ThreadNotices(engine, client, mirror.budget), engineers=engineers)

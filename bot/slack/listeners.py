@@ -12,6 +12,7 @@ No step work happens here. The acting user comes from `person_middleware` (peopl
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -51,8 +52,11 @@ def thread_link(channel_id: str | None, ts: str | None) -> str:
 
 class Listeners:
     def __init__(self, engine: Engine, engineers: Engineers, settings: Settings,
-                 background: Background) -> None:
+                 background: Background,
+                 redraw_board: Callable[[str], Awaitable[None]] | None = None) -> None:
         self.engine = engine
+        # `status` draws the board again and re-homes a lost thread (the mirror's job).
+        self.redraw_board = redraw_board
         self.engineers = engineers
         self.settings = settings
         self.background = background
@@ -123,6 +127,9 @@ class Listeners:
             return
         if word == "status":
             text = escape(await status_text(self.engine))
+            active = await self.engine.active_run_id()
+            if active is not None and self.redraw_board is not None:
+                await self.redraw_board(active)
         elif word == "plan":
             s = self.settings
             text = ("Dry run — nothing changed:\n" + escape(plans_text(await self.engine.dry_run()))

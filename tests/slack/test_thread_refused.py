@@ -66,3 +66,23 @@ async def test_not_in_channel_tells_the_initiator_and_frees_the_run(bot: SlackBo
     assert recorded[0][0] == "not_in_channel"
     assert "initiator was told" in recorded[0][1]
     assert len(bot.fake.calls_to("chat.postMessage")) < 10, "refused writes are not retried"
+
+
+async def test_status_brings_back_a_deleted_board(bot: SlackBot) -> None:
+    """Someone deleted the root (the status board): `/rollback-phase3 status` draws the board
+    again; the rollback gets a new root in the channel and its waiting step under it."""
+    root = await start_rollback(bot)
+    await waiting_for_step_1(bot)
+    bot.fake.workspace.delete_message(root.ts)
+    assert (await bot.command("status", user="U_BOB"))[0] == 200
+    new_root = await bot.fake.wait_for(lambda: next(
+        (m for m in bot.fake.roots(CHANNEL) if m.ts != root.ts), None), within=30)
+    assert "rollback" in new_root.text.lower()
+    # The step waiting for approval is drawn again under the new root.
+    await bot.fake.wait_for(lambda: any(m.text.startswith("Step 1/6")
+                                        for m in bot.fake.thread(CHANNEL, new_root.ts)), within=30)
+    await bot.fake.wait_for(lambda: bool(bot.replies("U_BOB")), within=30)
+
+
+async def waiting_for_step_1(bot: SlackBot) -> None:
+    await bot.fake.wait_for(lambda: bot.step_messages(1), within=30)
