@@ -86,11 +86,10 @@ async def approve(engine: Engine, view: RunView, execution_id: str, fingerprint:
             raise RollbackFailed(f"approval by {actor.user_name} refused: {answer.message}")
 
 
-async def drive(engine: Engine) -> OurRun:
+async def drive(engine: Engine, result: OurRun) -> OurRun:
     """Start a run and approve each step as soon as it asks, until the run completes."""
     changed = asyncio.Event()
     engine.subscribe(lambda _run_id: changed.set())
-    result = OurRun()
     cpu0, children0 = cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     answer = await engine.start_run(INITIATOR, "bench: whole-rollback machine time", None)
@@ -150,11 +149,13 @@ async def print_log(engine: Engine, run_id: str) -> None:
 
 
 async def our_rollback(settings: Settings, show_log: bool) -> OurRun:
+    result = OurRun()
     async with open_engine(settings) as engine:
-        result = await drive(engine)
-        if show_log:
-            await print_log(engine, result.run_id)
-        return result
+        try:
+            return await drive(engine, result)
+        finally:
+            if show_log and result.run_id:
+                await print_log(engine, result.run_id)
 
 
 def report(args: argparse.Namespace, ours: OurRun, runbook: RunbookTimes | None,
@@ -190,18 +191,27 @@ def report(args: argparse.Namespace, ours: OurRun, runbook: RunbookTimes | None,
 async def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.whole_rollback",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sessions", type=int, default=1_000_000)
-    parser.add_argument("--assistants", type=int, default=200_000)
-    parser.add_argument("--clients", type=int, default=100_000)
+    parser.add_argument("--sessions", type=int, default=1_000_000,
+                        help="sessions on the target (default 1,000,000)")
+    parser.add_argument("--assistants", type=int, default=200_000,
+                        help="assistants on the target (default 200,000)")
+    parser.add_argument("--clients", type=int, default=100_000,
+                        help="distinct owners, all in the client directory (default 100,000); "
+                        "e.g. --sessions 100000 --assistants 20000 --clients 10000 for a "
+                        "tenth")
     parser.add_argument("--reply-delay-ms", type=float, default=5.0,
                         help="the sink's delay before each SMTP reply (a relay's round trip)")
-    parser.add_argument("--sink-processes", type=int, default=2)
+    parser.add_argument("--sink-processes", type=int, default=2,
+                        help="aiosmtpd processes sharing the sink's port (default 2)")
     parser.add_argument("--email-window", type=float, default=15.0,
                         help="seconds each baseline smtplib loop is timed for")
     parser.add_argument("--no-docker", action="store_true",
                         help="the api as a local process (RESTART_STRATEGY=command)")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the runbook's commands (our run only)")
+    parser.add_argument("--plan-timeout", type=float, default=60.0,
+                        help="PLAN_TIMEOUT_SECONDS for our run (default 60; the setting's own "
+                        "default, 5 s, is too short for step 5's plan at 100,000 clients)")
     parser.add_argument("--log", action="store_true",
                         help="print the run's incident log, with times, to stderr")
     parser.add_argument("--keep", action="store_true",
@@ -221,7 +231,7 @@ async def main() -> int:
         async with Sink(free_port(), args.sink_processes, args.reply_delay_ms) as sink:
             settings = sandbox.settings.model_copy(update={
                 "mailer": MailerKind.SMTP, "smtp_host": "127.0.0.1", "smtp_port": sink.port,
-                "step_timeout_seconds": 3600.0})
+                "step_timeout_seconds": 3600.0, "plan_timeout_seconds": args.plan_timeout})
             runbook = None
             if not args.no_baseline:
                 name = f"{sandbox.databases[-1]}_runbook_{uuid.uuid4().hex[:4]}"
