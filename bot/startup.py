@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from bot.db.migrate import current_revision, head_revision
-from bot.db.session import make_engine, make_sessionmaker
+from bot.db.session import make_engine, make_sessionmaker, stalled_transaction_seconds
 from bot.engine.engine import Engine
 from bot.settings import Settings, SettingsError
 from steps import target_db
@@ -30,7 +30,8 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
     url = settings.database_url.get_secret_value()
     await ensure_schema(url)
     target_db.configure(settings)
-    db = make_engine(url)
+    db = make_engine(url, stalled_transaction_after=stalled_transaction_seconds(
+        settings.step_lease_seconds))
     engine = Engine(make_sessionmaker(db), settings, default_steps())
     try:
         yield engine

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date, datetime, time
 
 import pytest
 from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db import repo_runs
@@ -15,6 +17,7 @@ from bot.domain.ledgers import NotificationRecord, NotificationStatus
 from bot.domain.states import StepStatus
 from bot.domain.step_protocol import LeaseLost
 from bot.domain.steps import StepName
+from tests.crash.db_proxy import PausableProxy
 
 
 async def test_lease_is_exclusive_until_it_expires(
@@ -144,3 +147,40 @@ async def test_ledger_marks_are_written_only_while_the_execution_holds_its_lease
     second = SqlNotificationLedger(bot_sessionmaker, Fence(execution_id, "replica-b"))
     await second.save(run_id, late)  # the holder writes
     assert set(await second.records(run_id)) == {"c" * 64, "d" * 64}
+
+
+async def test_a_replica_stalled_mid_renewal_does_not_hold_its_step_for_ever(
+    bot_db_url: str, bot_sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """Replica a renews its lease, then its connection stalls before COMMIT (a partition, a
+    stuck event loop): the renewal's row lock would block replica b's takeover for as long as
+    the dead TCP connection lives. The server ends a's idle transaction; b takes over, and a's
+    renewal never lands."""
+    proxy = PausableProxy.for_url(bot_db_url)
+    await proxy.start()
+    stalled_db = make_engine(proxy.url_through(bot_db_url), stalled_transaction_after=1)
+    stalled = make_sessionmaker(stalled_db)
+    execution_id = await _running_execution(bot_sessionmaker)
+    try:
+        async with bot_sessionmaker() as s, s.begin():
+            assert await repo_runs.claim_lease(s, execution_id, "replica-a", 1)
+        session = stalled()
+        await session.begin()
+        assert await repo_runs.renew_lease(session, execution_id, "replica-a", 1)
+        proxy.pause()  # the COMMIT will not arrive; the row stays locked by a
+        async with asyncio.timeout(60):  # a deadline, not a measurement: without the bound,
+            while True:                  # b waits on the lock for ever
+                async with bot_sessionmaker() as s, s.begin():
+                    if await repo_runs.claim_lease(s, execution_id, "replica-b", 30):
+                        break
+                await asyncio.sleep(0.1)
+        proxy.resume()
+        with pytest.raises(DBAPIError):
+            await session.commit()
+        await session.close()
+        async with bot_sessionmaker() as s:
+            execution = await repo_runs.get_execution(s, execution_id)
+            assert execution is not None and execution.lease_owner == "replica-b"
+    finally:
+        await stalled_db.dispose()
+        await proxy.close()
