@@ -125,10 +125,12 @@ async def test_health_path_that_never_answers_200_fails_with_the_last_state_and_
     sandbox_api: SandboxApi, tmp_path: Path
 ) -> None:
     settings = api_settings(sandbox_api, tmp_path, api_health_path="/no-such-health",
-                            health_timeout_seconds=2, code_restore_command="")
+                            # long enough for the api to start on a loaded machine and answer
+                            # 404 (the state the error must name), not just "refused"
+                            health_timeout_seconds=8, code_restore_command="")
     lines: list[str] = []
     name = f"{sandbox_api.project}-api-1"
-    with pytest.raises(StepError, match=rf"api container {name} not healthy after 2 s: "
+    with pytest.raises(StepError, match=rf"api container {name} not healthy after 8 s: "
                                         r"GET .*/no-such-health answered 404"):
         await RestartStep().run(step_context(settings), lines.append)
     assert any(line.startswith(f"{name}| ") and '"event": "startup"' in line for line in lines)
