@@ -67,8 +67,5 @@ EXPOSE 3000
 # Slack and SMTP, whose trouble is not the bot's.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
   CMD ["/opt/venv/bin/python", "/usr/local/lib/rollback-bot/healthcheck.py"]
-# Python dies on SIGINT the way serve is written to stop (acked Slack work drained, the engine
-# closed); SIGTERM, Docker's default, is ignored by a PID 1 without a handler until the SIGKILL.
-STOPSIGNAL SIGINT
 ENTRYPOINT ["rollback-bot"]
 CMD ["serve"]
