@@ -36,22 +36,11 @@ from steps.http_probe import HttpProbe, join_url
 from steps.key_installers import DoorKey, install_door_key, install_target, sha256_hex
 from steps.restart import restart_api
 from steps.target_db import connect
+from steps.target_sql import KEY_OF_HASH_SQL, OWNER_HASHES_SQL, rekey_late_rows_sql
 
 SESSIONS_PATH = "/api/v1/sessions"
 PREFIX = 8
-
-OWNER_HASHES_SQL = """
-    SELECT owner_api_key_hash AS h FROM sessions WHERE owner_api_key_hash IS NOT NULL
-    UNION SELECT owner_api_key_hash FROM assistants WHERE owner_api_key_hash IS NOT NULL
-"""
-KEY_OF_HASH_SQL = """
-    (SELECT owner_api_key FROM sessions WHERE owner_api_key_hash = $1
-       AND owner_api_key IS NOT NULL LIMIT 1)
-    UNION ALL
-    (SELECT owner_api_key FROM assistants WHERE owner_api_key_hash = $1
-       AND owner_api_key IS NOT NULL LIMIT 1)
-    LIMIT 1
-"""
+TABLES = ("sessions", "assistants")
 
 
 def service_mode(settings: Settings) -> bool:
@@ -62,7 +51,7 @@ async def old_hashes(ctx: StepContext) -> list[str]:
     """The clients' old hashes: those recorded by this run, and those still on rows."""
     mapping = await ctx.rotations.mapping(ctx.run_id)
     async with connect(ctx.settings.target_database_url.get_secret_value()) as conn:
-        on_rows = {r["h"] for r in await conn.fetch(OWNER_HASHES_SQL)}
+        on_rows = {r["hash"] for r in await conn.fetch(OWNER_HASHES_SQL)}
     return sorted(set(mapping) | (on_rows - set(mapping.values())))
 
 
@@ -105,6 +94,18 @@ async def read_door_key(settings: Settings, new_hash: str) -> DoorKey:
     if value is None or sha256_hex(value) != new_hash:
         raise StepError(f"the new key of hash {new_hash[:PREFIX]} is on no target row")
     return DoorKey(value, new_hash)
+
+
+async def rekey_late_rows(settings: Settings, old_hash: str, new_hash: str) -> int:
+    """Until its restart the api still let the old door key in, and every row it wrote then
+    (after the rotation's sweep) carries the old key: owned by a key nobody will be mailed.
+    Once the door knows only the new key nothing can write under the old one: re-key them."""
+    async with connect(settings.target_database_url.get_secret_value()) as conn:
+        updated = 0
+        for table in TABLES:
+            status = await conn.execute(rekey_late_rows_sql(table), old_hash, new_hash)
+            updated += int(status.split()[-1])
+    return updated
 
 
 async def door_status(settings: Settings, key: DoorKey) -> int | None:
@@ -202,6 +203,11 @@ class KeyModelRotation:
             summary += (f"; new door key ({service['service_key']['new_hash']}) installed in "
                         f"{service['service_key'].get('file') or 'by command'}; api restarted, "
                         f"healthy after {service['service_restart']['healthy_after_s']} s")
+            late = await rekey_late_rows(s, choose_service_hash(s, mapping), door.hash)
+            facts["late_rows_rekeyed"] = late
+            if late:
+                emit(f"{late:,} row{'' if late == 1 else 's'} written with the old door key "
+                     f"after the sweep, before the restart, re-keyed")
         # After the restart: from then on the old key is refused at the door, so nothing
         # re-caches an old hash; and before the door is tried, so that try reads fresh rows.
         cache = await invalidate_old_hashes(s, mapping, emit)

@@ -55,6 +55,28 @@ KEYS_BY_NEW_HASH_SQL = """
     ) keyed ORDER BY hash
 """
 
+# $1 a new hash -> the key of that hash, read from whichever row holds it.
+KEY_OF_HASH_SQL = """
+    (SELECT owner_api_key FROM sessions WHERE owner_api_key_hash = $1
+       AND owner_api_key IS NOT NULL LIMIT 1)
+    UNION ALL
+    (SELECT owner_api_key FROM assistants WHERE owner_api_key_hash = $1
+       AND owner_api_key IS NOT NULL LIMIT 1)
+    LIMIT 1
+"""
+
+
+def rekey_late_rows_sql(table: str) -> str:
+    """$1 the door key's old hash, $2 its new hash: rows of `table` still under the old hash
+    take the new key of a row already re-keyed (the key never leaves the database); none are
+    touched if no row holds the new key."""
+    return f"""
+        WITH door AS (SELECT key FROM ({KEY_OF_HASH_SQL.replace("$1", "$2")}) AS k(key))
+        UPDATE {table} AS t SET owner_api_key = door.key, owner_api_key_hash = $2
+          FROM door WHERE t.owner_api_key_hash = $1
+    """
+
+
 # $1 sample size -> (hash, key) of that many random clients that already carry a new key.
 SAMPLE_KEYED_CLIENTS_SQL = """
     SELECT hash, key FROM (

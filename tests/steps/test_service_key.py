@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import stat
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -289,3 +291,39 @@ async def test_service_model_keeps_every_address_listed_under_one_hash(tmp_path:
     recipients, fanned = fan_out({h: "n" * 64}, directory)
     assert recipients == {h: "n" * 64, contact_id(h, "dana@example.com"): "n" * 64}
     assert fanned.contacts[contact_id(h, "dana@example.com")].name == "Dana"
+
+
+async def test_rows_the_old_api_wrote_after_the_sweep_get_the_new_door_key(
+    door_sandbox: DoorSandbox, tmp_path: Path,
+) -> None:
+    """Until its restart the api still lets the old door key in. A client that writes just
+    then (here: the restart command itself first writes a session as the old api would, with
+    the old key and its hash) must not be left owning rows under a key nobody is mailed."""
+    box = door_sandbox
+    late_id = uuid.uuid4()
+    writer = tmp_path / "late_write.py"
+    writer.write_text(
+        "import asyncio, sys, asyncpg\n"
+        "async def main():\n"
+        "    conn = await asyncpg.connect(sys.argv[1])\n"
+        "    await conn.execute(\"INSERT INTO sessions (id, model, owner_api_key, \"\n"
+        "        \"owner_api_key_hash) VALUES ($1, 'm', $2, $3)\", sys.argv[2], sys.argv[3],\n"
+        "        sys.argv[4])\n"
+        "    await conn.close()\n"
+        "asyncio.run(main())\n")
+    write_late = (f"{sys.executable} {writer} {libpq_url(box.url)} {late_id} {box.old_key} "
+                  f"{sha(box.old_key)}")
+    settings = box.settings.model_copy(update={
+        "restart_command": f"sh -c {shlex.quote(f'{write_late} && {box.api.restart_command}')}"})
+    step = KeyModelRotation(RotateKeysStep())
+    lines: list[str] = []
+    outcome = await step.run(step_context(settings), lines.append)
+
+    count, keys = await _rows(box.url)
+    (new_key,) = keys
+    assert count == 19 and new_key != box.old_key, "the late row too carries the new key"
+    status, after = await get(box.api.base_url, "/api/v1/sessions", new_key)
+    assert status == 200 and after["total"] == 19, "the new key owns the late session"
+    assert outcome.facts["late_rows_rekeyed"] == 1
+    assert "1 row written with the old door key after the sweep, before the restart, " \
+           "re-keyed" in lines
