@@ -16,8 +16,6 @@ With no pager (no routing key) step 2 does nothing; reminders and expiry still h
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -30,6 +28,7 @@ from bot.db.repo_follow_ups import latest_run
 from bot.domain.events import EventKind, Source
 from bot.domain.paging_policy import PAGE_WORTHY_KINDS, PageAction, Pager, pages_for_event
 from bot.engine.approval_watch import ApproverSource, watch_waiting_step
+from bot.engine.run_watcher import RunWatcher
 from bot.engine.view_builder import build_run_view
 
 if TYPE_CHECKING:
@@ -38,50 +37,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class FollowThrough:
+class FollowThrough(RunWatcher):
     def __init__(
         self, engine: Engine, pager: Pager | None, approvers: ApproverSource | None = None,
         interval: float | None = None,
     ) -> None:
+        super().__init__(engine, interval or engine.settings.follow_through_interval_seconds)
         self.engine = engine
         self.pager = pager
         self.approvers = approvers
-        self.interval = interval or engine.settings.follow_through_interval_seconds
-        self._dirty: set[str] = set()
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        engine.subscribe(self.notify)
+        self._first = True
 
-    def notify(self, run_id: str) -> None:
-        self._dirty.add(run_id)
-        self._wake.set()
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _loop(self) -> None:
-        first = True
-        while True:
-            runs, self._dirty = self._dirty, set()
-            try:
-                await self.pass_once(runs, include_latest=first)
-                first = False
-            except Exception:
-                log.exception("follow-through pass failed; trying again")
-                self._dirty |= runs
-            # asyncio.timeout, not wait_for: see ThreadMirror._loop.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.interval):
-                    await self._wake.wait()
-            self._wake.clear()
+    async def pass_over(self, runs: set[str]) -> None:
+        await self.pass_once(runs, include_latest=self._first)
+        self._first = False
 
     async def pass_once(self, runs: Iterable[str] = (), include_latest: bool = False) -> None:
         """Look at these runs and the active one (and the latest, e.g. after a restart, when its

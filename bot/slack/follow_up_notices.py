@@ -15,7 +15,6 @@ the thread), and is redrawn whenever an item is owned or closed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from slack_sdk.errors import SlackApiError
@@ -27,6 +26,7 @@ from bot.db.repo_deliveries import Target
 from bot.domain.events import EventKind, Source
 from bot.domain.paging_policy import CLOSING_KINDS
 from bot.engine.engine import Engine
+from bot.engine.run_watcher import RunWatcher
 from bot.slack.follow_up_blocks import checklist, notice
 from bot.slack.mirror import WriteBudget
 
@@ -39,48 +39,24 @@ CHECKLIST_CHANGES = frozenset({EventKind.FOLLOW_UP_OWNED, EventKind.FOLLOW_UP_DO
 RETRY_SECONDS = 2.0
 
 
-class ThreadNotices:
+class ThreadNotices(RunWatcher):
     def __init__(self, engine: Engine, client: AsyncWebClient, budget: WriteBudget) -> None:
+        super().__init__(engine, RETRY_SECONDS)
         self.engine = engine
         self.client = client
         self.budget = budget
-        self._dirty: set[str] = set()
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        engine.subscribe(self.notify)
 
-    def notify(self, run_id: str) -> None:
-        self._dirty.add(run_id)
-        self._wake.set()
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _loop(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):  # not wait_for: see ThreadMirror._loop
-                async with asyncio.timeout(RETRY_SECONDS):
-                    await self._wake.wait()
-            self._wake.clear()
-            runs, self._dirty = self._dirty, set()
-            for run_id in runs:
-                try:
-                    if not await self.sync(run_id):
-                        self._dirty.add(run_id)  # waits for the thread or the summary
-                except (TimeoutError, SlackApiError, OSError) as exc:
-                    log.warning("Slack is not taking follow-through notices (%s); retrying", exc)
-                    self._dirty.add(run_id)
-                except Exception:
-                    log.exception("could not post follow-through notices of run %s", run_id)
-                    self._dirty.add(run_id)
+    async def pass_over(self, runs: set[str]) -> None:
+        for run_id in runs:
+            try:
+                if not await self.sync(run_id):
+                    self.again(run_id)  # waits for the thread or the summary
+            except (TimeoutError, SlackApiError, OSError) as exc:
+                log.warning("Slack is not taking follow-through notices (%s); retrying", exc)
+                self.again(run_id)
+            except Exception:
+                log.exception("could not post follow-through notices of run %s", run_id)
+                self.again(run_id)
 
     async def sync(self, run_id: str) -> bool:
         """Post what is owed; True when nothing is left waiting."""
