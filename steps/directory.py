@@ -18,7 +18,9 @@ A CSV is parsed and validated once, in a thread (100,000 rows take seconds of em
 checks, which would stall every click and reply on the event loop), and kept while the file is
 unchanged: keyed by its path and KEY_MODEL, valid while its device, inode, size, mtime and ctime
 stay the same, so the five or so loads of a step (plan, re-plans on each click, check, run) cost
-a `stat` each, and an edited or replaced file is read afresh. The cached `Directory` is shared:
+a `stat` each, and an edited or replaced file is read afresh. A file modified less than 2 s
+before its read is not kept (file clocks tick coarsely: an edit within the same tick of the
+same size would go unseen). The cached `Directory` is shared:
 callers must not change it (`fan_out` copies). A load still running when a plan's deadline runs
 out goes on in its thread, so the next click finds it done. The query source is asked afresh on
 every load (nothing tells us its answer is unchanged); only its rows' checks leave the loop.
@@ -38,6 +40,7 @@ import hashlib
 import os
 import re
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -124,6 +127,7 @@ async def load_directory(settings: Settings) -> Directory:
 
 
 Stamp = tuple[int, int, int, int, int]  # device, inode, size, mtime and ctime (ns)
+RACY_NS = 2_000_000_000  # a file changed this recently may change again unseen by its stamp
 
 
 def _stamp(path: Path) -> Stamp:
@@ -163,6 +167,7 @@ class CsvCache:
     def _parse(self, slot: tuple[str, bool], stamp: Stamp, path: Path,
                future: Future[Directory]) -> None:
         future.set_running_or_notify_cancel()
+        started = time.time_ns()
         try:
             directory = _from_csv(path, slot[1])
             try:
@@ -173,7 +178,10 @@ class CsvCache:
             self._forget(slot, future)
             future.set_exception(exc)
             return
-        if not unchanged:  # written to while read: what was read is not kept
+        # Written to while read, or so shortly before that a second write in the same tick of
+        # the file system's clock would leave the stamp as it is ("racy git"): shared with the
+        # loads waiting for it, not kept for later ones.
+        if not unchanged or started - stamp[3] < RACY_NS:
             self._forget(slot, future)
         future.set_result(directory)
 
