@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.email_throughput
 	$(BIN)/python -m bench.thread_budget
 	$(BIN)/python -m bench.backup_overhead
+	$(BIN)/python -m bench.directory_load
 	$(BIN)/python -m bench.whole_rollback
 
 clean:

@@ -14,6 +14,17 @@ non-ASCII mailbox name (the email package would write it as an encoded word no s
 international domain is sent in its ASCII form). The `.test` names of rehearsals are accepted;
 deliverability (DNS) is not asked.
 
+A CSV is parsed and validated once, in a thread (100,000 rows take seconds of email-validator's
+checks, which would stall every click and reply on the event loop), and kept while the file is
+unchanged: keyed by its path and KEY_MODEL, valid while its device, inode, size, mtime and ctime
+stay the same, so the five or so loads of a step (plan, re-plans on each click, check, run) cost
+a `stat` each, and an edited or replaced file is read afresh. A file modified less than 2 s
+before its read is not kept (file clocks tick coarsely: an edit within the same tick of the
+same size would go unseen). The cached `Directory` is shared:
+callers must not change it (`fan_out` copies). A load still running when a plan's deadline runs
+out goes on in its thread, so the next click finds it done. The query source is asked afresh on
+every load (nothing tells us its answer is unchanged); only its rows' checks leave the loop.
+
 With `KEY_MODEL=service` a hash may be listed with several addresses: everyone who uses the
 service shares its one door key and is listed under that key's hash, and each is mailed once.
 `fan_out` gives every further contact an identity of its own (a hash of old hash and address)
@@ -23,10 +34,15 @@ per-client model two addresses for one client stay a conflict that mails neither
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
+import os
 import re
+import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +50,7 @@ from typing import Any
 import asyncpg
 from email_validator import EmailNotValidError, validate_email
 
+from bot.domain.plan_parts import plan_part
 from bot.domain.step_protocol import StepError
 from bot.settings import KeyModel, Settings
 from steps.target_db import connect
@@ -95,13 +112,86 @@ def parse_address(value: str) -> str:
     return parsed.ascii_email or parsed.normalized
 
 
+LOADING = "loading the client directory"
+
+
 async def load_directory(settings: Settings) -> Directory:
-    if settings.client_directory_query:
-        return await _from_query(settings)
-    if settings.client_directory is None:
-        raise StepError("no client directory: set CLIENT_DIRECTORY (CSV name,email,"
-                        "api_key_sha256) or CLIENT_DIRECTORY_QUERY")
-    return _from_csv(settings.client_directory, settings.key_model is KeyModel.SERVICE)
+    with plan_part(LOADING):
+        if settings.client_directory_query:
+            return await _from_query(settings)
+        if settings.client_directory is None:
+            raise StepError("no client directory: set CLIENT_DIRECTORY (CSV name,email,"
+                            "api_key_sha256) or CLIENT_DIRECTORY_QUERY")
+        return await CSV_CACHE.load(settings.client_directory,
+                                    settings.key_model is KeyModel.SERVICE)
+
+
+Stamp = tuple[int, int, int, int, int]  # device, inode, size, mtime and ctime (ns)
+RACY_NS = 2_000_000_000  # a file changed this recently may change again unseen by its stamp
+
+
+def _stamp(path: Path) -> Stamp:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+class CsvCache:
+    """Parsed CSV directories by (path, several), each with the stamp of the file it was read
+    from. A parse runs in a daemon thread of its own and is shared by every load that asks for
+    the same stamp meanwhile; a failed one is not kept (the next load tries again)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, bool], tuple[Stamp, Future[Directory]]] = {}
+
+    async def load(self, path: Path, several: bool) -> Directory:
+        try:
+            stamp = _stamp(path)
+        except FileNotFoundError:
+            raise StepError(f"client directory {path} does not exist") from None
+        except OSError as exc:
+            raise StepError(f"cannot read client directory {path}: {exc}") from None
+        slot = (str(path), several)
+        with self._lock:
+            entry = self._entries.get(slot)
+            if entry is not None and entry[0] == stamp:
+                future = entry[1]
+            else:
+                future = Future()
+                self._entries[slot] = (stamp, future)
+                threading.Thread(target=self._parse, args=(slot, stamp, path, future),
+                                 name="client-directory", daemon=True).start()
+        # shielded: a plan cancelled at its deadline leaves the parse to finish for the next
+        return await asyncio.shield(asyncio.wrap_future(future))
+
+    def _parse(self, slot: tuple[str, bool], stamp: Stamp, path: Path,
+               future: Future[Directory]) -> None:
+        future.set_running_or_notify_cancel()
+        started = time.time_ns()
+        try:
+            directory = _from_csv(path, slot[1])
+            try:
+                unchanged = _stamp(path) == stamp
+            except OSError:
+                unchanged = False
+        except BaseException as exc:
+            self._forget(slot, future)
+            future.set_exception(exc)
+            return
+        # Written to while read, or so shortly before that a second write in the same tick of
+        # the file system's clock would leave the stamp as it is ("racy git"): shared with the
+        # loads waiting for it, not kept for later ones.
+        if not unchanged or started - stamp[3] < RACY_NS:
+            self._forget(slot, future)
+        future.set_result(directory)
+
+    def _forget(self, slot: tuple[str, bool], future: Future[Directory]) -> None:
+        with self._lock:
+            if slot in self._entries and self._entries[slot][1] is future:
+                del self._entries[slot]
+
+
+CSV_CACHE = CsvCache()
 
 
 def _from_csv(path: Path, several: bool = False) -> Directory:
@@ -156,8 +246,9 @@ async def _from_query(settings: Settings) -> Directory:
             rows = await statement.fetch()
         except asyncpg.PostgresError as exc:
             raise StepError(f"CLIENT_DIRECTORY_QUERY failed on the target: {exc}") from None
-    return parse_rows(((n, dict(row)) for n, row in enumerate(rows, start=1)), "query row",
-                      settings.key_model is KeyModel.SERVICE)
+    return await asyncio.to_thread(
+        parse_rows, [(n, dict(row)) for n, row in enumerate(rows, start=1)], "query row",
+        settings.key_model is KeyModel.SERVICE)
 
 
 def parse_rows(rows: Iterable[tuple[int, Mapping[str, Any]]], what: str,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from bot.domain.plan_parts import TARGET, plan_part
 from bot.settings import Settings
 from bot.urls import libpq_url, password_of
 from steps.target_sql import (
@@ -54,12 +55,14 @@ def configure(settings: Settings) -> None:
 @asynccontextmanager
 async def connect(url: str, connect_seconds: float = CONNECT_TIMEOUT_SECONDS
                   ) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(libpq_url(url), password=password_of(url),
-                                 timeout=connect_seconds, server_settings=LIMITS.server_settings())
-    try:
-        yield conn
-    finally:
-        await conn.close()
+    with plan_part(TARGET, target=True):  # a plan out of time here: "target busy"
+        conn = await asyncpg.connect(libpq_url(url), password=password_of(url),
+                                     timeout=connect_seconds,
+                                     server_settings=LIMITS.server_settings())
+        try:
+            yield conn
+        finally:
+            await conn.close()
 
 
 async def alembic_revision(url: str) -> str | None:

@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.fixtures.slack",
     "tests.fixtures.sandbox",
     "tests.fixtures.smtp",
+    "tests.fixtures.stuck_file",
     "tests.fixtures.redis",
     "tests.pagerwire.fixtures",
     "tests.fixtures.redis_cache",

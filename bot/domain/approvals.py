@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from bot.domain.plan_parts import SlowPlan
 from bot.domain.states import StepStatus
 
 APPROVALS_NEEDED = 2
@@ -25,7 +26,8 @@ class Refusal(StrEnum):
     STALE_BUTTON = "stale_button"
     PLAN_CHANGED = "plan_changed"
     ANOTHER_RUN_ACTIVE = "another_run_active"
-    TARGET_BUSY = "target_busy"
+    TARGET_BUSY = "target_busy"  # the plan's deadline ran out while it waited on the target
+    PLAN_TOO_SLOW = "plan_too_slow"  # ... while it did something else (`SlowPlan` says what)
 
 
 REFUSAL_TEXT: dict[Refusal, str] = {
@@ -38,7 +40,17 @@ REFUSAL_TEXT: dict[Refusal, str] = {
     Refusal.ANOTHER_RUN_ACTIVE: "another rollback is already active",
     Refusal.TARGET_BUSY: "the target database is busy (the plan could not be confirmed in "
                          "time); nothing changed — try again in a moment",
+    Refusal.PLAN_TOO_SLOW: "the plan could not be computed in time; nothing changed — try "
+                           "again in a moment",
 }
+
+
+def slow_plan_refusal(slow: SlowPlan) -> tuple[Refusal, str]:
+    """The refusal of a click whose re-plan ran out of time, and its words: what was slow."""
+    if slow.target:
+        return Refusal.TARGET_BUSY, f"{REFUSAL_TEXT[Refusal.TARGET_BUSY]} ({slow.describe()})"
+    return Refusal.PLAN_TOO_SLOW, (f"{slow.describe()}, so the plan could not be confirmed; "
+                                   "nothing changed — try again in a moment")
 
 
 @dataclass(frozen=True)

@@ -40,8 +40,10 @@ class Answer:
     refusal: Refusal | None = None
 
     @classmethod
-    def refused(cls, refusal: Refusal, run_id: str | None = None) -> Answer:
-        return cls(False, REFUSAL_TEXT[refusal], run_id=run_id, refusal=refusal)
+    def refused(cls, refusal: Refusal, run_id: str | None = None,
+                message: str | None = None) -> Answer:
+        """`message`: the refusal's words for this case (default: its kind's)."""
+        return cls(False, message or REFUSAL_TEXT[refusal], run_id=run_id, refusal=refusal)
 
 
 class ClickAction(StrEnum):

@@ -1,9 +1,12 @@
 """Plans under a deadline, and plans that never raise.
 
-A plan asks the live target questions; on a busy target (a held lock, a slow disk) those can
-hang. `bounded_plan` gives up after `PLAN_TIMEOUT_SECONDS` (the target's connections also carry
-lock and statement timeouts), so an Approve click is answered "target busy" within seconds and
-never holds a reply slot for long. `safe_plan` turns any failure into a warning approvers read.
+A plan asks the live target questions, and reads inputs such as the client directory; on a busy
+target (a held lock, a slow disk) or a slow input those can hang. `bounded_plan` gives up after
+`PLAN_TIMEOUT_SECONDS` (the target's connections also carry lock and statement timeouts), so an
+Approve click is answered within seconds and never holds a reply slot for long. What it was
+doing then (`bot.domain.plan_parts`) goes with the `PlanTimeout`: "target busy" only when it was
+waiting on the target, otherwise the step and the part that was slow. `safe_plan` turns any
+failure into a warning approvers read.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import logging
 from typing import Any
 
+from bot.domain.plan_parts import SlowPlan, traced
 from bot.domain.redaction import Redactor
 from bot.domain.step_protocol import Plan, Step, StepContext
 from bot.domain.steps import StepName
@@ -20,17 +24,22 @@ log = logging.getLogger(__name__)
 
 
 class PlanTimeout(Exception):
-    """The target did not answer the plan's questions in time (busy, locked, or stalled)."""
+    """The plan did not finish in time; `slow` says which step and, where known, which part."""
+
+    def __init__(self, slow: SlowPlan) -> None:
+        super().__init__(slow.describe())
+        self.slow = slow
 
 
 async def bounded_plan(step: Step, ctx: StepContext) -> Plan:
     """The step's plan within the plan deadline; raises PlanTimeout after it."""
     limit = ctx.settings.plan_timeout_seconds
-    try:
-        async with asyncio.timeout(limit):
-            return redacted_plan(await step.plan(ctx), Redactor.for_settings(ctx.settings))
-    except TimeoutError:
-        raise PlanTimeout(f"the target did not answer within {limit:g} s") from None
+    with traced() as trace:
+        try:
+            async with asyncio.timeout(limit):
+                return redacted_plan(await step.plan(ctx), Redactor.for_settings(ctx.settings))
+        except TimeoutError:
+            raise PlanTimeout(SlowPlan(step.name, limit, tuple(trace.interrupted))) from None
 
 
 def redacted_plan(plan: Plan, redact: Redactor) -> Plan:

@@ -16,8 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db import repo_events, repo_runs
 from bot.db.models import RollbackRun, StepExecution
-from bot.domain.approvals import ApprovalContext, Refusal, decide_approval
+from bot.domain.approvals import ApprovalContext, Refusal, decide_approval, slow_plan_refusal
 from bot.domain.events import EventKind, Source
+from bot.domain.plan_parts import SlowPlan
 from bot.domain.redaction import Redactor
 from bot.domain.states import RETRYABLE_STEP_STATUSES, RunStatus, StepStatus
 from bot.domain.step_protocol import Step
@@ -122,22 +123,25 @@ class Transitions:
         )
 
     async def _refuse_click(self, click: Click, run_id: str, step: StepName,
-                            refusal: Refusal) -> Answer:
+                            refusal: Refusal, slow: SlowPlan | None = None) -> Answer:
+        why = {"why": refusal.value} | ({"slow": slow.describe()} if slow else {})
         async with self.journal.sessions() as session, session.begin():
             await repo_events.append_event(
                 session, run_id, click.actor.user_id, click.actor.source, EventKind.REFUSED,
-                step, {"execution_id": click.execution_id, "why": refusal.value,
+                step, {"execution_id": click.execution_id, **why,
                        "user_name": click.actor.user_name},
             )
         self.journal.changed(run_id)
-        return Answer.refused(refusal, run_id=run_id)
+        message = slow_plan_refusal(slow)[1] if slow else None
+        return Answer.refused(refusal, run_id=run_id, message=message)
 
     async def approve(self, click: Click) -> Answer:
         """Authorise first, from what is stored: a click that would not count (wrong person,
         twice, stale, not waiting) is refused without asking the target anything and changes
         nothing. Only a click that would count re-plans; if the fresh plan differs in what is
         approved (not in its volatile facts), the approvals so far are voided and this click is
-        refused as made on the old plan. A target too busy to re-plan in time: "target busy"."""
+        refused as made on the old plan. A re-plan that runs out of time is refused saying what was
+        slow: "target busy" when it waited on the target, else the step and its slow part."""
         async with self.journal.sessions() as session:
             execution = await repo_runs.get_execution(session, click.execution_id)
             if execution is None or str(execution.run_id) != click.run_id:
@@ -154,7 +158,8 @@ class Transitions:
         except PlanTimeout as exc:
             log.warning("approval of %s by %s not confirmed: %s", step.value,
                         click.actor.user_name, exc)
-            return await self._refuse_click(click, run_id, step, Refusal.TARGET_BUSY)
+            refusal, _ = slow_plan_refusal(exc.slow)
+            return await self._refuse_click(click, run_id, step, refusal, exc.slow)
         except Exception as exc:  # as the first plan would show it: a warning to read
             fresh = error_plan(step, exc, Redactor.for_settings(self.settings))
         started = False

@@ -106,7 +106,8 @@ def render_entry(entry: LogEntry, view: RunView) -> list[str]:
         needed = sv.approvals_needed if sv else 2
         return [f"  ✔ approved {data.get('count', '?')}/{needed}: {who}"]
     if kind is EventKind.REFUSED:
-        return [f"  ✖ refused {who}: {str(data.get('why', '')).replace('_', ' ')}"]
+        slow = f" ({data['slow']})" if data.get("slow") else ""  # what a late re-plan was doing
+        return [f"  ✖ refused {who}: {str(data.get('why', '')).replace('_', ' ')}{slow}"]
     if kind is EventKind.STEP_STARTED:
         return [f"  ▶ running (approved by {', '.join(data.get('approvers', []))})"]
     if kind is EventKind.STEP_OUTPUT:

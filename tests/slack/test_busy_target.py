@@ -1,5 +1,6 @@
 """A held lock on the target's `sessions` table: Approve on step 4 answers "target busy" within
-the plan deadline, changes nothing, and the reply pool keeps answering everyone."""
+the plan deadline, changes nothing, and the reply pool keeps answering everyone. A plan slow for
+another reason (the client directory) is not called "target busy": the reply names what was."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from bot.domain.steps import STEP_ORDER, StepName
 from bot.slack.actions import ActionId
 from bot.urls import libpq_url
 from sandbox.migrate import migrate
+from steps.email_clients import EmailClientsStep
 from steps.rotate_keys import RotateKeysStep
 from tests.engine.fake_steps import scripted_steps
 from tests.engine.test_engine_flow import approve_twice, start
@@ -65,7 +67,8 @@ async def test_a_locked_target_makes_approve_answer_busy_and_frees_the_pool(
             async with bot.http.post(bot.url, data=help_body,
                                      headers=sign(help_body, SECRET)) as answer:
                 assert "/rollback-phase3" in await answer.text()  # help is the ack itself
-            busy = REFUSAL_TEXT[Refusal.TARGET_BUSY]
+            busy = (f"{REFUSAL_TEXT[Refusal.TARGET_BUSY]} (step 4 (rotate_keys): waiting on "
+                    "the target database took longer than 1.5 s)")
             # All answered while the lock is still held: nobody waited for the lock.
             await fake_slack.wait_for(lambda: len([t for u in ("U_BOB", "U_CAROL")
                                                    for t in bot.replies(u)
@@ -79,3 +82,29 @@ async def test_a_locked_target_makes_approve_answer_busy_and_frees_the_pool(
         rotate = view.steps[3]
         assert rotate.status is StepStatus.AWAITING_APPROVAL and rotate.approvers == ()
         assert rotate.plan == plan_before, "a busy target changed nothing"
+
+
+async def test_a_directory_that_cannot_be_read_in_time_is_named_not_the_target(
+    fake_slack: FakeSlack, bot_sessionmaker: async_sessionmaker[AsyncSession],
+    stuck_directory: Path,
+) -> None:
+    steps: dict[StepName, Step] = {**scripted_steps(), StepName.EMAIL_CLIENTS: EmailClientsStep()}
+    async with running_bot(fake_slack, bot_sessionmaker, steps, plan_timeout_seconds=1,
+                           client_directory=stuck_directory) as bot:
+        run_id = await start(bot.engine)
+        for step in STEP_ORDER[:4]:
+            await approve_twice(bot.engine, run_id, step)
+        message = await fake_slack.wait_for(
+            lambda: next((m for m in reversed(bot.step_messages(5))
+                          if button_value(m, ActionId.APPROVE)), None))
+        value = button_value(message, ActionId.APPROVE)
+        assert value is not None
+        assert await send(bot, block_actions("U_BOB", ActionId.APPROVE.value, value, CHANNEL,
+                                             message.ts, message.thread_ts)) == 200
+        slow = "step 5 (email_clients): loading the client directory took longer than 1 s"
+        reply = await fake_slack.wait_for(
+            lambda: next((t for t in bot.replies("U_BOB") if "Refused" in t), None), within=30)
+        assert slow in reply and "target" not in reply, reply
+        view = await bot.engine.run_view(run_id)
+        assert view.steps[4].status is StepStatus.AWAITING_APPROVAL
+        assert view.steps[4].approvers == ()

@@ -50,6 +50,10 @@ CASES: list[tuple[LogEntry, list[str]]] = [
      ["✔ approved 1/2: alice"]),
     (_entry(EventKind.REFUSED, StepName.BACKUP, user_name="carol", why="own_run"),
      ["✖ refused carol: own run"]),
+    (_entry(EventKind.REFUSED, StepName.EMAIL_CLIENTS, user_name="bob", why="plan_too_slow",
+            slow="step 5 (email_clients): loading the client directory took longer than 5 s"),
+     ["✖ refused bob: plan too slow (step 5 (email_clients): loading the client directory "
+      "took longer than 5 s)"]),
     (_entry(EventKind.STEP_STARTED, StepName.BACKUP, approvers=["alice", "bob"]),
      ["▶ running (approved by alice, bob)"]),
     (_entry(EventKind.STEP_OUTPUT, StepName.BACKUP, lines=["pg_dump: dumping", "done"]),

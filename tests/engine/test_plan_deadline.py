@@ -1,0 +1,82 @@
+"""A plan past PLAN_TIMEOUT_SECONDS says what was slow: "target busy" only when it was waiting on
+the target; otherwise the step and, where the step marked it, the part (the client directory)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from bot.domain.approvals import REFUSAL_TEXT, Refusal, slow_plan_refusal
+from bot.domain.step_protocol import Plan, StepContext
+from bot.domain.steps import StepName
+from bot.engine.plans import PlanTimeout, bounded_plan, safe_plan
+from steps.email_clients import EmailClientsStep
+from steps.target_db import connect
+from tests.engine.fake_steps import ScriptedStep
+from tests.steps.step_context import settings_for, step_context
+
+LIMIT = 0.3
+
+
+class WaitsOnTarget(ScriptedStep):
+    async def plan(self, ctx: StepContext) -> Plan:
+        async with connect(ctx.settings.target_database_url.get_secret_value()) as conn:
+            await conn.execute("SELECT pg_sleep(60)")
+        raise AssertionError("the deadline should have cancelled the plan")
+
+
+class Dawdles(ScriptedStep):
+    async def plan(self, ctx: StepContext) -> Plan:
+        await asyncio.sleep(60)
+        raise AssertionError("the deadline should have cancelled the plan")
+
+
+async def test_a_plan_stuck_loading_the_directory_is_refused_naming_it(
+    stuck_directory: Path,
+) -> None:
+    ctx = step_context(settings_for(client_directory=stuck_directory,
+                                    plan_timeout_seconds=LIMIT))
+    with pytest.raises(PlanTimeout) as caught:
+        await bounded_plan(EmailClientsStep(), ctx)
+    slow = caught.value.slow
+    assert slow.describe() == ("step 5 (email_clients): loading the client directory took "
+                               "longer than 0.3 s")
+    refusal, text = slow_plan_refusal(slow)
+    assert refusal is Refusal.PLAN_TOO_SLOW
+    assert "target" not in text and text.startswith(slow.describe())
+    # The plan approvers see (before anyone clicks) says the same.
+    shown = await safe_plan(EmailClientsStep(), ctx)
+    assert shown.warnings == (f"could not compute the plan: {slow.describe()}",)
+
+
+async def test_a_plan_waiting_on_the_target_is_target_busy(empty_db_url: str) -> None:
+    ctx = step_context(settings_for(target_database_url=empty_db_url,
+                                    plan_timeout_seconds=LIMIT))
+    with pytest.raises(PlanTimeout) as caught:
+        await bounded_plan(WaitsOnTarget(StepName.ROTATE_KEYS), ctx)
+    assert caught.value.slow.describe() == ("step 4 (rotate_keys): waiting on the target "
+                                            "database took longer than 0.3 s")
+    refusal, text = slow_plan_refusal(caught.value.slow)
+    assert refusal is Refusal.TARGET_BUSY and text.startswith(REFUSAL_TEXT[refusal])
+
+
+async def test_a_directory_query_slow_on_the_target_names_both(empty_db_url: str) -> None:
+    query = "SELECT 'A' AS name, 'a@a.test' AS email, 'x' AS api_key_sha256 FROM pg_sleep(60)"
+    ctx = step_context(settings_for(target_database_url=empty_db_url, plan_timeout_seconds=LIMIT,
+                                    client_directory_query=query))
+    with pytest.raises(PlanTimeout) as caught:
+        await bounded_plan(EmailClientsStep(), ctx)
+    assert caught.value.slow.describe() == (
+        "step 5 (email_clients): loading the client directory (waiting on the target database) "
+        "took longer than 0.3 s")
+    assert slow_plan_refusal(caught.value.slow)[0] is Refusal.TARGET_BUSY
+
+
+async def test_a_plan_slow_elsewhere_names_only_its_step() -> None:
+    ctx = step_context(settings_for(plan_timeout_seconds=LIMIT))
+    with pytest.raises(PlanTimeout) as caught:
+        await bounded_plan(Dawdles(StepName.BACKUP), ctx)
+    assert caught.value.slow.describe() == "step 1 (backup): the plan took longer than 0.3 s"
+    assert slow_plan_refusal(caught.value.slow)[0] is Refusal.PLAN_TOO_SLOW
