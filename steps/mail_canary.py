@@ -49,7 +49,7 @@ async def canary(settings: Settings, recipients: Mapping[str, str], directory: D
     problems = []
     if report.failed:
         reasons = "; ".join(f"{prefix}: {why}" for prefix, why
-                            in list(report.failed.items())[:SHOWN_FAILURES])
+                            in sorted(report.failed.items())[:SHOWN_FAILURES])
         problems.append(f"{len(report.failed)} of {report.sampled} sampled new keys failed "
                         f"({reasons})")
     if report.random_key.status not in REFUSED:
