@@ -82,7 +82,8 @@ async def read_sample(settings: Settings, among: Collection[str] | None = None
             sample = [ClientKey(r["hash"], r["key"])
                       for r in await conn.fetch(SAMPLE_KEYED_CLIENTS_SQL, size)]
         else:
-            chosen = random.sample(sorted(set(among)), min(size, len(set(among))))
+            candidates = sorted(set(among))
+            chosen = random.sample(candidates, min(size, len(candidates)))
             found = {r["hash"]: [k for k in r["keys"] if k is not None]
                      for r in await conn.fetch(KEYS_ON_ROWS_OF_SQL, chosen)}
             sample = [ClientKey(h, (found.get(h) or [None])[0], len(found.get(h, [])))
