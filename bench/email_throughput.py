@@ -6,7 +6,8 @@ emulate a relay across a network) the contenders send every client its email in 
 
 - our email step as the bot runs it: SQL notification ledger in a bot database, keys read from
   the target at send time, `EMAIL_CONCURRENCY` senders (the setting's default unless
-  `--concurrency`);
+  `--concurrency`), after its canary has tried a sample of the keys on the sandbox api (a
+  local process at Phase 2, not this one: its CPU is not the sender's);
 - the loop a person would write: smtplib, one connection per message, one after another (the
   issue's baseline), and the same loop keeping one connection (a stronger baseline).
 
@@ -31,7 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,7 @@ from bot.db.session import make_engine, make_sessionmaker
 from bot.domain.memory_ledgers import MemoryNotificationLedger, MemoryRotationLedger
 from bot.domain.states import RunStatus
 from bot.domain.step_protocol import StepContext
+from bot.rehearsal.api import start_local_api, wait_healthy
 from bot.rehearsal.postgres import free_port
 from bot.settings import Settings
 from bot.urls import libpq_url, with_database
@@ -147,7 +149,22 @@ def sequential(port: int, settings: Settings, messages: Iterable[tuple[Contact, 
     sent.append(count)
 
 
-async def prepare(args: argparse.Namespace, target: str, bot: str, tmp: Path) -> Bench:
+async def start_api(target: str, tmp: Path) -> tuple[str, Callable[[], None]]:
+    """The sandbox api at Phase 2 on the target, for step 5's canary: base URL and stop."""
+    port = free_port()
+    api = await start_local_api(tmp, {"DATABASE_URL": target, "PORT": str(port),
+                                      "SANDBOX_PHASE": "2"}, tmp / "api.log")
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_healthy(base_url, 30)
+    except BaseException:
+        api.stop()
+        raise
+    return base_url, api.stop
+
+
+async def prepare(args: argparse.Namespace, target: str, bot: str, tmp: Path,
+                  api_base_url: str) -> Bench:
     csv = tmp / "clients.csv"
     await migrate(target, "head")
     await seed(target, args.clients, sessions_per_client=1, assistants_per_client=0,
@@ -156,7 +173,7 @@ async def prepare(args: argparse.Namespace, target: str, bot: str, tmp: Path) ->
     await upgrade_to_head(bot)
     settings = Settings(  # type: ignore[call-arg]
         _env_file=None, target_database_url=target, mailer="smtp", smtp_host="127.0.0.1",
-        client_directory=csv)
+        client_directory=csv, api_base_url=api_base_url)
     rotations = MemoryRotationLedger()
     run_id = str(uuid.uuid4())
     await RotateKeysStep().run(
@@ -191,9 +208,14 @@ async def main() -> None:
         await admin(f'CREATE DATABASE "{db}"')
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            bench = await prepare(args, with_database(ADMIN, target_db),
-                                  with_database(ADMIN, bot_db), Path(tmp))
-            await report(bench, args)
+            target = with_database(ADMIN, target_db)
+            api_base_url, stop_api = await start_api(target, Path(tmp))
+            try:
+                bench = await prepare(args, target, with_database(ADMIN, bot_db), Path(tmp),
+                                      api_base_url)
+                await report(bench, args)
+            finally:
+                stop_api()
     finally:
         for db in (target_db, bot_db):
             await admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')

@@ -38,6 +38,7 @@ PHASE_KEY = web.AppKey("phase", int)
 POOL_KEY = web.AppKey("pool", asyncpg.Pool)
 DOOR_KEY = web.AppKey("door", str)  # "" when the sandbox has no door
 CACHE_KEY = web.AppKey("cache", SessionCache)
+DATABASE_URL_KEY = web.AppKey("database_url", str)
 PAGE_SIZE = 50
 METADATA_COLUMN = {2: "metadata", 3: "session_metadata"}  # 0c6d1a600bb1 renamed it
 SESSION_COLUMNS = "id::text AS id, status, model, created_at, owner_api_key_hash, {meta} AS meta"
@@ -183,7 +184,7 @@ async def request_log(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 async def _pool(app: web.Application) -> AsyncIterator[None]:
-    url = os.environ["DATABASE_URL"]
+    url = app[DATABASE_URL_KEY]
     app[POOL_KEY] = await asyncpg.create_pool(libpq_url(url), password=password_of(url),
                                               min_size=1, max_size=5)
     cache = SessionCache.from_environment()
@@ -195,8 +196,10 @@ async def _pool(app: web.Application) -> AsyncIterator[None]:
         await cache.close()
 
 
-def build_app(phase: int | None = None) -> web.Application:
+def build_app(phase: int | None = None, database_url: str | None = None) -> web.Application:
+    """The api; the target database from `DATABASE_URL` unless given (a test serving it)."""
     app = web.Application(middlewares=[request_log, door])
+    app[DATABASE_URL_KEY] = database_url or os.environ["DATABASE_URL"]
     app[PHASE_KEY] = read_phase() if phase is None else phase
     app[DOOR_KEY] = read_door_key() or ""
     app.cleanup_ctx.append(_pool)

@@ -19,6 +19,7 @@ from bot.domain.step_protocol import CheckResult, Outcome, OutputSink, Plan, Ste
 from bot.domain.steps import StepName
 from bot.settings import Settings
 from steps.directory import Contact, Directory, fan_out, load_directory
+from steps.mail_canary import canary, canary_plan_line
 from steps.mailers.delivery import Delivery
 from steps.mailers.template import Template, masked
 from steps.service_key import mailable
@@ -70,7 +71,8 @@ class EmailClientsStep:
             facts={"recipients": len(with_contact), "without_contact": len(olds) -
                    len(with_contact), "already_sent": sent, "uncertain": uncertain,
                    "mailer": s.mailer.value},
-            details=(f"Subject: {sample['Subject']}", *sample.get_content().strip().splitlines()),
+            details=(f"Subject: {sample['Subject']}", *sample.get_content().strip().splitlines(),
+                     canary_plan_line(s, olds, directory)),
             warnings=_refused_rows(directory),
         )
 
@@ -103,6 +105,7 @@ class EmailClientsStep:
         for old in refused:
             emit(f"client {old[:8]}: not mailed, KEY_MODEL=service and its new key is not the "
                  f"door key (the door refuses it)")
+        probed = await canary(s, mapping, directory, emit)  # fails before any ledger write
         records = await ctx.notifications.records(ctx.run_id)
         final = dict(records)
         for old in mapping:
@@ -128,6 +131,7 @@ class EmailClientsStep:
         }
         if refused:
             facts["not_door_key"] = [h[:8] for h in refused]
+        facts["canary"] = probed
         summary = f"{sent:,} emails sent, {len(no_contact):,} clients without a contact"
         if directory.problems:  # refused at load, named in the output with their line numbers
             facts["directory_refused"] = len(directory.problems)

@@ -90,6 +90,18 @@ SAMPLE_KEYED_CLIENTS_SQL = """
     ) clients ORDER BY random() LIMIT $1
 """
 
+# $1 new hashes -> (hash, keys): every distinct key on each one's rows, NULL included — a client
+# whose rows disagree (one row changed by hand) is seen, whichever row the mailer would read.
+KEYS_ON_ROWS_OF_SQL = """
+    SELECT hash, array_agg(DISTINCT key) AS keys FROM (
+        SELECT owner_api_key_hash AS hash, owner_api_key AS key FROM sessions
+         WHERE owner_api_key_hash = ANY($1::text[])
+        UNION ALL
+        SELECT owner_api_key_hash, owner_api_key FROM assistants
+         WHERE owner_api_key_hash = ANY($1::text[])
+    ) owned GROUP BY hash
+"""
+
 # $1 hashes -> (hash, ids): the session ids each of them owns.
 SESSIONS_OWNED_BY_SQL = """
     SELECT owner_api_key_hash AS hash, array_agg(id::text) AS ids FROM sessions

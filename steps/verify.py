@@ -1,15 +1,14 @@
 """Step 6: the new keys work, a random key does not, and the api's logs since the restart.
 
 A random sample of clients' new keys is read from the target and kept in memory only for the
-probes: output and facts name clients by hash prefix, never by key, and an answer is shown by
-its status and error code only — its body may echo the key or hold other clients' rows.
+probes (`steps.key_probes`, shared with step 5's canary): output and facts name clients by hash
+prefix, never by key, and an answer is shown by its status and error code only — its body may
+echo the key or hold other clients' rows. With `KEY_MODEL=service` the sample is the door
+key's client(s) only, as step 5 mails no other key.
 """
 
 from __future__ import annotations
 
-import hashlib
-import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -17,69 +16,28 @@ from bot.domain.step_protocol import CheckResult, Outcome, OutputSink, Plan, Ste
 from bot.domain.steps import StepName
 from bot.settings import RestartStrategy, Settings
 from steps.containers import docker_engine, selector
-from steps.http_probe import HttpAnswer, HttpProbe, join_url
-from steps.target_db import connect
-from steps.target_sql import SAMPLE_KEYED_CLIENTS_SQL, SESSIONS_OWNED_BY_SQL
-
-SESSIONS_PATH = "/api/v1/sessions"
-PREFIX = 8
-
-@dataclass(frozen=True)
-class ClientKey:
-    hash: str
-    key: str  # in memory only
-
-    def __repr__(self) -> str:  # never show the key, even in a traceback
-        return f"ClientKey({self.hash[:PREFIX]}…)"
+from steps.key_probes import probe_sample, read_sample, sessions_url
+from steps.service_key import mailable, service_mode
 
 
-def judge(answer: HttpAnswer, own_ids: set[str]) -> str | None:
-    """Why the answer is wrong for a client owning `own_ids`, or None if it is right."""
-    if answer.status != 200:
-        return answer.describe_status()  # the body answered a real key: never copied
-    body = answer.body if isinstance(answer.body, dict) else {}
-    rows = body.get("sessions")
-    if not isinstance(rows, list):
-        return "answered 200 without a `sessions` list"
-    seen = {str(row.get("id")) for row in rows if isinstance(row, dict)}
-    if seen - own_ids:
-        return f"answered 200 with {len(seen - own_ids)} sessions of other clients"
-    total = body.get("total")
-    if isinstance(total, int) and total != len(own_ids):
-        return f"answered 200 with total {total}, but the client owns {len(own_ids)} sessions"
-    if own_ids and not seen:
-        return f"answered 200 with none of its {len(own_ids)} sessions"
-    return None
+async def probe_keys(ctx: StepContext, emit: OutputSink) -> dict[str, Any]:
+    s = ctx.settings
+    sample, owned = await read_sample(s, await _mailed_new_hashes(ctx))
+    report = await probe_sample(s, sample, owned, emit)
+    return {"sampled": report.sampled, "passed": report.passed, "failed": list(report.failed),
+            "bogus_key_status": report.random_key.status}
 
 
-async def probe_keys(settings: Settings, emit: OutputSink) -> dict[str, Any]:
-    async with connect(settings.target_database_url.get_secret_value()) as conn:
-        sample = [ClientKey(r["hash"], r["key"])
-                  for r in await conn.fetch(SAMPLE_KEYED_CLIENTS_SQL, settings.verify_sample_size)]
-        owned = {r["hash"]: set(r["ids"]) for r in
-                 await conn.fetch(SESSIONS_OWNED_BY_SQL, [c.hash for c in sample])}
-    url = join_url(settings.api_base_url, SESSIONS_PATH)
-    passed: list[str] = []
-    failed: list[str] = []
-    async with HttpProbe(timeout_seconds=15) as http:
-        # The random key first: its log line then has the longest time to reach the log.
-        bogus = await http.get(url, headers={"X-API-Key": str(uuid.uuid4())})
-        emit(f"random key: {bogus.describe_status()}")
-        for client in sample:
-            prefix = client.hash[:PREFIX]
-            problem = judge(await http.get(url, headers={"X-API-Key": client.key}),
-                            owned.get(client.hash, set()))
-            if problem and hashlib.sha256(client.key.encode()).hexdigest() != client.hash:
-                problem += " (its stored key does not match its stored hash)"
-            if problem:
-                failed.append(prefix)
-                emit(f"client {prefix}: FAILED, {problem}")
-            else:
-                passed.append(prefix)
-                emit(f"client {prefix}: 200 with only its own sessions "
-                     f"({len(owned.get(client.hash, ()))} owned)")
-    return {"sampled": len(sample), "passed": passed, "failed": failed,
-            "bogus_key_status": bogus.status}
+async def _mailed_new_hashes(ctx: StepContext) -> list[str] | None:
+    """KEY_MODEL=service: only the door key's client(s), the one key step 5 mails (the other
+    hashes' keys are refused at the door by design). Otherwise None: any client with a key."""
+    if not service_mode(ctx.settings):
+        return None
+    mapping = await ctx.rotations.mapping(ctx.run_id)
+    if not mapping:
+        return None
+    door, _ = mailable(ctx.settings, mapping)
+    return sorted(set(door.values()))
 
 
 async def count_log_patterns(
@@ -111,7 +69,7 @@ class VerifyStep:
 
     async def plan(self, ctx: StepContext) -> Plan:
         s = ctx.settings
-        url = join_url(s.api_base_url, SESSIONS_PATH)
+        url = sessions_url(s)
         return Plan(
             step=self.name,
             summary=f"GET {url} with {s.verify_sample_size} clients' new keys (expect 200 and "
@@ -138,7 +96,7 @@ class VerifyStep:
 
     async def run(self, ctx: StepContext, emit: OutputSink) -> Outcome:
         s = ctx.settings
-        facts = await probe_keys(s, emit)
+        facts = await probe_keys(ctx, emit)
         restarted = ctx.earlier_facts.get(StepName.RESTART, {}).get("restarted_at")
         since = datetime.fromisoformat(restarted) if restarted else None
         facts["logs_since"] = restarted or "each container's start"

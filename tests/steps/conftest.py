@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
 import asyncpg
 import pytest
@@ -17,7 +17,9 @@ from bot.domain.memory_ledgers import MemoryNotificationLedger, MemoryRotationLe
 from bot.domain.step_protocol import StepContext
 from bot.settings import Settings
 from bot.urls import libpq_url
+from sandbox.api import build_app
 from sandbox.migrate import migrate
+from tests.fixtures.http import serving
 
 # --- steps 4 and 5 (keys and email) ------------------------------------------------------
 
@@ -85,3 +87,24 @@ def sql_context(settings: Settings, sessions: async_sessionmaker[AsyncSession],
                 run_id: str) -> StepContext:
     return StepContext(run_id, settings, SqlRotationLedger(sessions),
                        SqlNotificationLedger(sessions))
+
+
+# --- step 5's canary: the api the new keys are tried on before anyone is mailed ------------
+
+
+@pytest.fixture
+async def sandbox_api_url(target_db_url: str) -> AsyncIterator[str]:
+    """The sandbox api's code (Phase 2: restarted after the downgrade) served over real HTTP
+    in this process, against this test's target; its base URL."""
+    async with serving(build_app(phase=2, database_url=target_db_url)) as base_url:
+        yield base_url
+
+
+@pytest.fixture
+def phase2_api(sandbox_api_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Step 5 tries a sample of the new keys on the api before it mails anyone. A test module
+    about mailing uses this fixture for all its tests (`pytest.mark.usefixtures`): the api is
+    named as a deployment names it, `API_BASE_URL` in the environment, which every `Settings`
+    the test builds reads."""
+    monkeypatch.setenv("API_BASE_URL", sandbox_api_url)
+    return sandbox_api_url

@@ -30,6 +30,7 @@ from tests.steps.conftest import (
 )
 from tests.steps.sandbox_settings import sandbox_settings
 
+pytestmark = pytest.mark.usefixtures("phase2_api")  # the canary tries keys on it
 S = NotificationStatus
 SUBJECT = "URGENT: API Key Rotation Required"
 

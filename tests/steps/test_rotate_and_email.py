@@ -21,6 +21,8 @@ from tests.fixtures.smtp import SmtpServer
 from tests.steps.sandbox_settings import sandbox_settings
 from tests.steps.step_context import step_context
 
+pytestmark = pytest.mark.usefixtures("phase2_api")  # the canary tries keys on it
+
 
 @pytest.fixture
 async def phase2_target(target_db_url: str) -> str:

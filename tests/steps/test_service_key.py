@@ -18,9 +18,10 @@ import asyncpg
 import pytest
 
 from bot.domain.step_protocol import StepError
-from bot.settings import Settings
+from bot.settings import MailerKind, Settings
 from bot.urls import libpq_url
 from sandbox.seed import write_env_file
+from steps.email_clients import EmailClientsStep
 from steps.key_installers import (
     DoorKey,
     env_file_value,
@@ -29,6 +30,8 @@ from steps.key_installers import (
 )
 from steps.rotate_keys import RotateKeysStep
 from steps.service_key import KeyModelRotation, choose_service_hash
+from steps.verify import VerifyStep
+from tests.fixtures.smtp import SmtpServer
 from tests.steps.sandbox_settings import sandbox_settings
 from tests.steps.service_api import ServiceApi, get, local_service_api
 from tests.steps.step_context import settings_for, step_context
@@ -267,6 +270,46 @@ async def test_several_old_hashes_stop_the_step_before_any_row_changes(
     assert other is not None
     assert (await get(box.api.base_url, "/api/v1/sessions", other))[0] == 401
 
+
+
+async def test_the_canary_and_verify_try_only_the_door_key_which_is_the_one_mailed(
+    door_sandbox: DoorSandbox, tmp_path: Path, smtp_server: SmtpServer,
+) -> None:
+    """Two old hashes, the door key's named: the other hash's new key is refused at the door by
+    design and mailed to nobody, so neither step 5's canary nor step 6 may sample it."""
+    box = door_sandbox
+    conn = await asyncpg.connect(libpq_url(box.url))
+    try:
+        await conn.execute("UPDATE assistants SET owner_api_key_hash = $1", sha("earlier key"))
+    finally:
+        await conn.close()
+    directory = tmp_path / "clients.csv"
+    directory.write_text("name,email,api_key_sha256\n"
+                         f"Ops,ops@example.test,{sha(box.old_key)}\n"
+                         f"Dana,dana@example.test,{sha(box.old_key)}\n"
+                         f"Eve,eve@example.test,{sha('earlier key')}\n", encoding="utf-8")
+    settings = box.settings.model_copy(update={
+        "service_key_old_hash": sha(box.old_key)[:12], "verify_sample_size": 50,
+        "client_directory": directory, "mailer": MailerKind.SMTP, "smtp_host": smtp_server.host,
+        "smtp_port": smtp_server.port})
+    ctx = step_context(settings)
+    await KeyModelRotation(RotateKeysStep()).run(ctx, lambda line: None)
+    door = env_file_value(box.env_file.read_text(), "API_KEY")
+
+    plan = await EmailClientsStep().plan(ctx)
+    assert f"GET {box.api.base_url}/api/v1/sessions with 1 of the new keys" in plan.details[-1]
+    lines: list[str] = []
+    outcome = await EmailClientsStep().run(ctx, lines.append)
+    assert outcome.facts["canary"] == {"sampled": 1, "of": 1, "random_key_status": 401}
+    assert sorted(str(m["To"]) for m in smtp_server.messages) == [
+        "dana@example.test", "ops@example.test"]
+    assert all(door in m.get_content() for m in smtp_server.messages)
+
+    verified = await VerifyStep().run(ctx, lines.append)
+    assert verified.facts["sampled"] == 1 and verified.facts["passed"] == [sha(door)[:8]]
+    _, keys = await _rows(box.url)
+    for text in (*lines, repr(dict(outcome.facts)), repr(dict(verified.facts))):
+        assert not [key for key in keys if key and key in text]
 
 
 # --- the directory: everyone who shares the door key ------------------------------------------

@@ -18,8 +18,9 @@ from bot.settings import Settings
 from bot.urls import libpq_url
 from sandbox.migrate import migrate
 from steps.http_probe import HttpAnswer, HttpProbe
+from steps.key_probes import judge
 from steps.restart import RestartStep
-from steps.verify import VerifyStep, judge
+from steps.verify import VerifyStep
 from tests.fixtures.sandbox import SandboxApi
 from tests.steps.sandbox_settings import sandbox_settings
 from tests.steps.step_context import step_context
