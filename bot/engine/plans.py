@@ -7,6 +7,11 @@ Approve click is answered within seconds and never holds a reply slot for long. 
 doing then (`bot.domain.plan_parts`) goes with the `PlanTimeout`: "target busy" only when it was
 waiting on the target, otherwise the step and the part that was slow. `safe_plan` turns any
 failure into a warning approvers read.
+
+A plan being put up (a run starts, a step ends, a Retry) has nobody's click waiting on it, and
+may be the first to read a large input: it gets `PUT_UP_FACTOR` times the deadline (at 100,000
+clients the client directory's first parse takes about 5 s, the default deadline), and the
+clicks that follow find that input cached.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from bot.domain.steps import StepName
 
 log = logging.getLogger(__name__)
 
+PUT_UP_FACTOR = 6
+
 
 class PlanTimeout(Exception):
     """The plan did not finish in time; `slow` says which step and, where known, which part."""
@@ -31,9 +38,9 @@ class PlanTimeout(Exception):
         self.slow = slow
 
 
-async def bounded_plan(step: Step, ctx: StepContext) -> Plan:
-    """The step's plan within the plan deadline; raises PlanTimeout after it."""
-    limit = ctx.settings.plan_timeout_seconds
+async def bounded_plan(step: Step, ctx: StepContext, limit: float | None = None) -> Plan:
+    """The step's plan within `limit` (default: the plan deadline); PlanTimeout after it."""
+    limit = ctx.settings.plan_timeout_seconds if limit is None else limit
     with traced() as trace:
         try:
             async with asyncio.timeout(limit):
@@ -62,11 +69,16 @@ def error_plan(step: StepName, exc: Exception, redact: Redactor) -> Plan:
     )
 
 
-async def safe_plan(step: Step, ctx: StepContext) -> Plan:
+async def safe_plan(step: Step, ctx: StepContext, limit: float | None = None) -> Plan:
     try:
-        return await bounded_plan(step, ctx)
+        return await bounded_plan(step, ctx, limit)
     except Exception as exc:
         return error_plan(step.name, exc, Redactor.for_settings(ctx.settings))
+
+
+async def put_up_plan(step: Step, ctx: StepContext) -> Plan:
+    """The plan of a step being put up for approval: nobody's click waits on it."""
+    return await safe_plan(step, ctx, ctx.settings.plan_timeout_seconds * PUT_UP_FACTOR)
 
 
 def plan_to_json(plan: Plan) -> dict[str, Any]:

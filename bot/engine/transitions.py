@@ -28,7 +28,7 @@ from bot.engine.approval_watch import note_expired_approvals
 from bot.engine.contexts import StepContexts
 from bot.engine.executor import StepResult
 from bot.engine.journal import Journal
-from bot.engine.plans import PlanTimeout, bounded_plan, error_plan, plan_to_json, safe_plan
+from bot.engine.plans import PlanTimeout, bounded_plan, error_plan, plan_to_json, put_up_plan
 from bot.engine.recovery import OrphanVerdict, StalledRun
 from bot.settings import Settings
 
@@ -86,7 +86,7 @@ class Transitions:
 
     async def prepare_step(self, run_id: str, step: StepName, attempt: int) -> None:
         """Compute the step's live plan and put it up for approval."""
-        plan = await safe_plan(self.steps[step], await self.contexts.for_run(run_id))
+        plan = await put_up_plan(self.steps[step], await self.contexts.for_run(run_id))
         async with self.journal.sessions() as session, session.begin():
             execution = await repo_runs.create_step_execution(
                 session, run_id, step, attempt, plan_to_json(plan), plan.fingerprint

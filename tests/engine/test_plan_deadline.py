@@ -7,14 +7,17 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.domain.approvals import REFUSAL_TEXT, Refusal, slow_plan_refusal
 from bot.domain.step_protocol import Plan, StepContext
 from bot.domain.steps import StepName
-from bot.engine.plans import PlanTimeout, bounded_plan, safe_plan
+from bot.engine.engine import Engine
+from bot.engine.plans import PUT_UP_FACTOR, PlanTimeout, bounded_plan, safe_plan
 from steps.email_clients import EmailClientsStep
 from steps.target_db import connect
-from tests.engine.fake_steps import ScriptedStep
+from tests.engine.fake_steps import ScriptedStep, as_steps
+from tests.engine.test_engine_flow import ALICE
 from tests.steps.step_context import settings_for, step_context
 
 LIMIT = 0.3
@@ -80,3 +83,27 @@ async def test_a_plan_slow_elsewhere_names_only_its_step() -> None:
         await bounded_plan(Dawdles(StepName.BACKUP), ctx)
     assert caught.value.slow.describe() == "step 1 (backup): the plan took longer than 0.3 s"
     assert slow_plan_refusal(caught.value.slow)[0] is Refusal.PLAN_TOO_SLOW
+
+
+async def test_a_plan_put_up_for_approval_gets_the_longer_deadline(
+    stuck_directory: Path, bot_sessionmaker: async_sessionmaker[AsyncSession],
+    steps: dict[StepName, ScriptedStep],
+) -> None:
+    """Nobody's click waits on the plan of a step being put up, and it may be the first to
+    parse a large directory: it gets PUT_UP_FACTOR times PLAN_TIMEOUT_SECONDS (here the
+    directory never comes, so the plan shown says which deadline it was given)."""
+    settings = settings_for(client_directory=stuck_directory, plan_timeout_seconds=LIMIT)
+    engine = Engine(bot_sessionmaker, settings,
+                    as_steps({**steps, StepName.BACKUP: EmailClientsStep()}),  # type: ignore[dict-item]
+                    replica_id="test-replica")
+    try:
+        answer = await engine.start_run(ALICE, "Phase 3 broke auth", "C_ONCALL")
+        assert answer.accepted and answer.run_id
+        shown = (await engine.run_view(answer.run_id)).steps[0]
+    finally:
+        await engine.shutdown()
+    limit = LIMIT * PUT_UP_FACTOR
+    assert shown.plan is not None
+    assert shown.plan.warnings == (
+        f"could not compute the plan: step 5 (email_clients): loading the client directory "
+        f"took longer than {limit:g} s",)
