@@ -178,10 +178,13 @@ async def test_abort_after_a_crash_mid_step_4_then_a_new_run_finishes_the_same_r
     await first.shutdown()
 
     second = engines(settings, "replica-b")
+    changed = asyncio.Event()
+    second.subscribe(lambda _run: changed.set())
     await second.recover(watch=True)  # finds the lapsed lease; step 4's check: not in place
     async with asyncio.timeout(60):
         while (await step_view(second, run1, S.ROTATE_KEYS)).status is StepStatus.RUNNING:
-            await asyncio.sleep(0.2)
+            await changed.wait()
+            changed.clear()
     interrupted = await step_view(second, run1, S.ROTATE_KEYS)
     assert interrupted.status is StepStatus.INTERRUPTED
     answer = await second.abort(Click(BOB, run1, interrupted.execution_id), "start again")
