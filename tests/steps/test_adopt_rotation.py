@@ -222,6 +222,9 @@ async def test_reject_after_step_4_finished_then_a_new_run_mails_everyone_once(
     assert "No work table is left in the target." in answer.message
     assert "their old keys are already dead" in answer.message
     assert not smtp_server.messages
+    dry = {plan.step: plan for plan in await engine.dry_run()}  # `/rollback-phase3 plan`
+    line = f"continuing the rotation of run {run1[:8]}: 6 clients keyed, 0 mailed"
+    assert line in dry[S.ROTATE_KEYS].summary and dry[S.EMAIL_CLIENTS].details[0] == line
 
     run2 = await new_run_continues(engine, run1, keyed=6, mailed=0)
     step4 = await step_view(engine, run2, S.ROTATE_KEYS)
