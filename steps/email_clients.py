@@ -1,4 +1,4 @@
-"""Step 5: email each client its new key — at most once per run, whatever happens.
+"""Step 5: email each client its new key — at most once per rotation, whatever happens.
 
 For each old->new hash in the rotation ledger: the contact by OLD hash, the key read from the
 target at send time (it never passes through anything else), the runbook's email through the
@@ -14,7 +14,12 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from bot.domain.ledgers import NotificationRecord, NotificationStatus
+from bot.domain.ledgers import (
+    NotificationRecord,
+    NotificationStatus,
+    continuing_line,
+    rotation_progress,
+)
 from bot.domain.step_protocol import CheckResult, Outcome, OutputSink, Plan, StepContext, StepError
 from bot.domain.steps import StepName
 from bot.settings import Settings
@@ -53,8 +58,10 @@ class EmailClientsStep:
         s = ctx.settings
         template = Template.load(s)
         directory = await load_directory(s)
-        mapping = await ctx.rotations.mapping(ctx.run_id)
-        records = await ctx.notifications.records(ctx.run_id)
+        mapping = await ctx.rotations.mapping(ctx.rotation_id)
+        records = await ctx.notifications.records(ctx.rotation_id)
+        continuing = ((continuing_line(ctx.rotation_id, rotation_progress(mapping, records)),)
+                      if ctx.continues_rotation else ())
         # Before step 4 has run, the clients are the hashes still on the target.
         mapping = mapping or {h: h for h in await _owner_hashes(s)}
         olds, directory, _ = await _recipients(ctx, directory, mapping)
@@ -71,15 +78,16 @@ class EmailClientsStep:
             facts={"recipients": len(with_contact), "without_contact": len(olds) -
                    len(with_contact), "already_sent": sent, "uncertain": uncertain,
                    "mailer": s.mailer.value},
-            details=(f"Subject: {sample['Subject']}", *sample.get_content().strip().splitlines(),
+            details=(*continuing, f"Subject: {sample['Subject']}",
+                     *sample.get_content().strip().splitlines(),
                      canary_plan_line(s, olds, directory)),
             warnings=_refused_rows(directory),
         )
 
     async def check(self, ctx: StepContext) -> CheckResult:
         directory = await load_directory(ctx.settings)
-        mapping = await ctx.rotations.mapping(ctx.run_id)
-        records = await ctx.notifications.records(ctx.run_id)
+        mapping = await ctx.rotations.mapping(ctx.rotation_id)
+        records = await ctx.notifications.records(ctx.rotation_id)
         mapping, directory, _ = await _recipients(ctx, directory, mapping)
         if not mapping:
             if not await _owner_hashes(ctx.settings):
@@ -98,7 +106,7 @@ class EmailClientsStep:
         directory = await load_directory(s)
         for problem in directory.problems[:20]:
             emit(f"client directory: {problem}")
-        mapping = await ctx.rotations.mapping(ctx.run_id)
+        mapping = await ctx.rotations.mapping(ctx.rotation_id)
         if not mapping:
             raise StepError("the rotation ledger is empty: run step 4 first")
         mapping, directory, refused = await _recipients(ctx, directory, mapping)
@@ -106,13 +114,13 @@ class EmailClientsStep:
             emit(f"client {old[:8]}: not mailed, KEY_MODEL=service and its new key is not the "
                  f"door key (the door refuses it)")
         probed = await canary(s, mapping, directory, emit)  # fails before any ledger write
-        records = await ctx.notifications.records(ctx.run_id)
+        records = await ctx.notifications.records(ctx.rotation_id)
         final = dict(records)
         for old in mapping:
             prior = records.get(old)
             if old not in directory.contacts and (prior is None or prior.status is S.FAILED):
                 final[old] = NotificationRecord(old, S.NO_CONTACT)
-                await ctx.notifications.save(ctx.run_id, final[old])
+                await ctx.notifications.save(ctx.rotation_id, final[old])
         uncertain = sorted(h for h, r in records.items() if r.status is S.SENDING)
         todo = _todo(mapping, directory, records)
         emit(f"{len(todo):,} emails to send, {len(uncertain):,} uncertain from an earlier "

@@ -4,8 +4,8 @@ A client is a distinct old `owner_api_key_hash` across sessions AND assistants (
 gives every ROW its own key — a bug). The step works in three phases, each resumable:
 
 1. Keys. One transaction makes a key per pending client into a work table in the TARGET
-   (`rollback_bot.rotation_<run>`: old hash, new key, new hash), so a key never leaves the target
-   database; the bot's ledger then records old hash -> new hash, before any row is touched.
+   (`rollback_bot.rotation_<rotation>`: old hash, new key, new hash), so a key never leaves the
+   target database; the bot's ledger then records old hash -> new hash, before any row is touched.
 2. Pages. Both tables are rewritten in physical order, `ROTATION_BATCH_PAGES` heap pages per
    transaction (a TID range scan joined to the work table), `ROTATION_WORKERS` transactions at
    a time. Visiting rows where they lie, instead of client by client across the whole table, is
@@ -18,6 +18,10 @@ gives every ROW its own key — a bug). The step works in three phases, each res
 A crash anywhere leaves either the work table (phase 1 is redone from it: the same keys) or keys
 already on rows. If the work table was lost, keys already applied are adopted back from the rows
 (`adopt`); ledger entries that never reached a row are forgotten (`reconcile`).
+
+The work table and the ledger are keyed by the ROTATION (`ctx.rotation_id`), not the run: a run
+started after an aborted or rejected one continues that run's rotation, from its work table and
+ledger, as a resume would (`steps.rotation_report` says so in the plan and on a stop).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import asyncpg
 from bot.domain.step_protocol import CheckResult, Outcome, OutputSink, Plan, StepContext, StepError
 from bot.domain.steps import StepName
 from bot.settings import KeyFormat
+from steps.rotation_report import continuing, left_behind_lines, rotation_report
 from steps.target_db import connect
 
 TABLES = ("sessions", "assistants")
@@ -182,7 +187,7 @@ def page_ranges(sizes: dict[str, int], per_batch: int, *, open_end: bool = False
 async def reconcile(ctx: StepContext, kept: set[str]) -> int:
     """Forget ledger entries whose key never reached the target: the new hash is on no row and
     not in the work table (`kept`), and the old hash still has rows without a key."""
-    mapping = await ctx.rotations.mapping(ctx.run_id)
+    mapping = await ctx.rotations.mapping(ctx.rotation_id)
     unknown = {old: new for old, new in mapping.items() if new not in kept}
     if not unknown:
         return 0
@@ -193,7 +198,7 @@ async def reconcile(ctx: StepContext, kept: set[str]) -> int:
             return 0
         pending = {r["h"] for r in await conn.fetch(STILL_PENDING_SQL, absent)}
     stale = [old for old in absent if old in pending]
-    await ctx.rotations.forget(ctx.run_id, stale)
+    await ctx.rotations.forget(ctx.rotation_id, stale)
     return len(stale)
 
 
@@ -205,7 +210,7 @@ class RotateKeysStep:
             try:
                 row = await conn.fetchrow(COUNTS_SQL)
                 pages = await table_pages(conn)
-                leftover = await work_table_exists(conn, work_table(ctx.run_id))
+                leftover = await work_table_exists(conn, work_table(ctx.rotation_id))
             except asyncpg.PostgresError as exc:  # e.g. no owner_api_key before the downgrade
                 raise _target_error("cannot count clients on the target", exc) from None
         assert row is not None
@@ -218,20 +223,27 @@ class RotateKeysStep:
         clients = (f"{counts['clients']:,} clients: {counts['sessions']:,} sessions, "
                    f"{counts['assistants']:,} assistants")
         batches = sum(math.ceil(counts[f"{t}_pages"] / s.rotation_batch_pages) for t in TABLES)
+        adopted = await continuing(ctx)
+        work = work_table(ctx.rotation_id)
+        by = f"run {ctx.rotation_id[:8]}" if adopted else "an earlier attempt"
+        where = (f"the work table {work} left by {by} is still in the target: its keys are "
+                 f"reused, then it is dropped" if counts["work_table"] else
+                 f"keys are made inside the target database, in the work table {work} (dropped "
+                 f"at the end)")
         return Plan(
             step=self.name,
-            summary=clients,
+            summary="; ".join((clients, *adopted)),
             # Approved: how many clients get a key, and how. Shown only: the row counts, which
             # move while the live service writes; the step rewrites whatever rows those clients
             # own when it runs (and sweeps rows written meanwhile), so they are not the plan.
             facts={"clients": counts["clients"], "batch_pages": s.rotation_batch_pages,
-                   "workers": s.rotation_workers, "key_format": s.key_format.value},
+                   "workers": s.rotation_workers, "key_format": s.key_format.value,
+                   **({"continues_rotation_of": ctx.rotation_id[:8]} if adopted else {})},
             volatile={"sessions": counts["sessions"], "assistants": counts["assistants"]},
-            details=(clients,
+            details=(*adopted, clients,
                      f"one new {s.key_format.value} key per client, the same on all its rows; "
                      f"owner_api_key_hash rewritten to the new key's sha256",
-                     f"keys are made inside the target database, in the work table "
-                     f"{work_table(ctx.run_id)} (dropped at the end); the bot keeps hashes only",
+                     f"{where}; the bot keeps hashes only",
                      f"rows are rewritten in physical order: {batches:,} transactions of up to "
                      f"{s.rotation_batch_pages:,} pages, {s.rotation_workers} at a time; then a "
                      f"sweep by hash for rows written meanwhile"),
@@ -242,19 +254,24 @@ class RotateKeysStep:
         if counts["clients"]:
             return CheckResult(False, f"{counts['clients']:,} clients still without a new key")
         if counts["work_table"]:
-            return CheckResult(False, f"{work_table(ctx.run_id)} is still there: the sweep "
+            return CheckResult(False, f"{work_table(ctx.rotation_id)} is still there: the sweep "
                                       "has not finished")
         if counts["owned_rows"] == 0:
             return CheckResult(True, "the target has no client-owned rows")
-        if not await ctx.rotations.mapping(ctx.run_id):
-            return CheckResult(False, "no key rotation is recorded for this run")
+        if not await ctx.rotations.mapping(ctx.rotation_id):
+            return CheckResult(False, "no key rotation is recorded for this run's rotation")
         return CheckResult(True, f"every owned row holds a new key ({counts['owned_rows']:,})")
+
+    async def left_behind(self, ctx: StepContext) -> tuple[str, ...]:
+        """What a stop leaves of this rotation (keyed, mailed, the work table), if anything."""
+        work = work_table(ctx.rotation_id)
+        return left_behind_lines(ctx, work, await rotation_report(ctx, work))
 
     async def run(self, ctx: StepContext, emit: OutputSink) -> Outcome:
         s = ctx.settings
         url = s.target_database_url.get_secret_value()
         started = time.monotonic()
-        work = work_table(ctx.run_id)
+        work = work_table(ctx.rotation_id)
         try:
             clients = await self._make_keys(ctx, work, emit)
             if clients == 0:
@@ -308,7 +325,7 @@ class RotateKeysStep:
         forgotten = await reconcile(ctx, kept)
         if forgotten:
             emit(f"{forgotten:,} ledger entries from an interrupted run were discarded")
-        known = await ctx.rotations.mapping(ctx.run_id)
+        known = await ctx.rotations.mapping(ctx.rotation_id)
         async with connect(url) as conn:
             async with conn.transaction():
                 await conn.execute("SET LOCAL work_mem = '64MB'")  # to hash the owners
@@ -327,7 +344,8 @@ class RotateKeysStep:
                      for r in await conn.fetch(f"SELECT old_hash, new_hash FROM {work}")}
         unrecorded = [(old, new) for old, new in pairs.items() if known.get(old) != new]
         for first in range(0, len(unrecorded), LEDGER_CHUNK):
-            await ctx.rotations.record(ctx.run_id, dict(unrecorded[first:first + LEDGER_CHUNK]))
+            await ctx.rotations.record(ctx.rotation_id,
+                                       dict(unrecorded[first:first + LEDGER_CHUNK]))
         if pairs:
             emit(f"new keys for {len(pairs):,} clients made in the target ({work}); "
                  f"the ledger holds their hashes")

@@ -23,6 +23,7 @@ from typing import Any
 
 from bot.domain.step_protocol import (
     CheckResult,
+    LeavesWorkBehind,
     Outcome,
     OutputSink,
     Plan,
@@ -49,7 +50,7 @@ def service_mode(settings: Settings) -> bool:
 
 async def old_hashes(ctx: StepContext) -> list[str]:
     """The clients' old hashes: those recorded by this run, and those still on rows."""
-    mapping = await ctx.rotations.mapping(ctx.run_id)
+    mapping = await ctx.rotations.mapping(ctx.rotation_id)
     async with connect(ctx.settings.target_database_url.get_secret_value()) as conn:
         on_rows = {r["hash"] for r in await conn.fetch(OWNER_HASHES_SQL)}
     return sorted(set(mapping) | (on_rows - set(mapping.values())))
@@ -159,12 +160,18 @@ class KeyModelRotation:
         return dataclasses.replace(plan, summary=summary, facts=facts, details=tuple(details),
                                    warnings=tuple(warnings))
 
+    async def left_behind(self, ctx: StepContext) -> tuple[str, ...]:
+        """What a stop leaves of the rotation (the door key and caches leave nothing to tell)."""
+        if isinstance(self.rotation, LeavesWorkBehind):
+            return await self.rotation.left_behind(ctx)
+        return ()
+
     async def check(self, ctx: StepContext) -> CheckResult:
         done = await self.rotation.check(ctx)
         if not done.done:
             return done
         s = ctx.settings
-        mapping = await ctx.rotations.mapping(ctx.run_id)
+        mapping = await ctx.rotations.mapping(ctx.rotation_id)
         if not mapping:
             return done
         reasons = [done.reason]
@@ -194,7 +201,7 @@ class KeyModelRotation:
             choose_service_hash(s, await old_hashes(ctx))  # refuse before any row changes
         outcome = await self.rotation.run(ctx, emit)
         facts, summary = dict(outcome.facts), outcome.summary
-        mapping = await ctx.rotations.mapping(ctx.run_id)
+        mapping = await ctx.rotations.mapping(ctx.rotation_id)
         facts["key_model"] = s.key_model.value
         door: DoorKey | None = None
         if service_mode(s) and mapping:

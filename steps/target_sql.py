@@ -107,3 +107,18 @@ SESSIONS_OWNED_BY_SQL = """
     SELECT owner_api_key_hash AS hash, array_agg(id::text) AS ids FROM sessions
      WHERE owner_api_key_hash = ANY($1::text[]) GROUP BY owner_api_key_hash
 """
+
+# --- step 4's key rotation: what a stopped run left -----------------------------------------
+
+# $1 the work table's qualified name: is it (still) in the target?
+WORK_TABLE_EXISTS_SQL = "SELECT to_regclass($1) IS NOT NULL"
+
+# $1 old hashes -> how many of those clients still own rows without a new key.
+CLIENTS_STILL_PENDING_SQL = """
+    SELECT count(*) FROM (
+        SELECT owner_api_key_hash FROM sessions
+         WHERE owner_api_key_hash = ANY($1::text[]) AND owner_api_key IS NULL
+        UNION
+        SELECT owner_api_key_hash FROM assistants
+         WHERE owner_api_key_hash = ANY($1::text[]) AND owner_api_key IS NULL) pending
+"""

@@ -33,7 +33,7 @@ async def _mailed_new_hashes(ctx: StepContext) -> list[str] | None:
     hashes' keys are refused at the door by design). Otherwise None: any client with a key."""
     if not service_mode(ctx.settings):
         return None
-    mapping = await ctx.rotations.mapping(ctx.run_id)
+    mapping = await ctx.rotations.mapping(ctx.rotation_id)
     if not mapping:
         return None
     door, _ = mailable(ctx.settings, mapping)

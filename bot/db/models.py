@@ -75,6 +75,9 @@ class RollbackRun(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
                                                  server_default=func.now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The earlier run whose key rotation this run continues (decided when the run is created);
+    # NULL: its own. The ledgers of both steps 4 and 5 are keyed by that rotation.
+    rotation_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("rollback_runs.id"))
 
 
 class StepExecution(Base):
@@ -155,6 +158,8 @@ class SlackOutbox(Base):
 
 
 class Notification(Base):
+    """One row per rotation and client. `run_id` is the rotation's id: the run that began it."""
+
     __tablename__ = "notifications"
     __table_args__ = (CheckConstraint(one_of("status", NotificationStatus), name="status"),)
 
@@ -169,7 +174,8 @@ class Notification(Base):
 
 
 class KeyRotation(Base):
-    """Old hash -> new hash. Never the key itself."""
+    """Old hash -> new hash. Never the key itself. `run_id` is the rotation's id: the run that
+    began it (a later run continuing it writes here under that id)."""
 
     __tablename__ = "key_rotations"
 
@@ -178,6 +184,19 @@ class KeyRotation(Base):
     new_hash: Mapped[str] = mapped_column(String(64), unique=True)
     rotated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
                                                  server_default=func.now())
+
+
+class ClosedRotation(Base):
+    """A key rotation that is over (step 5 done): no later run continues it."""
+
+    __tablename__ = "closed_rotations"
+
+    rotation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rollback_runs.id"),
+                                                   primary_key=True)
+    closed_in_run: Mapped[uuid.UUID] = mapped_column(ForeignKey("rollback_runs.id"))
+    closed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
+                                                server_default=func.now())
+    facts: Mapped[dict[str, Any]] = mapped_column(JSONB)  # counts at closure (no hash, no key)
 
 
 class MirrorClaim(Base):

@@ -1,7 +1,12 @@
 """What the key and email steps remember in the bot's own database, seen through narrow interfaces.
 
 The rotation map holds old hash -> new hash (never a key). The notification ledger holds one row
-per run and client, so a client is never emailed twice for one run, even across re-runs.
+per rotation and client, so a client is never emailed twice, even across re-runs.
+
+Both are keyed by the ROTATION, not by the run: a rotation belongs to the target. Its id is the
+run that began it (step 4 started); a later run that finds it still open — the run was aborted
+or rejected before step 5 was done — continues it (`StepContext.rotation_id`): the same keys,
+and only the clients not yet mailed are mailed. Step 5 done closes it for good.
 """
 
 from __future__ import annotations
@@ -10,6 +15,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
+
+from bot.domain.steps import StepName
+
+# A run whose step 4 has started has a rotation (its own, or the one it continues); step 5 done
+# closes it: every owned row carries its client's key and every client was mailed, or recorded
+# as without a contact, or as uncertain (for the by-hand check, never re-sent).
+OPENS_ROTATION = StepName.ROTATE_KEYS
+CLOSES_ROTATION = StepName.EMAIL_CLIENTS
 
 
 class NotificationStatus(StrEnum):
@@ -42,3 +55,32 @@ class NotificationLedger(Protocol):
     async def save(self, run_id: str, *records: NotificationRecord) -> None:
         """Stores the records in one transaction (the latest per client wins)."""
         ...
+
+
+@dataclass(frozen=True)
+class RotationProgress:
+    """How far a rotation got, from its two ledgers."""
+
+    keyed: int  # clients given a new key (old hash -> new hash recorded)
+    mailed: int
+    no_contact: int = 0
+    uncertain: int = 0  # `sending` when the bot stopped: maybe delivered, never re-sent
+
+    @property
+    def not_mailed(self) -> int:
+        return max(self.keyed - self.mailed - self.no_contact - self.uncertain, 0)
+
+
+def rotation_progress(mapping: Mapping[str, str],
+                      records: Mapping[str, NotificationRecord]) -> RotationProgress:
+    status = [records[old].status for old in mapping if old in records]
+    return RotationProgress(
+        keyed=len(mapping), mailed=status.count(NotificationStatus.SENT),
+        no_contact=status.count(NotificationStatus.NO_CONTACT),
+        uncertain=status.count(NotificationStatus.SENDING))
+
+
+def continuing_line(rotation_id: str, progress: RotationProgress) -> str:
+    """What a plan says when its run continues an earlier run's rotation."""
+    return (f"continuing the rotation of run {rotation_id[:8]}: {progress.keyed:,} clients "
+            f"keyed, {progress.mailed:,} mailed")

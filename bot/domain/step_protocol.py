@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from bot.domain.fingerprint import plan_fingerprint
 from bot.domain.ledgers import NotificationLedger, RotationLedger
@@ -76,6 +76,19 @@ class StepContext:
     # The execution this context was made for ("" for plans and checks). The ledgers handed to
     # an execution are fenced by it: they refuse to write once it no longer holds its lease.
     execution_id: str = ""
+    # The key rotation this run works on: the run that began it, which is an earlier run when
+    # this one continues a rotation a stopped run left open (its own run_id when none). Steps
+    # key the target's work table and both ledgers by it, never by `run_id`.
+    rotation_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.rotation_id:
+            object.__setattr__(self, "rotation_id", self.run_id)
+
+    @property
+    def continues_rotation(self) -> bool:
+        """Whether this run continues a rotation an earlier run began."""
+        return self.rotation_id != self.run_id
 
 
 class Step(Protocol):
@@ -86,3 +99,13 @@ class Step(Protocol):
     async def check(self, ctx: StepContext) -> CheckResult: ...
 
     async def run(self, ctx: StepContext, emit: OutputSink) -> Outcome: ...
+
+
+@runtime_checkable
+class LeavesWorkBehind(Protocol):
+    """A step whose work may outlive a stopped run (a later run continues it). When a run is
+    aborted or rejected, the engine asks it what the stop leaves behind, to say so."""
+
+    async def left_behind(self, ctx: StepContext) -> tuple[str, ...]:
+        """Lines for people (no secrets), or () when nothing is left."""
+        ...

@@ -58,6 +58,9 @@ class RunView:
     finished_at: datetime | None
     steps: tuple[StepView, ...]
     abort_reason: str | None = None
+    # What an abort or a reject left for a new run to continue (step 4's rotation), as the
+    # stop's log entry recorded it.
+    left_behind: tuple[str, ...] = ()
     channel_id: str | None = None
     thread_ts: str | None = None
     notices: tuple[str, ...] = ()  # what every view must say about the run, e.g. a take-over

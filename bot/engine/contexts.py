@@ -1,7 +1,9 @@
-"""What a step is handed for one run: settings, the SQL ledgers and the facts of earlier steps."""
+"""What a step is handed for one run: settings, the SQL ledgers, the facts of earlier steps, and
+the key rotation the run works on (its own, or an earlier run's that it continues)."""
 
 from __future__ import annotations
 
+from bot.db import repo_rotations
 from bot.db.ledgers import Fence, SqlNotificationLedger, SqlRotationLedger
 from bot.domain.step_protocol import StepContext
 from bot.engine.journal import Journal
@@ -18,6 +20,8 @@ class StepContexts:
         """For an execution (`execution_id`), the ledgers write only while this replica holds
         its lease; for plans and checks they are not fenced (they only read)."""
         fence = Fence(execution_id, self.replica_id) if execution_id else None
+        async with self.journal.sessions() as session:
+            rotation_id = await repo_rotations.rotation_of(session, run_id)
         return StepContext(
             run_id=run_id,
             settings=self.settings,
@@ -25,4 +29,5 @@ class StepContexts:
             notifications=SqlNotificationLedger(self.journal.sessions, fence),
             earlier_facts=await self.journal.earlier_facts(run_id),
             execution_id=execution_id or "",
+            rotation_id=rotation_id,
         )

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.db import repo_rotations
+from bot.db.ledgers import SqlNotificationLedger, SqlRotationLedger
 from bot.domain.memory_ledgers import MemoryNotificationLedger, MemoryRotationLedger
 from bot.domain.step_protocol import Plan, Step, StepContext
 from bot.domain.steps import STEP_ORDER, StepName
@@ -11,9 +16,20 @@ from bot.engine.plans import safe_plan
 from bot.settings import Settings
 
 
-async def dry_run(settings: Settings, steps: Mapping[StepName, Step]) -> list[Plan]:
+async def dry_run(settings: Settings, steps: Mapping[StepName, Step],
+                  sessions: async_sessionmaker[AsyncSession] | None = None) -> list[Plan]:
+    """With the bot database (`sessions`), the plans of steps 4 and 5 show the rotation a new
+    run would continue, read from its ledgers (plans only read them)."""
     ctx = StepContext(
         run_id="dry-run", settings=settings, rotations=MemoryRotationLedger(),
         notifications=MemoryNotificationLedger(),
     )
+    if sessions is not None:
+        async with sessions() as session:
+            rotation = await repo_rotations.open_rotation_before(session, str(uuid.uuid4()))
+        if rotation is not None:
+            ctx = StepContext(run_id="dry-run", settings=settings,
+                              rotations=SqlRotationLedger(sessions),
+                              notifications=SqlNotificationLedger(sessions),
+                              rotation_id=str(rotation))
     return [await safe_plan(steps[name], ctx) for name in STEP_ORDER]

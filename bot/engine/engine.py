@@ -158,7 +158,7 @@ class Engine:
 
     async def dry_run(self) -> list[Plan]:
         """Every step's plan against the live target, changing nothing."""
-        return await dry_run(self.settings, self.steps)
+        return await dry_run(self.settings, self.steps, self.sessions)
 
     # --- what people do (decided by the transitions) -----------------------------------------
 

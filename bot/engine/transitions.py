@@ -14,13 +14,14 @@ from collections.abc import Callable, Mapping
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.db import repo_events, repo_runs
+from bot.db import repo_events, repo_rotations, repo_runs
 from bot.db.models import RollbackRun, StepExecution
 from bot.domain.approvals import ApprovalContext, Refusal, decide_approval, slow_plan_refusal
 from bot.domain.events import EventKind, Source
+from bot.domain.ledgers import CLOSES_ROTATION
 from bot.domain.plan_parts import SlowPlan
 from bot.domain.redaction import Redactor
-from bot.domain.states import RETRYABLE_STEP_STATUSES, RunStatus, StepStatus
+from bot.domain.states import DONE_STEP_STATUSES, RETRYABLE_STEP_STATUSES, RunStatus, StepStatus
 from bot.domain.step_protocol import Step
 from bot.domain.steps import STEP_ORDER, StepName, next_step
 from bot.engine.answers import Actor, Answer, Click
@@ -30,6 +31,7 @@ from bot.engine.executor import StepResult
 from bot.engine.journal import Journal
 from bot.engine.plans import PlanTimeout, bounded_plan, error_plan, plan_to_json, put_up_plan
 from bot.engine.recovery import OrphanVerdict, StalledRun
+from bot.engine.stops import Stops
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ class Transitions:
         self.settings = settings
         self.replica_id = replica_id
         self.start_execution = start_execution
+        self.stops = Stops(journal, contexts, steps)
 
     @property
     def lease_seconds(self) -> float:
@@ -76,9 +79,11 @@ class Transitions:
                 )
                 return Answer.refused(Refusal.ANOTHER_RUN_ACTIVE, run_id=existing)
             run_id = str(created.id)
+            rotation_id = await repo_rotations.bind_rotation(session, run_id)
             await repo_events.append_event(
                 session, run_id, actor.user_id, actor.source, EventKind.RUN_STARTED, None,
-                {"reason": reason, "initiator_name": actor.user_name},
+                {"reason": reason, "initiator_name": actor.user_name,
+                 **({"continues_rotation_of": rotation_id} if rotation_id != run_id else {})},
             )
         self.journal.changed(run_id)
         await self.prepare_step(run_id, STEP_ORDER[0], attempt=1)
@@ -239,23 +244,7 @@ class Transitions:
         if not click.actor.authorised:
             await self._record_refusal(click.run_id, click.actor, Refusal.NOT_AUTHORISED, None)
             return Answer.refused(Refusal.NOT_AUTHORISED)
-        async with self.journal.sessions() as session, session.begin():
-            execution = await repo_runs.get_execution(session, click.execution_id, for_update=True)
-            if execution is None or str(execution.run_id) != click.run_id:
-                return Answer.refused(Refusal.STALE_BUTTON)
-            latest = await repo_runs.latest_execution(session, click.run_id, execution.step)
-            status = StepStatus(execution.status)
-            if latest is None or latest.id != execution.id or status not in allowed:
-                return Answer.refused(Refusal.NOT_WAITING)
-            await repo_runs.set_execution_status(session, execution.id, new_status)
-            await repo_runs.finish_run(session, click.run_id, RunStatus.ABORTED, reason)
-            await repo_events.append_event(
-                session, click.run_id, click.actor.user_id, click.actor.source, kind,
-                execution.step, {"execution_id": click.execution_id, "reason": reason,
-                                 "user_name": click.actor.user_name},
-            )
-        self.journal.changed(click.run_id)
-        return Answer(True, "rollback stopped", run_id=click.run_id)
+        return await self.stops.stop(click, reason, kind, new_status, allowed)
 
     async def retry(self, click: Click) -> Answer:
         if not click.actor.authorised:
@@ -330,6 +319,7 @@ class Transitions:
                 owner=self.replica_id,
             )
             if finished:
+                await close_rotation_if_done(session, result.run_id, result.step, result.status)
                 await repo_events.append_event(
                     session, result.run_id, "bot", Source.BOT, kind, result.step,
                     {"execution_id": result.execution_id, "summary": result.summary,
@@ -357,6 +347,7 @@ class Transitions:
                 None if done else summary, summary, owner=self.replica_id,
             ):
                 return  # taken over meanwhile: whoever holds it now decides
+            await close_rotation_if_done(session, verdict.run_id, verdict.step, status)
             await repo_events.append_event(
                 session, verdict.run_id, "bot", Source.BOT,
                 EventKind.STEP_ALREADY_DONE if done else EventKind.STEP_INTERRUPTED,
@@ -389,4 +380,10 @@ class Transitions:
         self.journal.changed(run_id)
 
 
-
+async def close_rotation_if_done(session: AsyncSession, run_id: str, step: StepName,
+                                 status: StepStatus) -> None:
+    """Step 5 done closes the run's key rotation: no later run continues it."""
+    if step is CLOSES_ROTATION and status in DONE_STEP_STATUSES:
+        closed = await repo_rotations.close_rotation(session, run_id)
+        if closed:
+            log.info("key rotation %s closed by run %s", closed[:8], run_id[:8])

@@ -58,6 +58,10 @@ async def build_run_view(session: AsyncSession, run_id: str) -> RunView:
                 error_tail=tuple(tail) if status is StepStatus.FAILED else (),
             )
         )
+    stops = [e for kind in (EventKind.RUN_ABORTED, EventKind.STEP_REJECTED)
+             for e in await repo_events.events_of_kind(session, run_id, kind)]
+    left_behind = tuple(max(stops, key=lambda e: e.id).data.get("left_behind", ())) \
+        if stops else ()
     notices = tuple(
         f"Taken over at the terminal by {e.data.get('user_name', e.actor)}: "
         f"{e.data.get('reason', '')}"
@@ -72,6 +76,7 @@ async def build_run_view(session: AsyncSession, run_id: str) -> RunView:
         finished_at=run.finished_at,
         steps=tuple(steps),
         abort_reason=run.abort_reason,
+        left_behind=left_behind,
         channel_id=run.channel_id,
         thread_ts=run.thread_ts,
         notices=notices,

@@ -113,6 +113,7 @@ def status_board(run: RunView) -> tuple[str, list[Block]]:
         section(f"*Started by* {mention(run.initiator_id, run.initiator_name)} · *Status:* "
                 f"{state}\n*Reason:* {escape(run.reason)}"
                 + (f"\n*Stopped:* {escape(run.abort_reason)}" if run.abort_reason else "")
+                + "".join(f"\n:warning: {escape(line)}" for line in run.left_behind)
                 + "".join(f"\n:warning: {escape(notice)}" for notice in run.notices)),
         section("\n".join(lines)),
         {"type": "context", "elements": [{"type": "mrkdwn", "text":
@@ -189,7 +190,8 @@ def step_message(run: RunView, step: StepView, now: datetime) -> tuple[str, list
                        ("Abort the rollback?", "The run stops here; what is done stays done.")),
             ]})
     elif status in (StepStatus.REJECTED, StepStatus.ABORTED):
-        blocks.append(section(f"*Stopped:* {escape(run.abort_reason or status.value)}"))
+        blocks.append(section(f"*Stopped:* {escape(run.abort_reason or status.value)}"
+                              + "".join(f"\n{escape(line)}" for line in run.left_behind)))
     state = status.value.replace("_", " ") if status else "not reached"
     return f"{step_label(step)}: {state}", with_block_ids(blocks)
 
@@ -216,7 +218,8 @@ def run_summary(run: RunView) -> tuple[str, list[Block]]:
     text = f"Rollback {state}: summary for the post-mortem"
     blocks = [
         section(f"*Rollback {state}* — total {duration(run.created_at, run.finished_at)}"
-                + (f"\n*Stopped:* {escape(run.abort_reason)}" if run.abort_reason else "")),
+                + (f"\n*Stopped:* {escape(run.abort_reason)}" if run.abort_reason else "")
+                + "".join(f"\n{escape(line)}" for line in run.left_behind)),
         section("\n".join(lines)),
     ]
     if key_facts:

@@ -59,6 +59,7 @@ def status_board(view: RunView) -> list[str]:
         lines.append(f"  {_MARKS[sv.status]} {step_heading(sv.step)}: {state}{who}")
     if view.abort_reason:
         lines.append(f"  stopped: {view.abort_reason}")
+    lines += [f"  {line}" for line in view.left_behind]
     lines.append(RULE)
     return lines
 
@@ -122,11 +123,13 @@ def render_entry(entry: LogEntry, view: RunView) -> list[str]:
         return [f"  ! interrupted: {data.get('summary', data.get('reason', ''))}; "
                 "a retry needs two fresh approvals"]
     if kind is EventKind.STEP_REJECTED:
-        return [f"  ✗ rejected by {who}: {data.get('reason', '')}"]
+        return [f"  ✗ rejected by {who}: {data.get('reason', '')}",
+                *(f"    {line}" for line in data.get("left_behind", ()))]
     if kind is EventKind.RETRY_REQUESTED:
         return [f"  ↻ retry requested by {who} (attempt {data.get('next_attempt', '?')})"]
     if kind is EventKind.RUN_ABORTED:
-        return [f"Rollback aborted by {who}: {data.get('reason', '')}"]
+        return [f"Rollback aborted by {who}: {data.get('reason', '')}",
+                *(f"  {line}" for line in data.get("left_behind", ()))]
     if kind is EventKind.RUN_COMPLETED:
         return ["", "Rollback completed: all six steps done."]
     if kind is EventKind.TAKEN_OVER:

@@ -21,6 +21,7 @@ def summary_text(view: RunView) -> str:
              f"  initiator: {view.initiator_name}; reason: {view.reason}",
              f"  outcome: {view.status.value}"
              + (f" ({view.abort_reason})" if view.abort_reason else ""),
+             *(f"  {line}" for line in view.left_behind),
              f"  total: {_duration(view.created_at, view.finished_at)}"]
     for sv in view.steps:
         state = sv.status.value if sv.status else "not reached"

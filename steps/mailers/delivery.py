@@ -111,7 +111,7 @@ class Delivery:
             return True
         try:
             async with asyncio.timeout(LEDGER_SECONDS):
-                await self.ctx.notifications.save(self.ctx.run_id, *records)
+                await self.ctx.notifications.save(self.ctx.rotation_id, *records)
         except Exception as exc:
             if self.ledger_error is None:
                 self.ledger_error = reason_of(exc)
