@@ -35,6 +35,8 @@ from tests.steps.conftest import keys_by_old_hash, owned_rows
 from tests.steps.sandbox_settings import sandbox_settings
 from tests.steps.test_rotate_keys import add_padded_clients, assert_one_key_per_client, work_tables
 
+pytestmark = pytest.mark.usefixtures("phase2_api")  # the canary tries keys on it
+
 S = StepName
 BEFORE_KEYS = (S.BACKUP, S.DOWNGRADE, S.RESTART)
 PADDED = 6
