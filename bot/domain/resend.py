@@ -11,7 +11,7 @@ exactly those clients once more — a client may receive its key twice, which th
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from bot.domain.approvals import Refusal
 from bot.domain.fingerprint import plan_fingerprint
@@ -52,6 +52,7 @@ def resend_refusal(run_status: RunStatus, email_step_done: bool, clients: Sequen
     return None
 
 
+@runtime_checkable
 class Resender(Protocol):
     """A step that can send again to named clients of its ledger (step 5)."""
 

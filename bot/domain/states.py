@@ -18,6 +18,11 @@ class RunStatus(StrEnum):
     ABORTED = "aborted"
 
 
+class ExecutionKind(StrEnum):
+    STEP = "step"  # an attempt of the step itself
+    RESEND = "resend"  # step 5 sending again to its unconfirmed clients
+
+
 class StepStatus(StrEnum):
     AWAITING_APPROVAL = "awaiting_approval"
     RUNNING = "running"
