@@ -40,7 +40,7 @@ async def test_emails_in_flight_end_unconfirmed_and_two_approvals_resend_them_on
            "CODE_RESTORE_WORKDIR": str(sandbox_api.code_dir),
            "API_COMPOSE_PROJECT": sandbox_api.project, "API_BASE_URL": sandbox_api.base_url,
            "MAILER": "smtp", "SMTP_HOST": smtp_server.host, "SMTP_PORT": str(smtp_server.port),
-           "EMAIL_CONCURRENCY": "4", "CLIENT_DIRECTORY": str(sandbox_seed.directory_csv)}
+           "EMAIL_CONCURRENCY": "5", "CLIENT_DIRECTORY": str(sandbox_seed.directory_csv)}
     contacts = [c for c in sandbox_seed.result.clients if c.has_contact]
     assert len(contacts) == 5
     after_data, before_rcpt = contacts[1:4], contacts[4]
