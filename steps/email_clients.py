@@ -12,7 +12,7 @@ The sending itself (worker pool, retries, breaker) is `steps.mailers.delivery`.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from bot.domain.ledgers import (
     NotificationRecord,
@@ -20,6 +20,7 @@ from bot.domain.ledgers import (
     continuing_line,
     rotation_progress,
 )
+from bot.domain.resend import UNCONFIRMED
 from bot.domain.step_protocol import CheckResult, Outcome, OutputSink, Plan, StepContext, StepError
 from bot.domain.steps import StepName
 from bot.settings import Settings
@@ -123,8 +124,9 @@ class EmailClientsStep:
                 await ctx.notifications.save(ctx.rotation_id, final[old])
         uncertain = sorted(h for h, r in records.items() if r.status is S.SENDING)
         todo = _todo(mapping, directory, records)
+        named = f": {', '.join(h[:8] for h in uncertain)}" if uncertain else ""
         emit(f"{len(todo):,} emails to send, {len(uncertain):,} uncertain from an earlier "
-             f"attempt (not re-sent)")
+             f"attempt (not re-sent{named})")
         delivery = Delivery(ctx, template, directory.contacts, emit, final)
         await delivery.send_all(todo)
         sent = sum(1 for h in mapping if h in final and final[h].status is S.SENT)
@@ -146,13 +148,41 @@ class EmailClientsStep:
             summary += f"; {len(directory.problems):,} directory rows refused"
         if in_doubt:
             summary += (f"; {len(in_doubt)} uncertain (the bot stopped mid-send, not re-sent:"
-                        f" {', '.join(in_doubt[:10])})")
+                        f" {', '.join(in_doubt[:10])}; Resend needs two approvals)")
         if failed or delivery.problems:
             recipients = sum(1 for h in mapping if h in directory.contacts)
             reasons = "; ".join(f"{h}: {e}" for h, e in list(failed.items())[:5])
             raise StepError(f"{len(failed)} of {recipients} emails failed: {reasons}"
                             + "".join(f" {p}." for p in delivery.problems)
                             + f" ({summary}). Retry sends only to those not yet sent.")
+        return Outcome(summary=summary, facts=facts)
+
+    async def resend(self, ctx: StepContext, emit: OutputSink, clients: Sequence[str]
+                     ) -> Outcome:
+        """Send once more to the approved `clients` (ledger ids) that are still unconfirmed;
+        each is recorded sent or failed. A client may now have its key twice: approved so."""
+        started = time.monotonic()
+        directory = await load_directory(ctx.settings)
+        mapping = await ctx.rotations.mapping(ctx.run_id)
+        recipients, directory, _ = await _recipients(ctx, directory, mapping)
+        records = await ctx.notifications.records(ctx.run_id)
+        todo = [(h, recipients[h]) for h in clients if h in recipients
+                and h in directory.contacts and h in records and records[h].status in UNCONFIRMED]
+        emit(f"resending to {len(todo)} unconfirmed clients: {', '.join(h[:8] for h, _ in todo)}")
+        final = dict(records)
+        delivery = Delivery(ctx, Template.load(ctx.settings), directory.contacts, emit, final)
+        await delivery.send_all(todo)
+        sent = [h[:8] for h, _ in todo if final[h].status is S.SENT]
+        failed = {h[:8]: final[h].error or "" for h, _ in todo if final[h].status is S.FAILED}
+        facts = {"resent": sent, "failed": failed, "duration_s": round(
+            time.monotonic() - started, 3), "not_resent": [h[:8] for h in clients
+                                                          if h not in dict(todo)]}
+        summary = f"{len(sent)} of {len(todo)} unconfirmed clients emailed again"
+        if failed or delivery.problems:
+            reasons = "; ".join(f"{h}: {e}" for h, e in list(failed.items())[:5])
+            raise StepError(f"{summary}; {len(failed)} failed: {reasons}"
+                            + "".join(f" {p}." for p in delivery.problems)
+                            + " They stay unconfirmed: Resend again needs two approvals.")
         return Outcome(summary=summary, facts=facts)
 
 

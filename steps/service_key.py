@@ -17,10 +17,11 @@ and 6 what the service model changes for them.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.domain.resend import Resender
 from bot.domain.step_protocol import (
     CheckResult,
     LeavesWorkBehind,
@@ -290,3 +291,10 @@ class KeyModelNotes:
 
     async def run(self, ctx: StepContext, emit: OutputSink) -> Outcome:
         return await self.step.run(ctx, emit)
+
+    async def resend(self, ctx: StepContext, emit: OutputSink, clients: Sequence[str]
+                     ) -> Outcome:
+        """Step 5's resend, passed through (no other step has one)."""
+        if not isinstance(self.step, Resender):
+            raise StepError(f"step {self.name} cannot resend")
+        return await self.step.resend(ctx, emit, clients)

@@ -30,7 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from bot.domain.events import EventKind, Source
 from bot.domain.follow_ups import FollowUpItem
 from bot.domain.ledgers import NotificationStatus
-from bot.domain.states import RunStatus, StepStatus
+from bot.domain.states import ExecutionKind, RunStatus, StepStatus
 from bot.domain.steps import StepName
 
 NAMING = {
@@ -63,7 +63,7 @@ class RollbackRun(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True,
                                           default=uuid.uuid4)
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(32))
     initiator_id: Mapped[str] = mapped_column(String(64))
     initiator_name: Mapped[str] = mapped_column(String(255))
     reason: Mapped[str] = mapped_column(Text)
@@ -83,9 +83,10 @@ class RollbackRun(Base):
 class StepExecution(Base):
     __tablename__ = "step_executions"
     __table_args__ = (
-        UniqueConstraint("run_id", "step", "attempt", name="uq_step_executions_attempt"),
+        UniqueConstraint("run_id", "step", "kind", "attempt", name="uq_step_executions_attempt"),
         CheckConstraint(one_of("status", StepStatus), name="status"),
         CheckConstraint(one_of("step", StepName), name="step"),
+        CheckConstraint(one_of("kind", ExecutionKind), name="kind"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True,
@@ -93,6 +94,9 @@ class StepExecution(Base):
     run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rollback_runs.id"), index=True)
     step: Mapped[str] = mapped_column(String(32))
     attempt: Mapped[int] = mapped_column(Integer)
+    # `resend`: step 5 sending again to its unconfirmed clients, approved like a step.
+    kind: Mapped[str] = mapped_column(String(16), server_default=text("'step'"),
+                                      default=ExecutionKind.STEP.value)
     status: Mapped[str] = mapped_column(String(32))
     plan: Mapped[dict[str, Any]] = mapped_column(JSONB)
     plan_fingerprint: Mapped[str] = mapped_column(String(64))
@@ -235,7 +239,8 @@ class EngineInbox(Base):
 
     __tablename__ = "engine_inbox"
     __table_args__ = (
-        CheckConstraint("action IN ('approve', 'retry', 'abort', 'reject')", name="action"),
+        CheckConstraint("action IN ('approve', 'retry', 'abort', 'reject', 'resend')",
+                        name="action"),
         CheckConstraint(one_of("source", Source), name="source"),
         Index("ix_engine_inbox_unprocessed", "id", postgresql_where=text("processed_at IS NULL")),
     )

@@ -73,12 +73,14 @@ async def mark_done(session: AsyncSession, run_id: str, owner: str) -> None:
 
 async def runs_to_mirror(session: AsyncSession, owner: str) -> list[str]:
     """Runs whose thread may be behind and that we hold or could take: Slack runs still
-    active, and runs whose thread was claimed but never finished (the writer died)."""
+    active or ended with unconfirmed deliveries (a Resend may come), and runs whose thread was
+    claimed but never finished (the writer died)."""
     query = (
         select(RollbackRun.id)
         .outerjoin(MirrorClaim, MirrorClaim.run_id == RollbackRun.id)
         .where(
-            or_(and_(RollbackRun.status == RunStatus.ACTIVE.value,
+            or_(and_(RollbackRun.status.in_([RunStatus.ACTIVE.value,
+                                             RunStatus.COMPLETED_UNCONFIRMED.value]),
                      RollbackRun.source == Source.SLACK.value),
                 and_(MirrorClaim.run_id.is_not(None), MirrorClaim.done_at.is_(None))),
             or_(MirrorClaim.run_id.is_(None), MirrorClaim.owner == owner,

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import Approval, RollbackRun, StepExecution
 from bot.domain.approvals import APPROVAL_TTL_SECONDS, APPROVALS_NEEDED
-from bot.domain.states import RunStatus, StepStatus
+from bot.domain.states import ExecutionKind, RunStatus, StepStatus
 from bot.domain.steps import StepName
 
 
@@ -105,11 +105,12 @@ async def finish_run(
 
 async def create_step_execution(
     session: AsyncSession, run_id: str, step: StepName, attempt: int, plan: dict[str, Any],
-    fingerprint: str,
+    fingerprint: str, kind: ExecutionKind = ExecutionKind.STEP,
 ) -> StepExecution:
     execution = StepExecution(
         id=uuid.uuid4(), run_id=_uuid(run_id), step=step.value, attempt=attempt,
         status=StepStatus.AWAITING_APPROVAL.value, plan=plan, plan_fingerprint=fingerprint,
+        kind=kind.value,
     )
     session.add(execution)
     await session.flush()
@@ -130,11 +131,14 @@ async def get_execution(
 
 
 async def latest_execution(
-    session: AsyncSession, run_id: str | uuid.UUID, step: StepName | str
+    session: AsyncSession, run_id: str | uuid.UUID, step: StepName | str,
+    kind: ExecutionKind = ExecutionKind.STEP,
 ) -> StepExecution | None:
+    """The step's latest attempt (`kind` resend: the latest resend of step 5)."""
     query = (
         select(StepExecution)
-        .where(StepExecution.run_id == _uuid(run_id), StepExecution.step == str(step))
+        .where(StepExecution.run_id == _uuid(run_id), StepExecution.step == str(step),
+               StepExecution.kind == kind.value)
         .order_by(StepExecution.attempt.desc()).limit(1)
         .execution_options(populate_existing=True)
     )

@@ -22,6 +22,10 @@ class EventKind(StrEnum):
     RUN_ABORTED = "run_aborted"
     RUN_COMPLETED = "run_completed"
     TAKEN_OVER = "taken_over"  # break-glass: the terminal took over a run started in Slack
+    # Resending step 5's unconfirmed emails (bot/engine/resends.py).
+    RESEND_STARTED = "resend_started"
+    RESEND_FINISHED = "resend_finished"
+    DELIVERIES_CONFIRMED = "deliveries_confirmed"  # the run becomes plain completed
     # Follow-through (bot/engine/follow_through.py): pages, nudges, escalation, follow-ups.
     PAGE_SENT = "page_sent"
     PAGE_FAILED = "page_failed"

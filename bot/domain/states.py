@@ -12,7 +12,15 @@ from enum import StrEnum
 class RunStatus(StrEnum):
     ACTIVE = "active"
     COMPLETED = "completed"
+    # Every step done, but some clients' emails are unconfirmed (the bot stopped mid-send):
+    # never plain "completed" until they are resent (`bot.domain.resend`).
+    COMPLETED_UNCONFIRMED = "completed_unconfirmed"
     ABORTED = "aborted"
+
+
+class ExecutionKind(StrEnum):
+    STEP = "step"  # an attempt of the step itself
+    RESEND = "resend"  # step 5 sending again to its unconfirmed clients
 
 
 class StepStatus(StrEnum):
@@ -26,7 +34,8 @@ class StepStatus(StrEnum):
     ABORTED = "aborted"
 
 
-FINAL_RUN_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.ABORTED})
+FINAL_RUN_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.COMPLETED_UNCONFIRMED,
+                                RunStatus.ABORTED})
 DONE_STEP_STATUSES = frozenset({StepStatus.SUCCEEDED, StepStatus.ALREADY_DONE})
 # A step in one of these may be retried (a new attempt, approved afresh) or the run aborted.
 RETRYABLE_STEP_STATUSES = frozenset({StepStatus.FAILED, StepStatus.INTERRUPTED})

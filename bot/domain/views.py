@@ -30,6 +30,20 @@ class PlanView:
 
 
 @dataclass(frozen=True)
+class ResendView:
+    """Step 5's unconfirmed clients (once it is done) and the Resend asked for them."""
+
+    clients: tuple[str, ...]  # hash prefixes of the clients nobody can confirm got their key
+    fingerprint: str  # what a Resend click approves: exactly these clients
+    offered: bool  # the Resend action is shown (two approvals send it)
+    execution_id: str | None = None  # the latest resend
+    status: StepStatus | None = None
+    approvers: tuple[ApproverView, ...] = ()  # of the resend waiting for its second approval
+    summary: str | None = None  # how the latest resend ended
+    approvals_needed: int = 2
+
+
+@dataclass(frozen=True)
 class StepView:
     step: StepName
     execution_id: str | None  # None: not reached yet
@@ -45,6 +59,7 @@ class StepView:
     summary: str | None = None  # outcome summary or error sentence
     facts: Mapping[str, Any] = field(default_factory=dict)
     error_tail: tuple[str, ...] = ()
+    resend: ResendView | None = None  # step 5 only: its unconfirmed clients
 
 
 @dataclass(frozen=True)
@@ -65,3 +80,4 @@ class RunView:
     thread_ts: str | None = None
     notices: tuple[str, ...] = ()  # what every view must say about the run, e.g. a take-over
     follow_ups: tuple[FollowUpView, ...] = ()  # the runbook's post-rollback actions, once ended
+    unconfirmed: tuple[str, ...] = ()  # hash prefixes of clients whose email is unconfirmed

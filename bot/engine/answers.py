@@ -51,6 +51,7 @@ class ClickAction(StrEnum):
     RETRY = "retry"
     ABORT = "abort"
     REJECT = "reject"
+    RESEND = "resend"  # one approval of resending step 5's unconfirmed emails
 
 
 @dataclass(frozen=True)

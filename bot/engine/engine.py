@@ -1,9 +1,10 @@
 """The rollback engine as the fronts see it: one object to call, to subscribe to and to read.
 
-Fronts (Slack, the terminal) call `start_run`, `approve`, `reject`, `retry`, `abort`; they learn
-about changes through `subscribe` and draw `run_view`. The engine never talks to Slack. Here the
-parts are wired and the step tasks kept; what happens next is decided in `transitions`, steps
-are run by the `executor`, and `recovery` finds what a dead replica left behind.
+Fronts (Slack, the terminal) call `start_run`, `approve`, `reject`, `retry`, `abort`,
+`resend`; they learn about changes through `subscribe` and draw `run_view`. The engine never
+talks to Slack. Here the parts are wired and the step tasks kept; what happens next is decided
+in `transitions`, steps are run by the `executor`, and `recovery` finds what a dead replica
+left behind.
 """
 
 from __future__ import annotations
@@ -180,6 +181,10 @@ class Engine:
     async def take_over(self, run_id: str, actor: Actor, reason: str) -> Answer:
         return await self.transitions.take_over(run_id, actor, reason)
 
+    async def resend(self, click: Click) -> Answer:
+        """One approval of resending step 5's unconfirmed emails (two start it)."""
+        return await self.transitions.resends.resend(click)
+
     async def run_source(self, run_id: str) -> Source | None:
         """Which front started the run (a take-over is needed to attach another one)."""
         async with self.sessions() as session:
@@ -219,6 +224,8 @@ class Engine:
             answer = await self.approve(click)
         elif action is ClickAction.RETRY:
             answer = await self.retry(click)
+        elif action is ClickAction.RESEND:
+            answer = await self.resend(click)
         elif action is ClickAction.ABORT:
             answer = await self.abort(click, row.reason or f"aborted by {row.user_name}")
         else:

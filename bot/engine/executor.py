@@ -20,7 +20,8 @@ from typing import Any
 from bot.db import repo_events, repo_runs
 from bot.domain.events import EventKind
 from bot.domain.redaction import Redactor
-from bot.domain.states import StepStatus
+from bot.domain.resend import Resender
+from bot.domain.states import ExecutionKind, StepStatus
 from bot.domain.step_protocol import Outcome, Step, StepContext, StepError
 from bot.domain.steps import StepName
 from bot.engine.contexts import StepContexts
@@ -45,6 +46,7 @@ class StepResult:
     summary: str
     facts: dict[str, Any] = field(default_factory=dict)
     error_tail: list[str] = field(default_factory=list)
+    resend: bool = False  # a resend of step 5's unconfirmed emails, not the step itself
 
 
 class StepExecutor:
@@ -73,20 +75,23 @@ class StepExecutor:
             return None
         self.running.add(execution_id)
         try:
+            resend = tuple((execution.plan or {}).get("clients", ())) \
+                if execution.kind == ExecutionKind.RESEND.value else None
             return await self._execute_leased(execution_id, str(execution.run_id),
-                                              StepName(execution.step), claimed_at)
+                                              StepName(execution.step), claimed_at, resend)
         finally:
             self.running.discard(execution_id)
 
     async def _execute_leased(
-        self, execution_id: str, run_id: str, step_name: StepName, claimed_at: float
+        self, execution_id: str, run_id: str, step_name: StepName, claimed_at: float,
+        resend: tuple[str, ...] | None = None,
     ) -> StepResult:
         step = self.steps[step_name]
         ctx = await self.contexts.for_run(run_id, execution_id)
         redact = Redactor.for_settings(self.settings)
         output = OutputBuffer(redact)
         started = time.monotonic()
-        work = asyncio.create_task(self._check_and_run(step, ctx, output, redact),
+        work = asyncio.create_task(self._check_and_run(step, ctx, output, redact, resend),
                                    name=f"{step_name.value} {execution_id}")
         fence = LeaseKeeper(self, execution_id, work, claimed_at)
         keeper = asyncio.create_task(fence.keep())
@@ -113,15 +118,22 @@ class StepExecutor:
         facts = {**redact.value(facts), "duration_s": round(time.monotonic() - started, 3),
                  "output_lines": output.total}
         return StepResult(execution_id, run_id, step_name, status, redact(summary), facts,
-                          [redact(line) for line in error_tail])
+                          [redact(line) for line in error_tail], resend is not None)
 
     async def _check_and_run(
-        self, step: Step, ctx: StepContext, output: OutputBuffer, redact: Redactor
+        self, step: Step, ctx: StepContext, output: OutputBuffer, redact: Redactor,
+        resend: tuple[str, ...] | None = None,
     ) -> tuple[StepStatus, str, dict[str, Any]]:
-        """The step's own work, under the step timeout (its check included)."""
+        """The step's own work, under the step timeout (its check included); a resend sends
+        to its approved clients, without the step's check."""
         timeout = self.settings.step_timeout_seconds
         try:
             async with asyncio.timeout(timeout):
+                if resend is not None:
+                    if not isinstance(step, Resender):
+                        raise StepError(f"step {step.name} cannot resend")
+                    resent = await step.resend(ctx, output.emit, resend)
+                    return StepStatus.SUCCEEDED, resent.summary, dict(resent.facts)
                 check = await step.check(ctx)
                 if check.done:
                     return (StepStatus.ALREADY_DONE, f"already done: {check.reason}",

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from bot.db import repo_runs
 from bot.domain.redaction import Redactor
-from bot.domain.states import DONE_STEP_STATUSES, RunStatus, StepStatus
-from bot.domain.step_protocol import Step
+from bot.domain.resend import UNCONFIRMED, prefixes
+from bot.domain.states import DONE_STEP_STATUSES, ExecutionKind, RunStatus, StepStatus
+from bot.domain.step_protocol import CheckResult, Step, StepContext
 from bot.domain.steps import STEP_ORDER, StepName
 from bot.engine.contexts import StepContexts
 from bot.engine.journal import Journal
@@ -34,6 +35,7 @@ class OrphanVerdict:
     step: StepName
     done: bool
     reason: str
+    resend: bool = False  # a resend of step 5's unconfirmed emails
 
 
 @dataclass(frozen=True)
@@ -62,17 +64,30 @@ async def examine_orphans(
                 continue  # another replica is examining it
         run_id, step = str(execution.run_id), StepName(execution.step)
         limit = contexts.settings.step_timeout_seconds
+        resend = execution.kind == ExecutionKind.RESEND.value
         try:
             async with asyncio.timeout(limit):  # a check is bounded like the step itself
-                check = await steps[step].check(await contexts.for_run(run_id))
+                ctx = await contexts.for_run(run_id)
+                check = await (resend_in_place(ctx, (execution.plan or {}).get("clients", []))
+                               if resend else steps[step].check(ctx))
             done, reason = check.done, check.reason
         except TimeoutError:
             done, reason = False, f"could not check within {limit:g} s"
         except Exception as exc:
             done, reason = False, f"could not check: {exc}"
         redact = Redactor.for_settings(contexts.settings)
-        verdicts.append(OrphanVerdict(execution_id, run_id, step, done, redact(reason)))
+        verdicts.append(OrphanVerdict(execution_id, run_id, step, done, redact(reason),
+                                      resend))
     return verdicts
+
+
+async def resend_in_place(ctx: StepContext, clients: Sequence[str]) -> CheckResult:
+    """A resend whose replica died: done when none of its clients is unconfirmed any more."""
+    records = await ctx.notifications.records(ctx.run_id)
+    left = [c for c in clients if c in records and records[c].status in UNCONFIRMED]
+    if left:
+        return CheckResult(False, f"{len(left)} still unconfirmed: {', '.join(prefixes(left))}")
+    return CheckResult(True, "every client of the resend is recorded sent")
 
 
 async def find_stalled_run(journal: Journal) -> StalledRun | None:

@@ -32,6 +32,7 @@ from bot.engine.journal import Journal
 from bot.engine.plans import PlanTimeout, bounded_plan, error_plan, plan_to_json, put_up_plan
 from bot.engine.recovery import OrphanVerdict, StalledRun
 from bot.engine.stops import Stops
+from bot.engine.resends import Resends
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class Transitions:
         self.replica_id = replica_id
         self.start_execution = start_execution
         self.stops = Stops(journal, contexts, steps)
+        self.resends = Resends(journal, settings, replica_id, start_execution)
 
     @property
     def lease_seconds(self) -> float:
@@ -308,6 +310,8 @@ class Transitions:
 
     async def step_finished(self, result: StepResult) -> None:
         """Record how a step ended; a done step moves the run on."""
+        if result.resend:
+            return await self.resends.finished(result)
         kind = {
             StepStatus.SUCCEEDED: EventKind.STEP_SUCCEEDED,
             StepStatus.ALREADY_DONE: EventKind.STEP_ALREADY_DONE,
@@ -335,6 +339,8 @@ class Transitions:
 
     async def orphan_examined(self, verdict: OrphanVerdict) -> None:
         """A step whose replica died: done -> move on; not in place -> interrupted."""
+        if verdict.resend:
+            return await self.resends.orphan_examined(verdict)
         done, reason = verdict.done, verdict.reason
         status = StepStatus.ALREADY_DONE if done else StepStatus.INTERRUPTED
         summary = (f"the bot stopped while this step ran; its effect is in place ({reason})"
@@ -372,12 +378,7 @@ class Transitions:
         if following is not None:
             await self.prepare_step(run_id, following, attempt=1)
             return
-        async with self.journal.sessions() as session, session.begin():
-            await repo_runs.finish_run(session, run_id, RunStatus.COMPLETED, None)
-            await repo_events.append_event(
-                session, run_id, "bot", Source.BOT, EventKind.RUN_COMPLETED, None, {}
-            )
-        self.journal.changed(run_id)
+        await self.resends.complete_run(run_id)  # with N unconfirmed deliveries, if any
 
 
 async def close_rotation_if_done(session: AsyncSession, run_id: str, step: StepName,

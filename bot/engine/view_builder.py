@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.db import repo_deliveries, repo_events, repo_follow_ups, repo_runs
+from bot.db import repo_deliveries, repo_events, repo_follow_ups, repo_resends, repo_runs
+from bot.db.models import RollbackRun
 from bot.db.repo_runs import ApproverRow
 from bot.domain.approvals import APPROVALS_NEEDED
 from bot.domain.events import EventKind
-from bot.domain.states import FINAL_RUN_STATUSES, RunStatus, StepStatus
+from bot.domain.resend import prefixes, resend_fingerprint
+from bot.domain.states import (
+    DONE_STEP_STATUSES,
+    FINAL_RUN_STATUSES,
+    ExecutionKind,
+    RunStatus,
+    StepStatus,
+)
 from bot.domain.steps import STEP_ORDER, StepName
-from bot.domain.views import ApproverView, PlanView, RunView, StepView
+from bot.domain.views import ApproverView, PlanView, ResendView, RunView, StepView
 
 TAIL_LINES = 12
 
@@ -56,6 +64,8 @@ async def build_run_view(session: AsyncSession, run_id: str) -> RunView:
                 summary=execution.summary,
                 facts=facts,
                 error_tail=tuple(tail) if status is StepStatus.FAILED else (),
+                resend=await resend_view(session, run) if name is StepName.EMAIL_CLIENTS
+                and status in DONE_STEP_STATUSES else None,
             )
         )
     stops = [e for kind in (EventKind.RUN_ABORTED, EventKind.STEP_REJECTED)
@@ -82,7 +92,28 @@ async def build_run_view(session: AsyncSession, run_id: str) -> RunView:
         notices=notices,
         follow_ups=await repo_follow_ups.follow_ups(session, run_id)
         if RunStatus(run.status) in FINAL_RUN_STATUSES else (),
+        unconfirmed=next((s.resend.clients for s in steps if s.resend is not None), ()),
     )
+
+
+async def resend_view(session: AsyncSession, run: RollbackRun) -> ResendView:
+    run_id = str(run.id)
+    clients = await repo_resends.unconfirmed_clients(session, run_id)
+    latest = await repo_runs.latest_execution(session, run_id, StepName.EMAIL_CLIENTS,
+                                              ExecutionKind.RESEND)
+    status = StepStatus(latest.status) if latest is not None else None
+    fingerprint = resend_fingerprint(clients)
+    waiting = latest is not None and status is StepStatus.AWAITING_APPROVAL \
+        and latest.plan_fingerprint == fingerprint
+    approvers = await repo_runs.approvers(session, latest.id, None) \
+        if waiting and latest is not None else []
+    return ResendView(
+        clients=tuple(prefixes(clients)), fingerprint=fingerprint,
+        offered=bool(clients) and status is not StepStatus.RUNNING and RunStatus(run.status)
+        in (RunStatus.ACTIVE, RunStatus.COMPLETED_UNCONFIRMED),
+        execution_id=str(latest.id) if latest is not None else None, status=status,
+        approvers=tuple(ApproverView(a.user_id, a.user_name) for a in approvers),
+        summary=latest.summary if latest is not None else None)
 
 
 async def _expired(session: AsyncSession, run_id: str, rows: list[ApproverRow]) -> set[int]:

@@ -16,6 +16,7 @@ class ActionId(StrEnum):
     REJECT = "step_reject"
     RETRY = "step_retry"
     ABORT = "run_abort"
+    RESEND = "email_resend"  # one approval of resending step 5's unconfirmed emails
     ESCALATE = "run_escalate"
     FOLLOW_UP_OWN = "follow_up_own"
     FOLLOW_UP_DONE = "follow_up_done"

@@ -95,9 +95,16 @@ def step_label(step: StepView) -> str:
     return f"Step {step_number(step.step)}/6: {STEP_TITLES[step.step]}"
 
 
+def run_state(run: RunView) -> str:
+    """The run's state in words; never plain "completed" while deliveries are unconfirmed."""
+    if run.status is RunStatus.COMPLETED_UNCONFIRMED:
+        return f"completed with {len(run.unconfirmed)} unconfirmed deliveries"
+    return {RunStatus.ACTIVE: "in progress", RunStatus.COMPLETED: "completed",
+            RunStatus.ABORTED: "ABORTED"}[run.status]
+
+
 def status_board(run: RunView) -> tuple[str, list[Block]]:
-    state = {RunStatus.ACTIVE: "in progress", RunStatus.COMPLETED: "completed",
-             RunStatus.ABORTED: "ABORTED"}[run.status]
+    state = run_state(run)
     lines = []
     for step in run.steps:
         status = step.status.value.replace("_", " ") if step.status else "not reached"
@@ -178,6 +185,7 @@ def step_message(run: RunView, step: StepView, now: datetime) -> tuple[str, list
         blocks.append(section(f"*Done* in {took}: {escape(step.summary or '')}"))
         if step.facts:
             blocks.append(section(facts_text(step.facts)))
+        blocks += resend_blocks(run, step)
     elif status in (StepStatus.FAILED, StepStatus.INTERRUPTED):
         blocks.append(section(f"*{status.value.title()}:* {escape(step.summary or '')}"))
         if step.error_tail:
@@ -194,6 +202,41 @@ def step_message(run: RunView, step: StepView, now: datetime) -> tuple[str, list
                               + "".join(f"\n{escape(line)}" for line in run.left_behind)))
     state = status.value.replace("_", " ") if status else "not reached"
     return f"{step_label(step)}: {state}", with_block_ids(blocks)
+
+
+def resend_blocks(run: RunView, step: StepView) -> list[Block]:
+    """Step 5's unconfirmed clients, the resend so far, and Resend (two approvals)."""
+    resend = step.resend
+    if resend is None or (not resend.clients and resend.execution_id is None):
+        return []
+    lines = []
+    if resend.clients:
+        lines.append(f":warning: *{len(resend.clients)} unconfirmed* (the bot stopped mid-send; "
+                     f"nobody can tell whether they got their key): "
+                     + ", ".join(f"`{escape(c)}`" for c in resend.clients))
+    if resend.status is StepStatus.RUNNING:
+        lines.append(":arrows_counterclockwise: resending now")
+    elif resend.status is not None and resend.status is not StepStatus.AWAITING_APPROVAL:
+        lines.append(f"*Last resend* {resend.status.value.replace('_', ' ')}: "
+                     f"{escape(resend.summary or '')}")
+    if resend.offered:
+        who = ", ".join(mention(a.user_id, a.user_name) for a in resend.approvers) or "none yet"
+        lines.append(f"*Resend approvals* {len(resend.approvers)}/{resend.approvals_needed}: "
+                     f"{who}")
+    blocks = [section("\n".join(lines))]
+    if resend.offered:
+        count = len(resend.clients)
+        value = ButtonValue(run_id=run.run_id, execution_id=step.execution_id or "",
+                            fingerprint=resend.fingerprint)
+        blocks.append({"type": "actions", "block_id": f"resend-{step.execution_id}",
+                       "elements": [button(
+                           f"Resend to {count} uncertain clients", ActionId.RESEND, value,
+                           "danger", (f"Resend to {count} uncertain clients?",
+                                      "Duplicates are possible: each of these clients may "
+                                      "already have its key and would get it twice. Your "
+                                      "click is one approval; the emails go out when a "
+                                      "second engineer approves."))]})
+    return blocks
 
 
 def run_summary(run: RunView) -> tuple[str, list[Block]]:
@@ -214,12 +257,15 @@ def run_summary(run: RunView) -> tuple[str, list[Block]]:
             if key in f:
                 key_facts.append(f"• {step_view.step.value}.{key}: "
                                  f"{escape(json.dumps(f[key], default=str))}")
-    state = run.status.value
+    state = run_state(run)
     text = f"Rollback {state}: summary for the post-mortem"
     blocks = [
         section(f"*Rollback {state}* — total {duration(run.created_at, run.finished_at)}"
                 + (f"\n*Stopped:* {escape(run.abort_reason)}" if run.abort_reason else "")
-                + "".join(f"\n{escape(line)}" for line in run.left_behind)),
+                + "".join(f"\n{escape(line)}" for line in run.left_behind)
+                + ("\n:warning: *Unconfirmed deliveries* (Resend on step 5, two approvals): "
+                   + ", ".join(f"`{escape(c)}`" for c in run.unconfirmed)
+                   if run.unconfirmed else "")),
         section("\n".join(lines)),
     ]
     if key_facts:

@@ -79,6 +79,7 @@ class Listeners:
         app.action(ActionId.REJECT.value)(self.on_reject)
         app.action(ActionId.RETRY.value)(self.on_retry)
         app.action(ActionId.ABORT.value)(self.on_abort)
+        app.action(ActionId.RESEND.value)(self.on_resend)
         self.follow_ups.register(app)
 
     def _reply(self, url: str | None, client: AsyncWebClient) -> Reply:
@@ -270,6 +271,10 @@ class Listeners:
     async def on_abort(self, ack: Any, body: dict[str, Any], context: dict[str, Any],
                        client: AsyncWebClient) -> None:
         await self._handle(ack, body, context, client, "abort")
+
+    async def on_resend(self, ack: Any, body: dict[str, Any], context: dict[str, Any],
+                        client: AsyncWebClient) -> None:
+        await self._handle(ack, body, context, client, "resend")
 
     async def on_reject(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
         """Reject asks why in a modal (opened at once: the trigger_id lasts 3 s); the run stops

@@ -34,6 +34,9 @@ class NamedApprovers:
             return True
         return False
 
+    async def resend(self, view: RunView, step: StepView) -> tuple[str, ...]:
+        return ()  # who may have had a key already is for people to decide, not a script
+
 
 Ask = Callable[[str], str]
 
@@ -77,3 +80,17 @@ class PromptApprovers:
                 "'abort'? ")).lower()
             if answer in ("retry", "abort"):
                 return answer == "retry"
+
+    async def resend(self, view: RunView, step: StepView) -> tuple[str, ...]:
+        clients = step.resend.clients if step.resend else ()
+        answer = (await self._ask(
+            f"  {len(clients)} unconfirmed deliveries ({', '.join(clients)}): 'resend' "
+            "(duplicates are possible; two approvals) or 'leave'? ")).lower()
+        if answer != "resend":
+            return ()
+        names: list[str] = []
+        while len(names) < 2:
+            name = await self._ask(f"  resend approval {len(names) + 1}/2 — your name: ")
+            if name and name not in names:
+                names.append(name)
+        return tuple(names)

@@ -25,6 +25,11 @@ class ApprovalSource(Protocol):
         """True: retry the step (two fresh approvals follow); False: abort the run."""
         ...
 
+    async def resend(self, view: RunView, step: StepView) -> tuple[str, ...]:
+        """Who approves resending to step 5's unconfirmed clients (duplicates are possible);
+        none: leave them unconfirmed."""
+        ...
+
 
 class FrontError(Exception):
     """The engine refused to start or continue; the message says why."""

@@ -18,6 +18,7 @@ from bot.db import repo_events
 from bot.domain.approvals import Refusal
 from bot.domain.events import Source
 from bot.domain.states import FINAL_RUN_STATUSES, RETRYABLE_STEP_STATUSES, StepStatus
+from bot.domain.steps import StepName
 from bot.domain.views import RunView, StepView
 from bot.engine.engine import Actor, Click, Engine
 from bot.terminal.decisions import ApprovalSource, FrontError
@@ -80,6 +81,8 @@ class TerminalFront:
                 await self.engine.wait_idle()
                 await self.print_new(run_id)
                 view = await self.engine.run_view(run_id)
+                if await self._offer_resend(view):
+                    continue  # the resend runs: its end is printed, then asked again if need be
                 self.say("", *status_board(view))
                 return view
             current = _current_step(view)
@@ -144,6 +147,24 @@ class TerminalFront:
                 self.say(f"  {answer.message}")
             return True
         return False
+
+    async def _offer_resend(self, view: RunView) -> bool:
+        """A run that ended with unconfirmed deliveries: the people here may resend (two
+        approvals, each a Resend click as in Slack)."""
+        step = next(s for s in view.steps if s.step is StepName.EMAIL_CLIENTS)
+        resend = step.resend
+        if resend is None or not resend.offered or step.execution_id is None \
+                or (resend.fingerprint, "resend") in self._decided:
+            return False
+        self._decided.add((resend.fingerprint, "resend"))
+        names = await self.approvals.resend(view, step)
+        for name in names:
+            answer = await self.engine.resend(Click(self.actor_for(name), view.run_id,
+                                                    step.execution_id, resend.fingerprint))
+            if not answer.accepted:
+                self.say(f"  {name}: {answer.message}")
+                return False
+        return bool(names)
 
     @staticmethod
     def _click(actor: Actor, view: RunView, step: StepView) -> Click:

@@ -131,7 +131,19 @@ def render_entry(entry: LogEntry, view: RunView) -> list[str]:
         return [f"Rollback aborted by {who}: {data.get('reason', '')}",
                 *(f"  {line}" for line in data.get("left_behind", ()))]
     if kind is EventKind.RUN_COMPLETED:
+        unconfirmed = list(data.get("unconfirmed", []))
+        if unconfirmed:
+            return ["", f"Rollback completed with {len(unconfirmed)} unconfirmed deliveries: "
+                    f"{', '.join(unconfirmed)} (Resend needs two approvals)."]
         return ["", "Rollback completed: all six steps done."]
+    if kind is EventKind.RESEND_STARTED:
+        return [f"  ▶ resending to {', '.join(data.get('clients', []))} (approved by "
+                f"{', '.join(data.get('approvers', []))}; duplicates are possible)"]
+    if kind is EventKind.RESEND_FINISHED:
+        return [f"  ↻ resend {str(data.get('status', '')).replace('_', ' ')}: "
+                f"{data.get('summary', '')}"]
+    if kind is EventKind.DELIVERIES_CONFIRMED:
+        return ["Rollback completed: every delivery is now recorded sent."]
     if kind is EventKind.TAKEN_OVER:
         return [f"⚠ taken over at the terminal by {who}: {data.get('reason', '')}"]
     return _follow_through_lines(kind, heading, data, who)

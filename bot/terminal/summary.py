@@ -20,7 +20,9 @@ def summary_text(view: RunView) -> str:
     lines = [f"Post-mortem summary of rollback {view.run_id}",
              f"  initiator: {view.initiator_name}; reason: {view.reason}",
              f"  outcome: {view.status.value}"
-             + (f" ({view.abort_reason})" if view.abort_reason else ""),
+             + (f" ({view.abort_reason})" if view.abort_reason else "")
+             + (f" — {len(view.unconfirmed)} unconfirmed deliveries: "
+                f"{', '.join(view.unconfirmed)}" if view.unconfirmed else ""),
              *(f"  {line}" for line in view.left_behind),
              f"  total: {_duration(view.created_at, view.finished_at)}"]
     for sv in view.steps:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from email.message import EmailMessage
 from typing import Protocol
 
@@ -16,8 +17,19 @@ class PermanentMailError(Exception):
     """Will not get better by trying (5xx: unknown mailbox, refused)."""
 
 
+class MarkNotWritten(Exception):
+    """`before_data` could not record the client as `sending`: the message was not handed
+    over, and the mailer passes this on as it is."""
+
+
+# Called once the message is about to be handed over for good (for SMTP: every recipient
+# accepted, just before DATA); a crash before it leaves the client safe to send again.
+BeforeData = Callable[[], Awaitable[None]]
+
+
 class Mailer(Protocol):
-    async def send(self, message: EmailMessage) -> None: ...
+    async def send(self, message: EmailMessage, before_data: BeforeData | None = None
+                   ) -> None: ...
 
     async def close(self) -> None: ...
 

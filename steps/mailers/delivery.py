@@ -1,10 +1,13 @@
 """Deliver one email per client through a mailer, at most once, with memory that stays flat.
 
 Keys are read from the target in chunks of KEY_BATCH into a small queue drained by
-`email_concurrency` workers. Each client's ledger row goes to `sending` before the hand-over and
-to `sent` / `failed` after. A worker writes a client's outcome in the same transaction as the
-next client's `sending` mark (or alone, before it waits for more work): one ledger write per
-email instead of two, and an outcome is never left unwritten while its worker is idle.
+`email_concurrency` workers. Each client's ledger row goes to `sending` as late as the mailer
+allows — the SMTP server accepted the recipient, just before DATA; just before the outbox file
+is written — durably, before the mailer goes on; and to `sent` / `failed` after. A crash before
+the mark leaves the client unmarked: nothing was handed over, a retry sends it. A worker
+writes a client's outcome in the same transaction as the next client's `sending` mark (or
+alone, before it waits for more work): one ledger write per email instead of two, and an
+outcome is never left unwritten while its worker is idle.
 Transient failures are retried with exponential backoff; when BREAKER_MIN (or twice the
 workers) clients in a row fail transiently, the mail server is taken to be down: nothing more
 is attempted, and the clients never tried stay unmarked for a retry.
@@ -29,7 +32,13 @@ import asyncpg
 from bot.domain.ledgers import NotificationRecord, NotificationStatus
 from bot.domain.step_protocol import OutputSink, StepContext, StepError
 from steps.directory import Contact
-from steps.mailers import Mailer, PermanentMailError, TransientMailError, build_mailer
+from steps.mailers import (
+    Mailer,
+    MarkNotWritten,
+    PermanentMailError,
+    TransientMailError,
+    build_mailer,
+)
 from steps.mailers.template import Template
 from steps.target_db import connect
 from steps.target_sql import KEYS_BY_NEW_HASH_SQL
@@ -190,9 +199,10 @@ class Delivery:
     async def deliver(self, mailer: Mailer, old: str, key: str, contact: Contact,
                       settle: NotificationRecord | None = None
                       ) -> tuple[NotificationRecord, bool] | None:
-        """One client's email, after its `sending` mark (written with `settle`, an earlier
-        outcome); returns its record, not yet saved, and whether it failed only transiently.
-        None when the `sending` mark could not be written: then nothing is sent."""
+        """One client's email; its `sending` mark is written (with `settle`, an earlier
+        outcome) when the mailer is about to hand the message over. Returns its record, not
+        yet saved, and whether it failed only transiently. None when the ledger could not be
+        written: then nothing is sent."""
         ctx, limit = self.ctx, self.ctx.settings.email_max_attempts
         try:
             message = self.template.render(ctx.settings, contact, key, old[:12])
@@ -200,14 +210,26 @@ class Delivery:
             failed = NotificationRecord(old, S.FAILED, contact.email, 0,
                                         f"the message could not be built: {reason_of(exc)}")
             return (failed, False) if await self._save(*([settle] if settle else [])) else None
-        sending = NotificationRecord(old, S.SENDING, contact.email, 0)
-        if not await self._save(*([settle] if settle else []), sending):
-            return None
+        pending = [settle] if settle else []  # written with the mark, or at the end
+        marked = False
+
+        async def mark_sending() -> None:
+            nonlocal marked
+            if marked:
+                return
+            if not await self._save(*pending, NotificationRecord(old, S.SENDING,
+                                                                 contact.email, 0)):
+                raise MarkNotWritten
+            marked = True
+            pending.clear()
+
         status, attempts, error, transient = S.FAILED, 0, "", False
         while attempts < limit:
             attempts += 1
             try:
-                await mailer.send(message)
+                await mailer.send(message, mark_sending)
+            except MarkNotWritten:
+                return None
             except TransientMailError as exc:
                 error, transient = str(exc), True
                 if attempts < limit:
@@ -221,6 +243,8 @@ class Delivery:
                 break
             status, error, transient = S.SENT, "", False
             break
+        if pending and not await self._save(*pending):  # never marked: nothing was sent
+            return None
         return NotificationRecord(old, status, contact.email, attempts, error or None), transient
 
 

@@ -8,6 +8,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from steps.files import make_private_dir, write_private
+from steps.mailers import BeforeData
 
 
 class OutboxMailer:
@@ -20,7 +21,9 @@ class OutboxMailer:
         tag = str(message.get("X-Rollback-Client", "client"))
         write_private(self.folder / f"{self.run_id[:8]}-{tag}.eml", message.as_bytes())
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: EmailMessage, before_data: BeforeData | None = None) -> None:
+        if before_data is not None:
+            await before_data()  # just before the file is written
         await asyncio.to_thread(self._write, message)
 
     async def close(self) -> None:

@@ -6,6 +6,10 @@ verifies its certificate like `starttls` does: a message holds a key, and an upg
 could intercept is no upgrade. Plaintext is only what the server leaves (no STARTTLS offered) or
 what the operator asks for (`none`).
 
+The transaction is spelled out (MAIL FROM, RCPT TO, then DATA) so that `before_data` runs
+after the server accepted every recipient and before DATA: until then a crash leaves nothing
+the server could deliver, so the client is safe to send again.
+
 Connections are kept and reused (one per concurrent sender) rather than opened per message:
 connect + EHLO + auth dominate the cost of a short email. A connection that saw an error is
 dropped, never reused.
@@ -19,9 +23,10 @@ import ssl
 from email.message import EmailMessage
 
 import aiosmtplib
+from aiosmtplib.email import extract_recipients, extract_sender, flatten_message
 
 from bot.settings import Settings, SmtpSecurity
-from steps.mailers import PermanentMailError, TransientMailError
+from steps.mailers import BeforeData, MarkNotWritten, PermanentMailError, TransientMailError
 
 # aiosmtplib's start_tls: True = required, None = when offered, False = never.
 START_TLS: dict[SmtpSecurity, bool | None] = {
@@ -47,7 +52,7 @@ class SmtpMailer:
             await client.login(s.smtp_username, password)
         return client
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: EmailMessage, before_data: BeforeData | None = None) -> None:
         try:
             client = self._idle.get_nowait()
         except asyncio.QueueEmpty:
@@ -55,7 +60,10 @@ class SmtpMailer:
         try:
             if client is None or not client.is_connected:
                 client = await self._connect()
-            await client.send_message(message)
+            await _transaction(client, message, before_data)
+        except MarkNotWritten:
+            await self._discard(client)  # no DATA was sent: the server delivers nothing
+            raise
         except aiosmtplib.SMTPResponseException as exc:
             await self._discard(client)
             error = PermanentMailError if 500 <= exc.code < 600 else TransientMailError
@@ -85,6 +93,35 @@ class SmtpMailer:
     async def close(self) -> None:
         while not self._idle.empty():
             await self._discard(self._idle.get_nowait())
+
+
+async def _transaction(client: aiosmtplib.SMTP, message: EmailMessage,
+                       before_data: BeforeData | None) -> None:
+    """What `send_message` does, with `before_data` between the last RCPT and DATA."""
+    sender, recipients = extract_sender(message), extract_recipients(message)
+    if sender is None or not recipients:
+        raise ValueError("a message needs a From and a To")
+    await client._ehlo_or_helo_if_needed()
+    options = ["BODY=8BITMIME"] if client.supports_extension("8BITMIME") else []
+    flat = flatten_message(message, cte_type="8bit" if options else "7bit")
+    try:
+        await client.mail(sender, options=options)
+        refused: list[aiosmtplib.SMTPRecipientRefused] = []
+        for recipient in recipients:
+            try:
+                await client.rcpt(recipient)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                refused.append(exc)
+        if refused:  # one recipient per message: any refusal means no DATA
+            raise aiosmtplib.SMTPRecipientsRefused(refused)
+        if before_data is not None:
+            await before_data()
+        await client.data(flat)
+    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused,
+            MarkNotWritten):
+        with contextlib.suppress(Exception):
+            await client.rset()
+        raise
 
 
 def _untrusted_certificate(exc: BaseException) -> bool:
