@@ -31,8 +31,8 @@ from bot.engine.executor import StepResult
 from bot.engine.journal import Journal
 from bot.engine.plans import PlanTimeout, bounded_plan, error_plan, plan_to_json, put_up_plan
 from bot.engine.recovery import OrphanVerdict, StalledRun
-from bot.engine.stops import Stops
 from bot.engine.resends import Resends
+from bot.engine.stops import Stops
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
