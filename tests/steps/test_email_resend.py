@@ -26,6 +26,8 @@ from tests.steps.conftest import sql_context
 from tests.steps.sandbox_settings import sandbox_settings
 from tests.steps.test_email_clients import smtp_settings
 
+pytestmark = pytest.mark.usefixtures("phase2_api")  # the canary tries keys on it
+
 S = NotificationStatus
 
 
