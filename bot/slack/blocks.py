@@ -257,7 +257,7 @@ def run_summary(run: RunView) -> tuple[str, list[Block]]:
             if key in f:
                 key_facts.append(f"• {step_view.step.value}.{key}: "
                                  f"{escape(json.dumps(f[key], default=str))}")
-    state = run_state(run)
+    state = run_state(run).lower()  # "Rollback aborted: …" (the board shouts ABORTED)
     text = f"Rollback {state}: summary for the post-mortem"
     blocks = [
         section(f"*Rollback {state}* — total {duration(run.created_at, run.finished_at)}"
