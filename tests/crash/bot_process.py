@@ -107,6 +107,27 @@ def base_env(fake: FakeSlack, bot_db_url: str, target_db_url: str, tmp_path: Pat
     }
 
 
+def group_alive(pgid: int) -> bool:
+    """Any live (not zombie) process in the process group `pgid`."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def held_downgrade(starts: Path, go: Path, sandbox_dir: Path, alembic: str) -> dict[str, str]:
+    """Settings for a downgrade that appends its process group id to `starts`, then waits
+    until `go` exists before it downgrades: a step that is running for as long as a test
+    needs."""
+    return {"DOWNGRADE_WORKDIR": str(sandbox_dir),
+            "DOWNGRADE_COMMAND": f"sh -c 'echo $$ >> {starts}; while [ ! -f {go} ]; do "
+                                 f"sleep 0.1; done; exec {alembic} downgrade 20260201_000006'"}
+
+
 async def start_run(bot: Bot) -> None:
     assert await bot.post(slash_command("Phase 3 broke auth", "U_ALICE", CHANNEL,
                                         CHANNEL_NAME)) == 200

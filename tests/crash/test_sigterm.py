@@ -13,8 +13,16 @@ import signal
 from pathlib import Path
 
 from bot.slack.actions import ActionId
-from tests.crash.bot_process import Bot, approve_step, base_env, revision, start_run, step_message
-from tests.crash.test_stalled_database import group_alive
+from tests.crash.bot_process import (
+    Bot,
+    approve_step,
+    base_env,
+    group_alive,
+    held_downgrade,
+    revision,
+    start_run,
+    step_message,
+)
 from tests.slackwire.fake_web_api import FakeSlack
 from tests.steps.sandbox_settings import ALEMBIC, SANDBOX_DIR
 
@@ -29,9 +37,7 @@ async def test_sigterm_stops_the_step_with_its_programs_and_the_next_bot_offers_
 ) -> None:
     starts, go = tmp_path / "starts", tmp_path / "go"
     env = {**base_env(fake_slack, bot_db_url, target_db_url, tmp_path),
-           "DOWNGRADE_WORKDIR": str(SANDBOX_DIR),
-           "DOWNGRADE_COMMAND": f"sh -c 'echo $$ >> {starts}; while [ ! -f {go} ]; do sleep 0.1;"
-                                f" done; exec {ALEMBIC} downgrade 20260201_000006'"}
+           **held_downgrade(starts, go, SANDBOX_DIR, ALEMBIC)}
     log = tmp_path / "bot.log"
     first = Bot(env, log)
     bots.append(first)

@@ -16,22 +16,19 @@ import pytest
 
 from bot.slack.actions import ActionId
 from bot.urls import libpq_url
-from tests.crash.bot_process import Bot, approve_step, base_env, revision, start_run, step_message
+from tests.crash.bot_process import (
+    Bot,
+    approve_step,
+    base_env,
+    group_alive,
+    held_downgrade,
+    revision,
+    start_run,
+    step_message,
+)
 from tests.crash.db_proxy import PausableProxy
 from tests.slackwire.fake_web_api import FakeSlack
 from tests.steps.sandbox_settings import ALEMBIC, SANDBOX_DIR
-
-
-def group_alive(pgid: int) -> bool:
-    """Any live (not zombie) process in the process group `pgid`."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
 
 
 @pytest.fixture
@@ -61,9 +58,7 @@ async def test_a_stalled_replica_kills_its_step_and_the_other_decides(
 ) -> None:
     starts, go = tmp_path / "starts", tmp_path / "go"
     env = {**base_env(fake_slack, bot_db_url, target_db_url, tmp_path),
-           "DOWNGRADE_WORKDIR": str(SANDBOX_DIR),
-           "DOWNGRADE_COMMAND": f"sh -c 'echo $$ >> {starts}; while [ ! -f {go} ]; do sleep 0.1;"
-                                f" done; exec {ALEMBIC} downgrade 20260201_000006'"}
+           **held_downgrade(starts, go, SANDBOX_DIR, ALEMBIC)}
     log = tmp_path / "bot.log"
     stalled = Bot({**env, "DATABASE_URL": proxy.url_through(bot_db_url)}, log)
     other = Bot(env, log)
