@@ -13,7 +13,13 @@ key, no join, no hash; index maintenance included), by one statement per table, 
 connections over equal shares of the pages (what this machine's cores allow).
 
     python -m bench.rotation [--sessions 1000000 --assistants 200000 --clients 100000
-                              --pages 200 --workers 3]
+                              --txn-seconds 0.5 --workers 3]
+    python -m bench.rotation --sizes 0.12M,1.2M,12M
+
+`--sizes` gives the scaling curve: at each total of rows (five sixths sessions, one sixth
+assistants, twelve rows per client, as the default target) the runbook, the floor over WORKERS
+connections and ours, each on its own copy, then one line per size. The single-statement floor
+is left out there (it is the slowest floor and says nothing the other does not).
 """
 
 from __future__ import annotations
@@ -26,12 +32,13 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import asyncpg
 
 from bot.urls import libpq_url, with_database
 from sandbox.migrate import migrate
-from steps.rotate_keys import PAGES_SQL
+from steps.target_sql import TABLE_PAGES_SQL
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 OWNED = "owner_api_key_hash IS NOT NULL"
@@ -80,7 +87,7 @@ async def copy_of(template: str, tag: str) -> str:
 async def pages_of(url: str, table: str) -> int:
     conn = await asyncpg.connect(libpq_url(url))
     try:
-        return int(await conn.fetchval(PAGES_SQL, table))
+        return int(await conn.fetchval(TABLE_PAGES_SQL, table))
     finally:
         await conn.close()
 
@@ -112,9 +119,9 @@ async def statements(url: str, parts: list[tuple[str, ...]]) -> dict[str, float]
     return {"seconds": time.perf_counter() - started}
 
 
-def ours(url: str, pages: int, workers: int) -> dict[str, float]:
+def ours(url: str, txn_seconds: float, workers: int) -> dict[str, float]:
     """Our step in a fresh process, so its peak memory is its own."""
-    out = subprocess.run([sys.executable, "-m", "bench.rotation_worker", url, str(pages),
+    out = subprocess.run([sys.executable, "-m", "bench.rotation_worker", url, str(txn_seconds),
                           str(workers)], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
@@ -165,57 +172,129 @@ def table(rows: list[tuple[str, ...]]) -> str:
     return "\n".join(lines)
 
 
+def rows_of(text: str) -> int:
+    """'0.12M' -> 120000, '12M' -> 12000000, '500k' -> 500000, '1200' -> 1200."""
+    scale = {"k": 1_000, "m": 1_000_000}.get(text[-1].lower(), 1)
+    return round(float(text[:-1] if scale > 1 else text) * scale)
+
+
+@dataclass(frozen=True)
+class Target:
+    sessions: int
+    assistants: int
+    clients: int
+
+    @classmethod
+    def of_rows(cls, rows: int) -> Target:
+        return cls(rows * 5 // 6, rows // 6, max(rows // 12, 1))
+
+    @property
+    def rows(self) -> int:
+        return self.sessions + self.assistants
+
+    def label(self) -> str:
+        return (f"{self.sessions:,} sessions, {self.assistants:,} assistants, "
+                f"{self.clients:,} clients")
+
+
+async def measure(target: Target, txn_seconds: float, workers: int, *, floor1: bool
+                  ) -> dict[str, dict[str, float]]:
+    """Each contender on its own copy of one template; the template and copies dropped after."""
+    template = f"bench_rot_{uuid.uuid4().hex[:6]}"
+    created = [template]
+    try:
+        t0 = time.perf_counter()
+        await build_template(template, target.sessions, target.assistants, target.clients)
+        print(f"built the target ({target.label()}) in {time.perf_counter() - t0:.1f} s",
+              file=sys.stderr)
+        results: dict[str, dict[str, float]] = {}
+
+        async def contender(tag: str, run: Callable[[str], Awaitable[dict[str, float]]]
+                            ) -> None:
+            url = await copy_of(template, tag)
+            created.append(f"{template}_{tag}")
+            results[tag] = await watched(f"{template}_{tag}", lambda: run(url))
+            await admin(f'DROP DATABASE IF EXISTS "{template}_{tag}" WITH (FORCE)')
+            print(f"  {tag}: {results[tag]['seconds']:.1f} s", file=sys.stderr)
+
+        await contender("runbook", lambda url: statements(url, [RUNBOOK_SQL]))
+        if floor1:
+            async def one(url: str) -> dict[str, float]:
+                return await statements(url, await floor_statements(url, 1))
+            await contender("floor1", one)
+
+        async def spread(url: str) -> dict[str, float]:
+            return await statements(url, await floor_statements(url, workers))
+        await contender("floorN", spread)
+        await contender("ours", lambda url: asyncio.to_thread(ours, url, txn_seconds, workers))
+        return results
+    finally:
+        for name in reversed(created):
+            await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def contender_table(target: Target, results: dict[str, dict[str, float]], workers: int) -> str:
+    base, mine = results["runbook"], results["ours"]
+
+    def row(label: str, result: dict[str, float]) -> tuple[str, ...]:
+        return (label, f"{result['seconds']:.1f} s",
+                f"{result['seconds'] / base['seconds']:.2f}",
+                f"{result['longest_writing_tx']:.2f} s", f"{result['longest_tx']:.2f} s")
+
+    rows = [("contender", "time", "ratio to runbook", "longest writing transaction",
+             "longest transaction"),
+            row("runbook SQL: a key per ROW (wrong), one UPDATE per table", base)]
+    if "floor1" in results:
+        rows.append(row("floor: a constant into every owned row, one UPDATE per table",
+                        results["floor1"]))
+    rows += [row(f"floor: the same over {workers} connections, equal page shares",
+                 results["floorN"]),
+             row(f"rollback-bot: a key per client ({mine['clients']:,.0f}), "
+                 f"{mine['batches']:,.0f} transactions", mine)]
+    return (f"Key rotation: {target.label()}\n\n{table(rows)}\n\nours / floor over {workers} "
+            f"connections: {mine['seconds'] / results['floorN']['seconds']:.2f}; longest "
+            f"batch as the step timed it: {mine['longest_batch_s']:.2f} s; bot peak memory "
+            f"(RSS): {mine['max_rss_mb']:.0f} MB")
+
+
+def curve_table(curve: list[tuple[Target, dict[str, dict[str, float]]]], workers: int) -> str:
+    rows: list[tuple[str, ...]] = [
+        ("rows", "clients", "runbook", f"floor, {workers} connections", "rollback-bot",
+         "ours / runbook", "ours / floor", "longest writing transaction", "bot peak RSS")]
+    for target, r in curve:
+        mine = r["ours"]
+        rows.append((f"{target.rows:,}", f"{target.clients:,}", f"{r['runbook']['seconds']:.1f} s",
+                     f"{r['floorN']['seconds']:.1f} s", f"{mine['seconds']:.1f} s",
+                     f"{mine['seconds'] / r['runbook']['seconds']:.2f}",
+                     f"{mine['seconds'] / r['floorN']['seconds']:.2f}",
+                     f"{mine['longest_writing_tx']:.2f} s", f"{mine['max_rss_mb']:.0f} MB"))
+    return table(rows)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sessions", type=int, default=1_000_000)
     parser.add_argument("--assistants", type=int, default=200_000)
     parser.add_argument("--clients", type=int, default=100_000)
-    parser.add_argument("--pages", type=int, default=200, help="ROTATION_BATCH_PAGES")
+    parser.add_argument("--sizes", default="",
+                        help="a scaling curve instead, e.g. 0.12M,1.2M,12M (rows in all)")
+    parser.add_argument("--txn-seconds", type=float, default=0.5,
+                        help="ROTATION_TARGET_TXN_SECONDS")
     parser.add_argument("--workers", type=int, default=3, help="ROTATION_WORKERS")
     args = parser.parse_args()
-    template = f"bench_rot_{uuid.uuid4().hex[:6]}"
-    created = [template]
-    try:
-        t0 = time.perf_counter()
-        await build_template(template, args.sessions, args.assistants, args.clients)
-        print(f"built the target in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-        tags = ("runbook", "floor1", "floorN", "ours")
-        copies = {tag: await copy_of(template, tag) for tag in tags}
-        created += [f"{template}_{tag}" for tag in tags]
-        base = await watched(f"{template}_runbook",
-                             lambda: statements(copies["runbook"], [RUNBOOK_SQL]))
-        floor1_sql = await floor_statements(copies["floor1"], 1)
-        floor1 = await watched(f"{template}_floor1",
-                               lambda: statements(copies["floor1"], floor1_sql))
-        floor_n_sql = await floor_statements(copies["floorN"], args.workers)
-        floor_n = await watched(f"{template}_floorN",
-                                lambda: statements(copies["floorN"], floor_n_sql))
-        mine = await watched(f"{template}_ours", lambda: asyncio.to_thread(
-            ours, copies["ours"], args.pages, args.workers))
-        print(f"Key rotation: {args.sessions:,} sessions, {args.assistants:,} assistants, "
-              f"{args.clients:,} clients; ours: {args.pages} pages per transaction, "
-              f"{args.workers} workers\n")
-
-        def row(label: str, result: dict[str, float]) -> tuple[str, ...]:
-            return (label, f"{result['seconds']:.1f} s",
-                    f"{result['seconds'] / base['seconds']:.2f}",
-                    f"{result['longest_writing_tx']:.2f} s", f"{result['longest_tx']:.2f} s")
-
-        print(table([
-            ("contender", "time", "ratio to runbook", "longest writing transaction",
-             "longest transaction"),
-            row("runbook SQL: a key per ROW (wrong), one UPDATE per table", base),
-            row("floor: a constant into every owned row, one UPDATE per table", floor1),
-            row(f"floor: the same over {args.workers} connections, equal page shares", floor_n),
-            row(f"rollback-bot: a key per client ({mine['clients']:,.0f}), {mine['batches']:,.0f}"
-                f" transactions", mine),
-        ]))
-        print(f"\nours / floor over {args.workers} connections: "
-              f"{mine['seconds'] / floor_n['seconds']:.2f}; bot peak memory (RSS): "
-              f"{mine['max_rss_mb']:.0f} MB")
-    finally:
-        for name in reversed(created):
-            await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    if not args.sizes:
+        target = Target(args.sessions, args.assistants, args.clients)
+        results = await measure(target, args.txn_seconds, args.workers, floor1=True)
+        print(contender_table(target, results, args.workers))
+        return
+    curve = []
+    for size in args.sizes.split(","):
+        target = Target.of_rows(rows_of(size.strip()))
+        results = await measure(target, args.txn_seconds, args.workers, floor1=False)
+        print(contender_table(target, results, args.workers) + "\n", flush=True)
+        curve.append((target, results))
+    print(f"Scaling ({args.workers} workers, {args.txn_seconds:g} s per transaction aimed at)"
+          f"\n\n{curve_table(curve, args.workers)}")
 
 
 if __name__ == "__main__":

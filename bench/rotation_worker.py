@@ -19,9 +19,9 @@ from bot.settings import Settings
 from steps.rotate_keys import RotateKeysStep
 
 
-async def main(url: str, pages: int, workers: int) -> None:
+async def main(url: str, txn_seconds: float, workers: int) -> None:
     settings = Settings(_env_file=None, target_database_url=url,  # type: ignore[call-arg]
-                        rotation_batch_pages=pages, rotation_workers=workers)
+                        rotation_target_txn_seconds=txn_seconds, rotation_workers=workers)
     ctx = StepContext(str(uuid.uuid4()), settings, MemoryRotationLedger(),
                       MemoryNotificationLedger())
     started = time.perf_counter()
@@ -30,9 +30,10 @@ async def main(url: str, pages: int, workers: int) -> None:
     print(json.dumps({
         "seconds": seconds, "batches": outcome.facts["batches"],
         "clients": outcome.facts["clients_rotated"],
+        "longest_batch_s": outcome.facts["longest_batch_s"],
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }))
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+    asyncio.run(main(sys.argv[1], float(sys.argv[2]), int(sys.argv[3])))

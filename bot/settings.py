@@ -120,7 +120,9 @@ class Settings(BaseSettings):
 
     # Step 4: new keys
     key_format: KeyFormat = KeyFormat.UUID4
+    rotation_target_txn_seconds: float = Field(default=0.5, gt=0, le=30)
     rotation_batch_pages: int = Field(default=200, gt=0)
+    rotation_max_batch_pages: int = Field(default=20_000, gt=0)
     rotation_workers: int = Field(default=3, gt=0)
 
     # Step 4 with KEY_MODEL=service: the new door key installed where the service reads it

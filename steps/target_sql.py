@@ -108,6 +108,141 @@ SESSIONS_OWNED_BY_SQL = """
      WHERE owner_api_key_hash = ANY($1::text[]) GROUP BY owner_api_key_hash
 """
 
+# --- step 4's key rotation ------------------------------------------------------------------
+# The work table (`rollback_bot.rotation_<rotation>`: old_hash, new_key, new_hash) is step 4's
+# own; the functions below take its qualified name.
+
+# How many heap pages a table has now.
+TABLE_PAGES_SQL = "SELECT pg_relation_size($1::regclass) / current_setting('block_size')::int"
+
+# Every old hash that still owns a row without a new key: the clients step 4 has yet to key.
+PENDING_CLIENTS_SQL = """
+    SELECT owner_api_key_hash AS old_hash FROM sessions
+     WHERE owner_api_key IS NULL AND owner_api_key_hash IS NOT NULL
+    UNION
+    SELECT owner_api_key_hash FROM assistants
+     WHERE owner_api_key IS NULL AND owner_api_key_hash IS NOT NULL
+"""
+
+PENDING_CLIENT_COUNT_SQL = f"SELECT count(*) FROM ({PENDING_CLIENTS_SQL}) p"
+
+# What step 4's plan shows: pending clients, their rows, and every owned row.
+ROTATION_COUNTS_SQL = f"""
+    WITH pending AS ({PENDING_CLIENTS_SQL})
+    SELECT (SELECT count(*) FROM pending) AS clients,
+           (SELECT count(*) FROM sessions WHERE owner_api_key IS NULL
+              AND owner_api_key_hash IS NOT NULL) AS sessions,
+           (SELECT count(*) FROM assistants WHERE owner_api_key IS NULL
+              AND owner_api_key_hash IS NOT NULL) AS assistants,
+           (SELECT count(*) FROM sessions WHERE owner_api_key_hash IS NOT NULL)
+         + (SELECT count(*) FROM assistants WHERE owner_api_key_hash IS NOT NULL) AS owned_rows
+"""
+
+# $1 new hashes -> those on some row (a ledger entry whose key reached the target).
+NEW_HASHES_PRESENT_SQL = """
+    SELECT owner_api_key_hash AS h FROM sessions WHERE owner_api_key_hash = ANY($1)
+    UNION SELECT owner_api_key_hash FROM assistants WHERE owner_api_key_hash = ANY($1)
+"""
+
+# $1 old hashes -> those still owning a row without a new key.
+OLD_HASHES_PENDING_SQL = """
+    SELECT owner_api_key_hash AS h FROM sessions
+     WHERE owner_api_key_hash = ANY($1) AND owner_api_key IS NULL
+    UNION SELECT owner_api_key_hash FROM assistants
+     WHERE owner_api_key_hash = ANY($1) AND owner_api_key IS NULL
+"""
+
+# Keys made inside the target: never in the bot's memory, logs or database.
+NEW_KEY_SQL = {
+    "uuid4": "gen_random_uuid()::text",
+    # 244 random bits (two UUID4s) hashed to 43 URL-safe characters; no pgcrypto needed.
+    "token": "rtrim(translate(encode(sha256((gen_random_uuid()::text || "
+             "gen_random_uuid()::text)::bytea), 'base64'), '+/', '-_'), '=')",
+}
+
+
+# Enough memory to hash the distinct owners when the keys are made (one transaction).
+HASH_OWNERS_WORK_MEM_SQL = "SET LOCAL work_mem = '64MB'"
+
+
+def create_work_schema_sql(schema: str) -> str:
+    return f"CREATE SCHEMA IF NOT EXISTS {schema}"
+
+
+def drop_work_schema_sql(schema: str) -> str:
+    """Fails (DependentObjectsStillExist) while another rotation's work table is in it."""
+    return f"DROP SCHEMA IF EXISTS {schema}"
+
+
+def drop_work_table_sql(work: str) -> str:
+    return f"DROP TABLE IF EXISTS {work}"
+
+
+def analyze_sql(work: str) -> str:
+    return f"ANALYZE {work}"
+
+
+def create_work_table_sql(work: str) -> str:
+    return (f"CREATE TABLE IF NOT EXISTS {work} (old_hash text NOT NULL, new_key text NOT NULL,"
+            f" new_hash text NOT NULL)")
+
+
+def work_table_index_sql(work: str, column: str) -> str:
+    """A unique index on one column of the work table, built once its rows are in."""
+    return (f"CREATE UNIQUE INDEX IF NOT EXISTS {work.split('.')[1]}_{column} "
+            f"ON {work} ({column})")
+
+
+def work_new_hashes_sql(work: str) -> str:
+    return f"SELECT new_hash FROM {work}"
+
+
+def work_pairs_sql(work: str) -> str:
+    """old hash -> new hash of every client in the work table (never the key)."""
+    return f"SELECT old_hash, new_hash FROM {work}"
+
+
+def make_keys_sql(work: str, key_format: str) -> str:
+    """Every pending client without a key in the work table gets one (its sha256 beside it).
+    GROUP BY rather than UNION: the planner then hashes the distinct owners instead of
+    sorting every row."""
+    return f"""
+        INSERT INTO {work} (old_hash, new_key, new_hash)
+        SELECT old_hash, new_key, encode(sha256(new_key::bytea), 'hex')
+          FROM (SELECT p.old_hash, {NEW_KEY_SQL[key_format]} AS new_key
+                  FROM (SELECT owner_api_key_hash AS old_hash FROM sessions
+                         WHERE owner_api_key IS NULL AND owner_api_key_hash IS NOT NULL
+                        UNION ALL
+                        SELECT owner_api_key_hash FROM assistants
+                         WHERE owner_api_key IS NULL AND owner_api_key_hash IS NOT NULL) p
+                 WHERE NOT EXISTS (SELECT 1 FROM {work} w WHERE w.old_hash = p.old_hash)
+                 GROUP BY p.old_hash) k
+    """
+
+
+def adopt_keys_sql(work: str) -> str:
+    """Ledger pairs ($1 old, $2 new) of clients with rows both re-keyed and not: the key of a
+    re-keyed row, so that the rest gets the same one."""
+    return f"""
+        INSERT INTO {work} (old_hash, new_key, new_hash)
+        SELECT p.old, r.key, p.new FROM unnest($1::text[], $2::text[]) AS p(old, new)
+          JOIN ({PENDING_CLIENTS_SQL}) AS pending ON pending.old_hash = p.old
+          CROSS JOIN LATERAL ({KEY_OF_HASH_SQL.replace("$1", "p.new")}) AS r(key)
+        ON CONFLICT DO NOTHING
+    """
+
+
+def rekey_pages_sql(table: str, work: str) -> str:
+    """One range of heap pages ($1 <= page < $2) of `table`, re-keyed from the work table."""
+    return f"""
+        UPDATE {table} AS t SET owner_api_key = w.new_key, owner_api_key_hash = w.new_hash
+          FROM {work} AS w
+         WHERE t.ctid >= format('(%s,0)', $1::bigint)::tid
+           AND t.ctid < format('(%s,0)', $2::bigint)::tid
+           AND t.owner_api_key_hash = w.old_hash
+    """
+
+
 # --- step 4's key rotation: what a stopped run left -----------------------------------------
 
 # $1 the work table's qualified name: is it (still) in the target?

@@ -91,7 +91,8 @@ def settings_for_run(phase2_target_url: str, tmp_path: Path, smtp_server: SmtpSe
         return sandbox_settings(
             phase2_target_url, tmp_path, mailer="smtp", smtp_host=smtp_server.host,
             smtp_port=smtp_server.port, client_directory=directory or sandbox_seed.directory_csv,
-            rotation_batch_pages=1, rotation_workers=1, step_lease_seconds=3.0,
+            rotation_batch_pages=1, rotation_max_batch_pages=1, rotation_workers=1,
+            step_lease_seconds=3.0,
             step_timeout_seconds=120, plan_timeout_seconds=30)
     return make
 

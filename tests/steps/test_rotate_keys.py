@@ -95,11 +95,11 @@ async def test_one_key_per_client_page_by_page(
     caplog.set_level(logging.DEBUG)
     await add_padded_clients(phase2_target_url)
     ctx = memory_context(sandbox_settings(phase2_target_url, tmp_path, rotation_batch_pages=2,
-                                          rotation_workers=2))
+                                          rotation_max_batch_pages=2, rotation_workers=2))
     step = RotateKeysStep()
     before = await owned_rows(phase2_target_url)
     plan = await step.plan(ctx)
-    assert dict(plan.facts) == {"clients": 12, "batch_pages": 2, "workers": 2,
+    assert dict(plan.facts) == {"clients": 12, "txn_seconds": 0.5, "workers": 2,
                                 "key_format": "uuid4"}
     assert dict(plan.volatile) == {"sessions": 78, "assistants": 6}  # shown, not approved
     assert plan.details[0] == "12 clients: 78 sessions, 6 assistants"
@@ -112,8 +112,10 @@ async def test_one_key_per_client_page_by_page(
     assert lines[0].startswith("new keys for 12 clients made in the target (rollback_bot.")
     batches = [line for line in lines if line.startswith("batch ")]
     assert len(batches) == outcome.facts["batches"] >= 6, "the sessions span several ranges"
-    assert {re.sub(r"^batch \d+/", "", line).split(":")[0] for line in batches} \
-        == {str(len(batches))}
+    assert [int(re.match(r"batch (\d+): ", line)[1]) for line in batches] \
+        == list(range(1, len(batches) + 1))  # type: ignore[index]
+    assert batches[-1].endswith("(100% of pages)")
+    assert all(re.search(r"re-keyed in \d+\.\d\d s \(\d+% of pages\)$", line) for line in batches)
     assert lines[-1] == "sweep: no row written meanwhile"
     assert {k: outcome.facts[k] for k in ("clients_rotated", "sessions_updated",
                                           "assistants_updated")} == {
@@ -189,7 +191,7 @@ async def test_crash_between_page_ranges_keeps_one_key_per_client(
     rest after; every client still ends with one key on all its rows."""
     await add_padded_clients(phase2_target_url)
     ctx = memory_context(sandbox_settings(phase2_target_url, tmp_path, rotation_batch_pages=1,
-                                          rotation_workers=1))
+                                          rotation_max_batch_pages=1, rotation_workers=1))
     before = await owned_rows(phase2_target_url)
     with pytest.raises(asyncio.CancelledError):
         await RotateKeysStep().run(ctx, DyingSink(die_at=3, prefix="batch "))
@@ -212,7 +214,7 @@ async def test_a_lost_work_table_is_rebuilt_from_the_rows_already_re_keyed(
     await add_padded_clients(phase2_target_url)
     await add_padded_clients(phase2_target_url, clients=2, tag="late")  # on the last pages
     ctx = memory_context(sandbox_settings(phase2_target_url, tmp_path, rotation_batch_pages=1,
-                                          rotation_workers=1))
+                                          rotation_max_batch_pages=1, rotation_workers=1))
     before = await owned_rows(phase2_target_url)
     with pytest.raises(asyncio.CancelledError):
         await RotateKeysStep().run(ctx, DyingSink(die_at=2, prefix="batch "))
@@ -243,7 +245,7 @@ async def test_rows_written_with_an_old_hash_meanwhile_are_swept(
     old_hash = next(iter(before.values()))[0]
 
     def service_writes(line: str) -> None:
-        if line.startswith("batch 1/"):
+        if line.startswith("batch 1: "):
             subprocess.run(["psql", "-q", libpq_url(phase2_target_url), "-c",
                             "INSERT INTO sessions (id, model, owner_api_key, owner_api_key_hash)"
                             f" VALUES (gen_random_uuid(), 'claude-sonnet-4', 'old-plaintext-key',"

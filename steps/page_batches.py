@@ -1,0 +1,97 @@
+"""Step 4's page ranges, sized by time: each write transaction aims at a target duration.
+
+A fixed number of pages per transaction holds row locks for as long as this machine, today,
+needs for them: twice as long on a machine twice as slow or twice as loaded. Instead every
+range is cut when a worker is ready for it, from what the last ranges of the same table cost:
+
+- a slow-down counts at once (the next range is cut from the slowest recent cost per page);
+- a speed-up counts by halves, and a range at most doubles from the last one, so one lucky fast
+  range cannot make the next one long;
+- a range is never below one page nor above the configured most.
+
+Pure: no I/O, no clock. `steps.rotate_keys` measures and reports; the tables of cases are in
+`tests/steps/test_page_batches.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+OPEN_END = 2**31 - 1  # a TID's page number past any real one
+
+
+@dataclass(frozen=True)
+class PageRange:
+    table: str
+    first: int
+    end: int  # exclusive; OPEN_END takes whatever pages the table has gained since
+    pages: int  # of the table when the range was cut
+
+    @property
+    def size(self) -> int:
+        """Pages of the table this range covers (an open end counts what was measured)."""
+        return min(self.end, self.pages) - self.first
+
+    def label(self) -> str:
+        last = self.pages if self.end == OPEN_END else self.end
+        return f"{self.table} pages {self.first:,}-{last - 1:,} of {self.pages:,}"
+
+
+@dataclass
+class BatchSizer:
+    """How many pages the next transaction of one table should take to last `target` seconds."""
+
+    target: float
+    first: int
+    most: int
+    _cost: float | None = None  # seconds per page: recent, leaning to the slowest
+    _last: int = 0
+
+    def pages(self) -> int:
+        if self._cost is None:
+            wanted = self.first
+        else:
+            wanted = int(self.target / self._cost) if self._cost > 0 else self.most
+            wanted = min(wanted, 2 * max(self._last, 1))
+        return max(1, min(wanted, self.most))
+
+    def observe(self, pages: int, seconds: float) -> None:
+        """A transaction over `pages` pages took `seconds`."""
+        if pages <= 0:
+            return
+        cost = max(seconds, 0.0) / pages
+        if self._cost is None or cost >= self._cost:
+            self._cost = cost
+        else:
+            self._cost = (self._cost + cost) / 2
+        self._last = pages
+
+
+@dataclass
+class PageCursor:
+    """Cuts the next range off the tables, in order, each table's ranges sized by its sizer.
+    With `open_end` the last range of a table also takes the pages it has gained since."""
+
+    sizes: dict[str, int]
+    sizers: dict[str, BatchSizer]
+    open_end: bool = False
+    _table: int = 0
+    _next: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.sizes.values())
+
+    def take(self) -> PageRange | None:
+        tables = list(self.sizes)
+        while self._table < len(tables):
+            table = tables[self._table]
+            pages = self.sizes[table]
+            if self._next < pages:
+                end = min(self._next + self.sizers[table].pages(), pages)
+                cut = PageRange(table, self._next,
+                                OPEN_END if self.open_end and end == pages else end, pages)
+                self._next = end
+                return cut
+            self._table, self._next = self._table + 1, 0
+        return None
