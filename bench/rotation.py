@@ -253,8 +253,9 @@ def contender_table(target: Target, results: dict[str, dict[str, float]], worker
                  f"{mine['batches']:,.0f} transactions", mine)]
     return (f"Key rotation: {target.label()}\n\n{table(rows)}\n\nours / floor over {workers} "
             f"connections: {mine['seconds'] / results['floorN']['seconds']:.2f}; longest "
-            f"batch as the step timed it: {mine['longest_batch_s']:.2f} s; bot peak memory "
-            f"(RSS): {mine['max_rss_mb']:.0f} MB")
+            f"batch as the step timed it: {mine['longest_batch_s']:.2f} s; ours by phase: keys "
+            f"{mine['keys_s']:.1f} s, pages {mine['pages_s']:.1f} s, sweep and check "
+            f"{mine['sweep_s']:.1f} s; bot peak memory (RSS): {mine['max_rss_mb']:.0f} MB")
 
 
 def curve_table(curve: list[tuple[Target, dict[str, dict[str, float]]]], workers: int) -> str:

@@ -25,12 +25,22 @@ async def main(url: str, txn_seconds: float, workers: int) -> None:
     ctx = StepContext(str(uuid.uuid4()), settings, MemoryRotationLedger(),
                       MemoryNotificationLedger())
     started = time.perf_counter()
-    outcome = await RotateKeysStep().run(ctx, lambda _line: None)
+    marks: dict[str, float] = {}
+
+    def mark(line: str) -> None:  # when each phase ended, from the lines the step prints
+        for prefix, phase in (("new keys", "keys"), ("batch ", "pages")):
+            if line.startswith(prefix):
+                marks[phase] = time.perf_counter() - started
+
+    outcome = await RotateKeysStep().run(ctx, mark)
     seconds = time.perf_counter() - started
     print(json.dumps({
         "seconds": seconds, "batches": outcome.facts["batches"],
         "clients": outcome.facts["clients_rotated"],
         "longest_batch_s": outcome.facts["longest_batch_s"],
+        "keys_s": marks.get("keys", 0.0),
+        "pages_s": marks.get("pages", 0.0) - marks.get("keys", 0.0),
+        "sweep_s": seconds - marks.get("pages", 0.0),
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }))
 

@@ -12,10 +12,11 @@ gives every ROW its own key — a bug). The step works in three phases, each res
    it holds its row locks about `ROTATION_TARGET_TXN_SECONDS` on any machine, slow or loaded
    (`steps.page_batches`). Visiting rows where they lie, instead of client by client across the
    whole table, is what lets this beat the runbook's own single UPDATE (README "Performance").
-3. Sweep. The same join once more over every page the tables now have (sized the same way,
-   starting ten times larger: almost nothing matches) re-keys rows written with an old hash
-   while the pages were visited, or moved by the service. Not through the hash index: after
-   phase 2 every old hash there points at ten dead row versions. Then the work table is dropped.
+3. Sweep. The same join once more over every page the tables now have (ranges sized the same
+   way by their own cost; almost nothing matches, so the work table is hashed per range rather
+   than probed per row) re-keys rows written with an old hash while the pages were visited, or
+   moved by the service. Not through the service's hash index: after phase 2 every old hash
+   there points at ten dead row versions. Then the work table is dropped.
 
 A crash anywhere leaves either the work table (phase 1 is redone from it: the same keys) or keys
 already on rows. If the work table was lost, keys already applied are adopted back from the rows
@@ -46,7 +47,6 @@ from steps.target_db import connect
 TABLES = ("sessions", "assistants")
 WORK_SCHEMA = "rollback_bot"
 LEDGER_CHUNK = 5_000  # pairs per ledger transaction
-SWEEP_SCALE = 10  # the sweep's first ranges, in first batches: almost no row matches there
 
 
 def _target_error(what: str, exc: Exception) -> StepError:
@@ -78,13 +78,12 @@ async def work_table_exists(conn: asyncpg.Connection, table: str) -> bool:
 
 
 def cursor(settings: Settings, sizes: dict[str, int], *, sweep: bool = False) -> PageCursor:
-    """Ranges over these tables' pages, each transaction sized to last the target time; the
-    sweep's start larger, and its last range of a table takes the pages gained since."""
-    first = settings.rotation_batch_pages * (SWEEP_SCALE if sweep else 1)
-    most = max(settings.rotation_max_batch_pages, first) if sweep else \
-        settings.rotation_max_batch_pages
+    """Ranges over these tables' pages, each transaction sized to last the target time (a
+    sweep's ranges by their own cost: almost no row matches there); a sweep's last range of a
+    table also takes the pages it has gained since."""
     return PageCursor(sizes, {t: BatchSizer(settings.rotation_target_txn_seconds,
-                                            min(first, most), most) for t in sizes},
+                                            settings.rotation_batch_pages,
+                                            settings.rotation_max_batch_pages) for t in sizes},
                       open_end=sweep)
 
 
@@ -189,10 +188,10 @@ class RotateKeysStep:
                                       "duration_s": round(time.monotonic() - started, 3)})
             async with connect(url) as conn:
                 pages = cursor(s, await table_pages(conn))
-            rewritten = await self._rewrite(ctx, work, pages, emit)
+            rewritten = await self._rewrite(ctx, work, pages, emit, by_index=True)
             async with connect(url) as conn:
                 sweep = cursor(s, await table_pages(conn), sweep=True)
-            swept = await self._rewrite(ctx, work, sweep, None)
+            swept = await self._rewrite(ctx, work, sweep, None, by_index=False)
             late = sum(swept.updated.values())
             emit("sweep: no row written meanwhile" if not late else
                  f"sweep: {late:,} row{'' if late == 1 else 's'} written meanwhile re-keyed")
@@ -255,9 +254,11 @@ class RotateKeysStep:
         return len(pairs)
 
     async def _rewrite(self, ctx: StepContext, work: str, pages: PageCursor,
-                       emit: OutputSink | None) -> Rewritten:
+                       emit: OutputSink | None, *, by_index: bool) -> Rewritten:
         """Re-keys the rows of the cursor's ranges, in order, several ranges at once; each
-        range is cut when a worker takes it, sized by what the last ones of its table cost."""
+        range is cut when a worker takes it, sized by what the last ones of its table cost.
+        `by_index`: where nearly every row matches, each is joined to the work table through
+        its index; the sweep, where almost none does, hashes the work table once per range."""
         url = ctx.settings.target_database_url.get_secret_value()
         done = Rewritten(dict.fromkeys(TABLES, 0))
         pages_done = 0
@@ -265,6 +266,8 @@ class RotateKeysStep:
         async def worker() -> None:
             nonlocal pages_done
             async with connect(url) as conn:
+                if by_index:
+                    await conn.execute(sql.PROBE_WORK_TABLE_BY_INDEX_SQL)
                 while (item := pages.take()) is not None:
                     began = time.monotonic()
                     status = await conn.execute(sql.rekey_pages_sql(item.table, work),
