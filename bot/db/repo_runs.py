@@ -93,15 +93,37 @@ async def set_current_step(session: AsyncSession, run_id: str, step: StepName) -
 
 async def finish_run(
     session: AsyncSession, run_id: str, status: RunStatus, reason: str | None
-) -> None:
-    await session.execute(
+) -> bool:
+    """End an active run; False when it had already ended (a concurrent transition's update
+    is waited for and the condition read again, so of two at once exactly one is True)."""
+    result = await session.execute(
         update(RollbackRun).where(RollbackRun.id == _uuid(run_id),
                                   RollbackRun.status == RunStatus.ACTIVE.value)
         .values(status=status.value, abort_reason=reason, finished_at=_now())
+        .returning(RollbackRun.id)
     )
+    return result.scalar() is not None
 
 
 # --- step executions --------------------------------------------------------------------------
+
+async def attempt_is_open(
+    session: AsyncSession, run_id: str, step: StepName, attempt: int,
+) -> bool:
+    """Lock the run's row and say whether `attempt` of `step` is still to be created: the run
+    is active and the step has no such attempt yet. Every transition that puts a step up
+    (a step's end, recovery of a stalled run, a Retry, on any replica) queues on this lock, so
+    the second one reads what the first committed. False: someone else got there first.
+    `FOR NO KEY UPDATE`: events and leases of the run go on meanwhile (they only reference it)."""
+    status = (await session.execute(
+        select(RollbackRun.status).where(RollbackRun.id == _uuid(run_id))
+        .with_for_update(key_share=True)  # FOR NO KEY UPDATE
+    )).scalar()
+    if status != RunStatus.ACTIVE.value:
+        return False
+    latest = await latest_execution(session, run_id, step)
+    return latest is None or latest.attempt < attempt
+
 
 async def create_step_execution(
     session: AsyncSession, run_id: str, step: StepName, attempt: int, plan: dict[str, Any],

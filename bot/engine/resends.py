@@ -200,11 +200,14 @@ class Resends:
         self.journal.changed(run_id)
 
     async def complete_run(self, run_id: str) -> None:
-        """Every step done: completed, or completed with N unconfirmed deliveries."""
+        """Every step done: completed, or completed with N unconfirmed deliveries. Once: a
+        run another transition (here or on another replica) already ended is left as it is."""
         async with self.journal.sessions() as session, session.begin():
             clients = await repo_resends.unconfirmed_clients(session, run_id)
             status = RunStatus.COMPLETED_UNCONFIRMED if clients else RunStatus.COMPLETED
-            await repo_runs.finish_run(session, run_id, status, None)
+            if not await repo_runs.finish_run(session, run_id, status, None):
+                log.info("run %s had already ended: not completed again", run_id)
+                return
             await repo_events.append_event(
                 session, run_id, "bot", Source.BOT, EventKind.RUN_COMPLETED, None,
                 {"unconfirmed": prefixes(clients)} if clients else {})

@@ -92,9 +92,16 @@ class Transitions:
         return Answer(True, "rollback started", run_id=run_id)
 
     async def prepare_step(self, run_id: str, step: StepName, attempt: int) -> None:
-        """Compute the step's live plan and put it up for approval."""
+        """Compute the step's live plan and put it up for approval, unless it is up already
+        (the step's end and a watcher that found the run stalled, here or on another replica,
+        may both get here) or the run ended. The plan is made before the run's row is locked:
+        it may wait on the target."""
         plan = await put_up_plan(self.steps[step], await self.contexts.for_run(run_id))
         async with self.journal.sessions() as session, session.begin():
+            if not await repo_runs.attempt_is_open(session, run_id, step, attempt):
+                log.info("%s attempt %d of run %s not put up: already up, or the run ended",
+                         step.value, attempt, run_id)
+                return
             execution = await repo_runs.create_step_execution(
                 session, run_id, step, attempt, plan_to_json(plan), plan.fingerprint
             )
