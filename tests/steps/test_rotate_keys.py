@@ -343,3 +343,40 @@ async def test_a_target_still_at_phase3_is_refused_in_one_sentence(
     ctx = memory_context(sandbox_settings(target_db_url, tmp_path))
     with pytest.raises(StepError, match="cannot count clients on the target: 42703"):
         await RotateKeysStep().plan(ctx)
+
+
+async def test_a_target_slow_to_write_gets_short_transactions(
+    phase2_target_url: str, tmp_path: Path,
+) -> None:
+    """Every row of the target costs 20 ms to write (a trigger sleeps): after the first range
+    has shown it, each range is cut to what the target time allows. Sleeping only adds time, so
+    the sizes are bounded whatever the machine's speed: no timing is asserted."""
+    await add_padded_clients(phase2_target_url, clients=6, rows_each=20)
+    conn = await asyncpg.connect(libpq_url(phase2_target_url))
+    try:
+        await conn.execute("""
+            CREATE FUNCTION slow_write() RETURNS trigger LANGUAGE plpgsql AS
+              $$ BEGIN PERFORM pg_sleep(0.02); RETURN NEW; END $$;
+            CREATE TRIGGER slow_write BEFORE UPDATE ON sessions
+              FOR EACH ROW EXECUTE FUNCTION slow_write()""")
+        per_page = [r["n"] for r in await conn.fetch("""
+            SELECT (ctid::text::point)[0] AS page, count(*) AS n FROM sessions
+             WHERE owner_api_key_hash IS NOT NULL GROUP BY 1 ORDER BY 1""")]
+    finally:
+        await conn.close()
+    fewest = min(per_page[:-1])  # the last page may be partly filled; no range comes after it
+    most = int(0.25 / (fewest * 0.02))
+    assert most < 8, "the slow-down must be large enough to show"
+    ctx = memory_context(sandbox_settings(
+        phase2_target_url, tmp_path, rotation_target_txn_seconds=0.25, rotation_batch_pages=8,
+        rotation_workers=1))
+    before = await owned_rows(phase2_target_url)
+    lines: list[str] = []
+    await RotateKeysStep().run(ctx, lines.append)
+
+    sizes = [int(last.replace(",", "")) - int(first.replace(",", "")) + 1 for first, last in
+             re.findall(r": sessions pages ([\d,]+)-([\d,]+) of", "\n".join(lines))]
+    assert sizes[0] == 8, "the first range: ROTATION_BATCH_PAGES, nothing measured yet"
+    assert len(sizes) >= 4 and all(size <= most for size in sizes[1:]), sizes
+    clients = keys_by_old_hash(before, await owned_rows(phase2_target_url))
+    assert_one_key_per_client(clients, await ctx.rotations.mapping(ctx.run_id))
