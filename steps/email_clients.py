@@ -6,6 +6,9 @@ mailer. The ledger row goes to `sending` before the mailer is called and to `sen
 after: a `sending` row found later means the bot died mid-send and delivery is uncertain, so it
 is reported, never re-sent blindly.
 
+A run after a closed rotation has its own, empty one: step 4 found every row keyed. Its step 5
+then says which run's rotation keyed and mailed everyone, is done (its check), and mails nobody.
+
 The sending itself (worker pool, retries, breaker) is `steps.mailers.delivery`.
 """
 
@@ -15,8 +18,10 @@ import time
 from collections.abc import Mapping, Sequence
 
 from bot.domain.ledgers import (
+    ClosedRotationRecord,
     NotificationRecord,
     NotificationStatus,
+    closed_line,
     continuing_line,
     rotation_progress,
 )
@@ -29,7 +34,7 @@ from steps.mail_canary import canary, canary_plan_line
 from steps.mailers.delivery import Delivery
 from steps.mailers.template import Template, masked
 from steps.service_key import mailable
-from steps.target_db import owner_hashes
+from steps.target_db import clients_without_key, owner_hashes
 
 __all__ = ["EmailClientsStep", "Template", "masked"]
 
@@ -57,9 +62,12 @@ class EmailClientsStep:
 
     async def plan(self, ctx: StepContext) -> Plan:
         s = ctx.settings
+        mapping = await ctx.rotations.mapping(ctx.rotation_id)
+        closed = await _closed_before(ctx, mapping)
+        if closed is not None:
+            return _nothing_left_plan(s, closed)
         template = Template.load(s)
         directory = await load_directory(s)
-        mapping = await ctx.rotations.mapping(ctx.rotation_id)
         records = await ctx.notifications.records(ctx.rotation_id)
         continuing = ((continuing_line(ctx.rotation_id, rotation_progress(mapping, records)),)
                       if ctx.continues_rotation else ())
@@ -86,8 +94,11 @@ class EmailClientsStep:
         )
 
     async def check(self, ctx: StepContext) -> CheckResult:
-        directory = await load_directory(ctx.settings)
         mapping = await ctx.rotations.mapping(ctx.rotation_id)
+        closed = await _closed_before(ctx, mapping)
+        if closed is not None:
+            return CheckResult(True, closed_line(closed))
+        directory = await load_directory(ctx.settings)
         records = await ctx.notifications.records(ctx.rotation_id)
         mapping, directory, _ = await _recipients(ctx, directory, mapping)
         if not mapping:
@@ -103,13 +114,18 @@ class EmailClientsStep:
     async def run(self, ctx: StepContext, emit: OutputSink) -> Outcome:
         s = ctx.settings
         started = time.monotonic()
+        mapping = await ctx.rotations.mapping(ctx.rotation_id)
+        if not mapping:
+            closed = await _closed_before(ctx, mapping)
+            if closed is None:
+                raise StepError("the rotation ledger is empty: run step 4 first")
+            emit(closed_line(closed))
+            return Outcome(summary=f"nobody mailed: {closed_line(closed)}",
+                           facts={"sent_now": 0, "closed_rotation": closed.rotation_id[:8]})
         template = Template.load(s)
         directory = await load_directory(s)
         for problem in directory.problems[:20]:
             emit(f"client directory: {problem}")
-        mapping = await ctx.rotations.mapping(ctx.rotation_id)
-        if not mapping:
-            raise StepError("the rotation ledger is empty: run step 4 first")
         mapping, directory, refused = await _recipients(ctx, directory, mapping)
         for old in refused:
             emit(f"client {old[:8]}: not mailed, KEY_MODEL=service and its new key is not the "
@@ -184,6 +200,32 @@ class EmailClientsStep:
                             + "".join(f" {p}." for p in delivery.problems)
                             + " They stay unconfirmed: Resend again needs two approvals.")
         return Outcome(summary=summary, facts=facts)
+
+
+async def _closed_before(ctx: StepContext, mapping: Mapping[str, str]
+                         ) -> ClosedRotationRecord | None:
+    """The rotation an earlier run closed, when this run's own keyed nobody because every
+    client already holds its key from that one: nothing is left to mail. None when this
+    rotation keyed someone, when no rotation was ever closed, or when clients still wait for a
+    key (step 4 has yet to run: a rollback after a new Phase 3)."""
+    if mapping:
+        return None
+    closed = await ctx.rotations.last_closed()
+    if closed is None:
+        return None
+    url = ctx.settings.target_database_url.get_secret_value()
+    return closed if await clients_without_key(url) == 0 else None
+
+
+def _nothing_left_plan(s: Settings, closed: ClosedRotationRecord) -> Plan:
+    line = closed_line(closed)
+    return Plan(
+        step=StepName.EMAIL_CLIENTS, summary=line,
+        facts={"recipients": 0, "closed_rotation": closed.rotation_id[:8],
+               "already_sent": closed.progress.mailed, "mailer": s.mailer.value},
+        details=(line, "this step's check is done: once approved it is recorded as already "
+                       "done, and nobody is mailed"),
+    )
 
 
 def _refused_rows(directory: Directory, shown: int = 5) -> tuple[str, ...]:

@@ -26,6 +26,7 @@ from steps.target_sql import (
     COLUMN_EXISTS_SQL,
     DATABASE_SIZE_SQL,
     OWNER_HASHES_SQL,
+    PENDING_CLIENT_COUNT_SQL,
     SERVER_VERSION_NUM_SQL,
     WORK_SCHEMA_PRIVILEGE_SQL,
 )
@@ -106,6 +107,16 @@ async def owner_hashes(url: str) -> set[str]:
 
 async def owner_hashes_on(conn: asyncpg.Connection) -> set[str]:
     return {r["hash"] for r in await conn.fetch(OWNER_HASHES_SQL)}
+
+
+async def clients_without_key(url: str) -> int | None:
+    """How many clients still own rows without a new key (step 4's work left); None before the
+    downgrade, when there is no owner_api_key column yet: every client is still to be keyed."""
+    async with connect(url) as conn:
+        try:
+            return int(await conn.fetchval(PENDING_CLIENT_COUNT_SQL))
+        except asyncpg.UndefinedColumnError:
+            return None
 
 
 @dataclass(frozen=True)

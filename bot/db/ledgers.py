@@ -20,8 +20,9 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.db import repo_rotations
 from bot.db.models import KeyRotation, Notification
-from bot.domain.ledgers import NotificationRecord, NotificationStatus
+from bot.domain.ledgers import ClosedRotationRecord, NotificationRecord, NotificationStatus
 from bot.domain.step_protocol import LeaseLost
 
 
@@ -111,6 +112,10 @@ class SqlRotationLedger:
             await session.execute(delete(KeyRotation).where(
                 KeyRotation.run_id == uuid.UUID(run_id), KeyRotation.old_hash.in_(hashes)
             ))
+
+    async def last_closed(self) -> ClosedRotationRecord | None:
+        async with self.sessions() as session:
+            return await repo_rotations.last_closed(session)
 
 
 class SqlNotificationLedger:

@@ -17,7 +17,12 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import ClosedRotation, KeyRotation, Notification, RollbackRun, StepExecution
-from bot.domain.ledgers import OPENS_ROTATION, NotificationStatus, RotationProgress
+from bot.domain.ledgers import (
+    OPENS_ROTATION,
+    ClosedRotationRecord,
+    NotificationStatus,
+    RotationProgress,
+)
 
 
 def _uuid(value: str | uuid.UUID) -> uuid.UUID:
@@ -75,6 +80,27 @@ async def progress(session: AsyncSession, rotation_id: str) -> RotationProgress:
     return RotationProgress(keyed=keyed, mailed=status.get(NotificationStatus.SENT.value, 0),
                             no_contact=status.get(NotificationStatus.NO_CONTACT.value, 0),
                             uncertain=status.get(NotificationStatus.SENDING.value, 0))
+
+
+async def last_closed(session: AsyncSession) -> ClosedRotationRecord | None:
+    """The latest closed rotation that keyed any client, with the counts recorded at closure
+    (read from its ledgers when the record has none: closed by migration 0002_adopt)."""
+    keyed = exists(select(KeyRotation.old_hash)
+                   .where(KeyRotation.run_id == ClosedRotation.rotation_id))
+    closed = (await session.execute(
+        select(ClosedRotation).where(keyed)
+        .order_by(ClosedRotation.closed_at.desc()).limit(1))).scalar()
+    if closed is None:
+        return None
+    facts = closed.facts
+    counts = (RotationProgress(keyed=int(facts["clients_keyed"]),
+                               mailed=int(facts.get("mailed", 0)),
+                               no_contact=int(facts.get("no_contact", 0)),
+                               uncertain=int(facts.get("uncertain", 0)))
+              if "clients_keyed" in facts else await progress(session, str(closed.rotation_id)))
+    return ClosedRotationRecord(rotation_id=str(closed.rotation_id),
+                                closed_in_run=str(closed.closed_in_run),
+                                closed_at=closed.closed_at, progress=counts)
 
 
 async def close_rotation(session: AsyncSession, run_id: str) -> str | None:

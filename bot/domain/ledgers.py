@@ -6,13 +6,15 @@ per rotation and client, so a client is never emailed twice, even across re-runs
 Both are keyed by the ROTATION, not by the run: a rotation belongs to the target. Its id is the
 run that began it (step 4 started); a later run that finds it still open — the run was aborted
 or rejected before step 5 was done — continues it (`StepContext.rotation_id`): the same keys,
-and only the clients not yet mailed are mailed. Step 5 done closes it for good.
+and only the clients not yet mailed are mailed. Step 5 done closes it for good; a run after that
+has its own rotation, and finds what the closed one did through `RotationLedger.last_closed`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -48,6 +50,11 @@ class RotationLedger(Protocol):
 
     async def forget(self, run_id: str, old_hashes: Iterable[str]) -> None: ...
 
+    async def last_closed(self) -> ClosedRotationRecord | None:
+        """The latest closed rotation that keyed any client (the empty rotation of a run that
+        found nothing left to key does not count), or None when there never was one."""
+        ...
+
 
 class NotificationLedger(Protocol):
     async def records(self, run_id: str) -> dict[str, NotificationRecord]: ...
@@ -71,6 +78,16 @@ class RotationProgress:
         return max(self.keyed - self.mailed - self.no_contact - self.uncertain, 0)
 
 
+@dataclass(frozen=True)
+class ClosedRotationRecord:
+    """A rotation that is over, as `closed_rotations` recorded it when step 5 was done."""
+
+    rotation_id: str  # the run that began it
+    closed_in_run: str  # the run whose step 5 was done
+    closed_at: datetime
+    progress: RotationProgress  # the counts at closure
+
+
 def rotation_progress(mapping: Mapping[str, str],
                       records: Mapping[str, NotificationRecord]) -> RotationProgress:
     status = [records[old].status for old in mapping if old in records]
@@ -84,3 +101,16 @@ def continuing_line(rotation_id: str, progress: RotationProgress) -> str:
     """What a plan says when its run continues an earlier run's rotation."""
     return (f"continuing the rotation of run {rotation_id[:8]}: {progress.keyed:,} clients "
             f"keyed, {progress.mailed:,} mailed")
+
+
+def closed_line(closed: ClosedRotationRecord) -> str:
+    """What step 5 says in a run whose own rotation is empty because an earlier one is over."""
+    p = closed.progress
+    by = ("" if closed.closed_in_run == closed.rotation_id
+          else f" by run {closed.closed_in_run[:8]}")
+    more = "".join(f", {n:,} {what}" for n, what in ((p.no_contact, "without a contact"),
+                                                      (p.uncertain, "uncertain")) if n)
+    when = f"{closed.closed_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    return (f"every client was already keyed and mailed by the rotation of run "
+            f"{closed.rotation_id[:8]} (closed at {when}{by}, {p.keyed:,} keyed, "
+            f"{p.mailed:,} mailed{more}); nothing is left to mail")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from bot.domain.ledgers import NotificationRecord
+from bot.domain.ledgers import ClosedRotationRecord, NotificationRecord
 
 
 class MemoryRotationLedger:
-    def __init__(self) -> None:
+    """`closed`: the rotations already over, e.g. read from the bot database for a dry run."""
+
+    def __init__(self, closed: Iterable[ClosedRotationRecord] = ()) -> None:
         self._maps: dict[str, dict[str, str]] = {}
+        self._closed = list(closed)
 
     async def record(self, run_id: str, old_to_new: Mapping[str, str]) -> None:
         self._maps.setdefault(run_id, {}).update(old_to_new)
@@ -20,6 +23,10 @@ class MemoryRotationLedger:
     async def forget(self, run_id: str, old_hashes: Iterable[str]) -> None:
         for old in old_hashes:
             self._maps.get(run_id, {}).pop(old, None)
+
+    async def last_closed(self) -> ClosedRotationRecord | None:
+        return max((c for c in self._closed if c.progress.keyed), key=lambda c: c.closed_at,
+                   default=None)
 
 
 class MemoryNotificationLedger:

@@ -25,6 +25,7 @@ from bot.domain.views import RunView
 from bot.settings import KeyModel, Settings, SettingsError
 from bot.terminal.approvals import NamedApprovers, PromptApprovers
 from bot.terminal.decisions import ApprovalSource, FrontError
+from bot.terminal.exit_codes import EXIT_CODES_HELP, EXIT_NOT_COMPLETED, exit_code
 from bot.terminal.summary import summary_text
 
 if TYPE_CHECKING:
@@ -270,6 +271,8 @@ def _print_artefacts(result: RehearsalResult, out: TextIO) -> None:
 
 
 def add_rehearse_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EXIT_CODES_HELP
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--approver", action="append", default=[], metavar="NAME",
                         help="an engineer who approves every step (give it twice); "
                         "without it, approvers are asked at a prompt")
@@ -335,7 +338,7 @@ def rehearse_command(args: argparse.Namespace, settings: Settings) -> int:
             glass = BreakGlass(tuple(settings.approver_user_ids), args.take_over)
             view = asyncio.run(_real(settings, approvals, args.initiator or getpass.getuser(),
                                      args.reason, timeline, glass))
-            return 0 if view.status is RunStatus.COMPLETED else 1
+            return exit_code(view)
         options = RehearsalOptions(
             approvers=tuple(args.approver), initiator=_initiator(args), reason=args.reason,
             clients=args.clients, folder=args.dir, keep=args.keep,
@@ -344,8 +347,8 @@ def rehearse_command(args: argparse.Namespace, settings: Settings) -> int:
         result = asyncio.run(rehearse(options, settings, sys.stdout, approvals))
     except (FrontError, ValueError) as exc:
         print(f"rollback-bot rehearse: {exc}", file=sys.stderr)
-        return 1
-    return 0 if result.completed else 1
+        return EXIT_NOT_COMPLETED
+    return exit_code(result.view)
 
 
 async def _real(settings: Settings, approvals: ApprovalSource, initiator: str,

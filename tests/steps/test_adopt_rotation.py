@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,6 +26,7 @@ from bot.engine.engine import Click, Engine
 from bot.settings import Settings
 from bot.slack.blocks import step_message
 from bot.terminal.render import status_board
+from bot.urls import libpq_url
 from steps.registry import default_steps
 from steps.rotate_keys import work_table
 from tests.engine.fake_steps import ScriptedStep
@@ -258,3 +260,67 @@ async def test_abort_after_step_5_partly_sent_then_a_new_run_mails_only_the_rest
     assert len(smtp_server.messages) == 5
     await assert_rotation_over(phase2_target_url, bot_sessionmaker, before, run1,
                                sandbox_seed.directory_csv, smtp_server)
+
+
+async def test_a_run_after_a_closed_rotation_says_who_mailed_everyone_and_mails_nobody(
+    phase2_target_url: str, smtp_server: SmtpServer,
+    settings_for_run: Callable[..., Settings], engines: Callable[..., Engine],
+    bot_sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    engine = engines(settings_for_run(), "replica-a")
+    run1 = await start(engine)
+    await approve(engine, run1, *BEFORE_KEYS, S.ROTATE_KEYS, S.EMAIL_CLIENTS, S.VERIFY)
+    assert (await engine.run_view(run1)).status is RunStatus.COMPLETED
+    assert len(smtp_server.messages) == 5
+    async with bot_sessionmaker() as session:
+        closed = await repo_rotations.last_closed(session)
+    assert closed is not None and closed.rotation_id == run1
+    when = f"{closed.closed_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    line = (f"every client was already keyed and mailed by the rotation of run {run1[:8]} "
+            f"(closed at {when}, 6 keyed, 5 mailed, 1 without a contact); nothing is left "
+            "to mail")
+    dry = {plan.step: plan for plan in await engine.dry_run()}  # `/rollback-phase3 plan`
+    assert dry[S.EMAIL_CLIENTS].summary == line
+
+    run2 = await start(engine)
+    await approve(engine, run2, *BEFORE_KEYS, S.ROTATE_KEYS)
+    step4 = await step_view(engine, run2, S.ROTATE_KEYS)
+    assert step4.status is StepStatus.SUCCEEDED and step4.summary is not None
+    assert "nothing to do" in step4.summary, "its own rotation keys nobody"
+    plan5 = (await step_view(engine, run2, S.EMAIL_CLIENTS)).plan
+    assert plan5 is not None and plan5.summary == line and plan5.details[0] == line
+    assert "run step 4 first" not in str(plan5)
+    await approve(engine, run2, S.EMAIL_CLIENTS)
+    step5 = await step_view(engine, run2, S.EMAIL_CLIENTS)
+    assert step5.status is StepStatus.ALREADY_DONE, step5.summary
+    assert step5.summary == f"already done: {line}"
+    assert len(smtp_server.messages) == 5, "nobody is mailed a second time"
+    await approve(engine, run2, S.VERIFY)
+    assert (await engine.run_view(run2)).status is RunStatus.COMPLETED
+
+    # run2 closed its own, empty rotation: the next plan still names the one that mailed.
+    dry = {plan.step: plan for plan in await engine.dry_run()}
+    assert dry[S.EMAIL_CLIENTS].summary == line
+    # After a new Phase 3 and its downgrade, every client waits for a key again: mail them.
+    conn = await asyncpg.connect(libpq_url(phase2_target_url))
+    try:
+        for table in ("sessions", "assistants"):
+            await conn.execute(f"UPDATE {table} SET owner_api_key = NULL")
+    finally:
+        await conn.close()
+    dry = {plan.step: plan for plan in await engine.dry_run()}
+    assert "already keyed" not in dry[S.EMAIL_CLIENTS].summary
+    assert dry[S.EMAIL_CLIENTS].summary.startswith("email ")
+
+
+async def test_with_no_rotation_ever_and_nothing_keyed_step_5_says_run_step_4_first(
+    smtp_server: SmtpServer, settings_for_run: Callable[..., Settings],
+    engines: Callable[..., Engine],
+) -> None:
+    engine = engines(settings_for_run(), "replica-a", ScriptedStep(S.ROTATE_KEYS))
+    run_id = await start(engine)
+    await approve(engine, run_id, *BEFORE_KEYS, S.ROTATE_KEYS, S.EMAIL_CLIENTS)
+    step5 = await step_view(engine, run_id, S.EMAIL_CLIENTS)
+    assert step5.status is StepStatus.FAILED
+    assert step5.summary == "the rotation ledger is empty: run step 4 first"
+    assert not smtp_server.messages
