@@ -15,9 +15,13 @@ from bot.domain.steps import StepName
 
 
 async def unconfirmed_clients(session: AsyncSession, run_id: str) -> list[str]:
-    """Ledger ids whose email nobody can confirm (`sending` or `failed`), sorted."""
+    """Ledger ids whose email nobody can confirm (`sending` or `failed`), sorted: of the
+    run's ROTATION, which a run continuing an earlier one shares with it (a delivery left
+    uncertain by the earlier run's crash is this run's to resolve)."""
+    rotation = (select(func.coalesce(RollbackRun.rotation_id, RollbackRun.id))
+                .where(RollbackRun.id == uuid.UUID(run_id)).scalar_subquery())
     query = (select(Notification.client_hash)
-             .where(Notification.run_id == uuid.UUID(run_id),
+             .where(Notification.run_id == rotation,
                     Notification.status.in_([s.value for s in UNCONFIRMED]))
              .order_by(Notification.client_hash))
     return list((await session.execute(query)).scalars())

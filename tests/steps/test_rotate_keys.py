@@ -113,7 +113,7 @@ async def test_one_key_per_client_page_by_page(
     batches = [line for line in lines if line.startswith("batch ")]
     assert len(batches) == outcome.facts["batches"] >= 6, "the sessions span several ranges"
     assert [int(re.match(r"batch (\d+): ", line)[1]) for line in batches] \
-        == list(range(1, len(batches) + 1))  # type: ignore[index]
+        == list(range(1, len(batches) + 1))
     assert batches[-1].endswith("(100% of pages)")
     assert all(re.search(r"re-keyed in \d+\.\d\d s \(\d+% of pages\)$", line) for line in batches)
     assert lines[-1] == "sweep: no row written meanwhile"
