@@ -33,9 +33,11 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
+from datetime import UTC
 
 import asyncpg
 
+from bot.domain.ledgers import ClosedRotationRecord
 from bot.domain.step_protocol import CheckResult, Outcome, OutputSink, Plan, StepContext, StepError
 from bot.domain.steps import StepName
 from bot.settings import Settings
@@ -85,6 +87,12 @@ def cursor(settings: Settings, sizes: dict[str, int], *, sweep: bool = False) ->
                                             settings.rotation_batch_pages,
                                             settings.rotation_max_batch_pages) for t in sizes},
                       open_end=sweep)
+
+
+def keyed_by_closed_line(closed: ClosedRotationRecord, owned_rows: int) -> str:
+    return (f"every owned row ({owned_rows:,}) already holds the key the rotation of run "
+            f"{closed.rotation_id[:8]} gave it (closed at "
+            f"{closed.closed_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC)")
 
 
 async def reconcile(ctx: StepContext, kept: set[str]) -> int:
@@ -164,6 +172,9 @@ class RotateKeysStep:
         if counts["owned_rows"] == 0:
             return CheckResult(True, "the target has no client-owned rows")
         if not await ctx.rotations.mapping(ctx.rotation_id):
+            closed = await ctx.rotations.last_closed()
+            if closed is not None:  # a run after one whose rotation is over
+                return CheckResult(True, keyed_by_closed_line(closed, counts["owned_rows"]))
             return CheckResult(False, "no key rotation is recorded for this run's rotation")
         return CheckResult(True, f"every owned row holds a new key ({counts['owned_rows']:,})")
 

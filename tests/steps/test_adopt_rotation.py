@@ -285,8 +285,10 @@ async def test_a_run_after_a_closed_rotation_says_who_mailed_everyone_and_mails_
     run2 = await start(engine)
     await approve(engine, run2, *BEFORE_KEYS, S.ROTATE_KEYS)
     step4 = await step_view(engine, run2, S.ROTATE_KEYS)
-    assert step4.status is StepStatus.SUCCEEDED and step4.summary is not None
-    assert "nothing to do" in step4.summary, "its own rotation keys nobody"
+    assert step4.status is StepStatus.ALREADY_DONE and step4.summary is not None
+    assert step4.summary == (f"already done: every owned row (24) already holds the key the "
+                             f"rotation of run {run1[:8]} gave it (closed at {when})"), \
+        "its own rotation keys nobody, and it says whose keys the rows hold"
     plan5 = (await step_view(engine, run2, S.EMAIL_CLIENTS)).plan
     assert plan5 is not None and plan5.summary == line and plan5.details[0] == line
     assert "run step 4 first" not in str(plan5)
