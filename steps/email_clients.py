@@ -163,9 +163,9 @@ class EmailClientsStep:
         each is recorded sent or failed. A client may now have its key twice: approved so."""
         started = time.monotonic()
         directory = await load_directory(ctx.settings)
-        mapping = await ctx.rotations.mapping(ctx.run_id)
+        mapping = await ctx.rotations.mapping(ctx.rotation_id)
         recipients, directory, _ = await _recipients(ctx, directory, mapping)
-        records = await ctx.notifications.records(ctx.run_id)
+        records = await ctx.notifications.records(ctx.rotation_id)
         todo = [(h, recipients[h]) for h in clients if h in recipients
                 and h in directory.contacts and h in records and records[h].status in UNCONFIRMED]
         emit(f"resending to {len(todo)} unconfirmed clients: {', '.join(h[:8] for h, _ in todo)}")

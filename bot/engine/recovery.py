@@ -83,7 +83,7 @@ async def examine_orphans(
 
 async def resend_in_place(ctx: StepContext, clients: Sequence[str]) -> CheckResult:
     """A resend whose replica died: done when none of its clients is unconfirmed any more."""
-    records = await ctx.notifications.records(ctx.run_id)
+    records = await ctx.notifications.records(ctx.rotation_id)
     left = [c for c in clients if c in records and records[c].status in UNCONFIRMED]
     if left:
         return CheckResult(False, f"{len(left)} still unconfirmed: {', '.join(prefixes(left))}")
