@@ -9,22 +9,32 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import Notification, RollbackRun, StepExecution
-from bot.domain.resend import UNCONFIRMED
-from bot.domain.states import ExecutionKind, RunStatus
+from bot.db.repo_rotations import rotation_of
+from bot.domain.resend import RESENDABLE_RUN_STATUSES, UNCONFIRMED
+from bot.domain.states import ExecutionKind, RunStatus, StepStatus
 from bot.domain.steps import StepName
 
 
 async def unconfirmed_clients(session: AsyncSession, run_id: str) -> list[str]:
-    """Ledger ids whose email nobody can confirm (`sending` or `failed`), sorted: of the
-    run's ROTATION, which a run continuing an earlier one shares with it (a delivery left
-    uncertain by the earlier run's crash is this run's to resolve)."""
-    rotation = (select(func.coalesce(RollbackRun.rotation_id, RollbackRun.id))
-                .where(RollbackRun.id == uuid.UUID(run_id)).scalar_subquery())
+    """Ledger ids whose email nobody can confirm (`sending` or `failed`), sorted. The ledger is
+    the run's rotation's: an earlier run's when this one continues it."""
+    rotation = await rotation_of(session, run_id)
     query = (select(Notification.client_hash)
-             .where(Notification.run_id == rotation,
+             .where(Notification.run_id == uuid.UUID(rotation),
                     Notification.status.in_([s.value for s in UNCONFIRMED]))
              .order_by(Notification.client_hash))
     return list((await session.execute(query)).scalars())
+
+
+async def runs_with_resend_waiting(session: AsyncSession) -> set[str]:
+    """Runs whose resend of step 5 waits for approval and may still be sent (an ended run's
+    too: it is no longer the active one, yet its approvals still expire)."""
+    query = (select(StepExecution.run_id).join(RollbackRun, RollbackRun.id == StepExecution.run_id)
+             .where(StepExecution.kind == ExecutionKind.RESEND.value,
+                    StepExecution.status == StepStatus.AWAITING_APPROVAL.value,
+                    RollbackRun.status.in_([s.value for s in RESENDABLE_RUN_STATUSES]))
+             .distinct())
+    return {str(run_id) for run_id in (await session.execute(query)).scalars()}
 
 
 async def resend_count(session: AsyncSession, run_id: str) -> int:

@@ -28,6 +28,7 @@ class Refusal(StrEnum):
     ANOTHER_RUN_ACTIVE = "another_run_active"
     TARGET_BUSY = "target_busy"  # the plan's deadline ran out while it waited on the target
     PLAN_TOO_SLOW = "plan_too_slow"  # ... while it did something else (`SlowPlan` says what)
+    NOTHING_TO_RESEND = "nothing_to_resend"  # a Resend once every email is confirmed
 
 
 REFUSAL_TEXT: dict[Refusal, str] = {
@@ -42,6 +43,8 @@ REFUSAL_TEXT: dict[Refusal, str] = {
                          "time); nothing changed — try again in a moment",
     Refusal.PLAN_TOO_SLOW: "the plan could not be computed in time; nothing changed — try "
                            "again in a moment",
+    Refusal.NOTHING_TO_RESEND: "every client's email is recorded sent: nothing is left to "
+                               "resend",
 }
 
 

@@ -20,6 +20,8 @@ from bot.domain.states import RunStatus
 from bot.domain.step_protocol import Outcome, OutputSink, StepContext
 
 UNCONFIRMED = frozenset({NotificationStatus.SENDING, NotificationStatus.FAILED})
+# A Resend may be asked for while the run goes on and after it ended unconfirmed.
+RESENDABLE_RUN_STATUSES = frozenset({RunStatus.ACTIVE, RunStatus.COMPLETED_UNCONFIRMED})
 PREFIX = 8  # how a client is named where people read: its old hash's first characters
 DUPLICATES_WARNING = ("each of these clients may already have its key: resending can deliver "
                       "it twice")
@@ -42,10 +44,13 @@ def resend_fingerprint(clients: Iterable[str]) -> str:
 def resend_refusal(run_status: RunStatus, email_step_done: bool, clients: Sequence[str],
                    another_run_active: bool, resend_running: bool) -> Refusal | None:
     """Why a Resend cannot be asked for now, before whose click it is is looked at (that is
-    `decide_approval`'s)."""
-    if run_status not in (RunStatus.ACTIVE, RunStatus.COMPLETED_UNCONFIRMED):
+    `decide_approval`'s). A click after every client was confirmed (a message drawn before the
+    resend, a second tap) is told there is nothing left to resend."""
+    if run_status is RunStatus.ABORTED or not email_step_done or resend_running:
         return Refusal.NOT_WAITING
-    if not email_step_done or not clients or resend_running:
+    if not clients:
+        return Refusal.NOTHING_TO_RESEND
+    if run_status not in RESENDABLE_RUN_STATUSES:
         return Refusal.NOT_WAITING
     if another_run_active:
         return Refusal.ANOTHER_RUN_ACTIVE

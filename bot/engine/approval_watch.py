@@ -1,5 +1,6 @@
 """Watching a step that waits for approval: remind the approvers, record that it is overdue (a
-page), record approvals that expired, and notice a quorum nobody can reach any more.
+page), record approvals that expired, and notice a quorum nobody can reach any more; and a
+resend of step 5 waiting for approval: record its approvals that expired.
 
 Each decision is the pure policy's (bot/domain/paging_policy.py) on facts read in one
 transaction under the step execution's row lock, with the database's clock: two replicas
@@ -21,7 +22,8 @@ from bot.db.repo_runs import ApproverRow
 from bot.domain.approvals import APPROVALS_NEEDED, eligible_approvers
 from bot.domain.events import EventKind, Source
 from bot.domain.paging_policy import WaitingFacts, approval_nudges, quorum_check
-from bot.domain.states import RunStatus, StepStatus
+from bot.domain.resend import RESENDABLE_RUN_STATUSES
+from bot.domain.states import ExecutionKind, RunStatus, StepStatus
 from bot.domain.steps import StepName
 
 if TYPE_CHECKING:
@@ -42,10 +44,11 @@ def _minutes(value: float) -> timedelta | None:
 
 async def note_expired_approvals(
     session: AsyncSession, run_id: str, step: StepName | str, execution_id: str,
-    rows: list[ApproverRow],
+    rows: list[ApproverRow], resend: bool = False,
 ) -> bool:
     """Record each approval that expired and is not recorded yet; True if any was. Called in
-    the transaction that counts the quorum (a click) and by the watcher's tick alike."""
+    the transaction that counts the quorum (a click) and by the watcher's tick alike; `resend`:
+    the approvals are of a resend of step 5, not of the step."""
     expired = [row for row in rows if row.expired and row.approved_at is not None]
     if not expired:
         return False
@@ -61,7 +64,8 @@ async def note_expired_approvals(
         await repo_events.append_event(
             session, run_id, "bot", Source.BOT, EventKind.APPROVAL_EXPIRED, step,
             {"execution_id": execution_id, "approval_id": row.approval_id,
-             "approved_at": key[1], "user_id": row.user_id, "user_name": row.user_name},
+             "approved_at": key[1], "user_id": row.user_id, "user_name": row.user_name,
+             **({"resend": True} if resend else {})},
         )
         wrote = True
     return wrote
@@ -131,6 +135,30 @@ async def watch_waiting_step(
                 )
                 wrote = True
         wrote = wrote or bool(nudges)
+    if wrote:
+        engine.changed(run_id)
+    return wrote
+
+
+async def watch_waiting_resend(engine: Engine, run_id: str) -> bool:
+    """One look at the run's resend of step 5 waiting for its second approval: record its
+    approvals that expired, so step 5's message shows them so before anyone clicks (a resend
+    holds no step up: no reminders, pages or quorum checks). True if the log grew."""
+    async with engine.sessions() as session, session.begin():
+        run = await repo_runs.get_run(session, run_id)
+        if run is None or RunStatus(run.status) not in RESENDABLE_RUN_STATUSES:
+            return False
+        latest = await repo_runs.latest_execution(session, run_id, StepName.EMAIL_CLIENTS,
+                                                  ExecutionKind.RESEND)
+        if latest is None or StepStatus(latest.status) is not StepStatus.AWAITING_APPROVAL:
+            return False
+        execution = await repo_runs.get_execution(session, latest.id, for_update=True)
+        if execution is None or StepStatus(execution.status) is not StepStatus.AWAITING_APPROVAL:
+            return False
+        rows = await repo_runs.approvers(session, execution.id,
+                                         engine.settings.approval_ttl_minutes * 60)
+        wrote = await note_expired_approvals(session, run_id, StepName.EMAIL_CLIENTS,
+                                             str(execution.id), rows, resend=True)
     if wrote:
         engine.changed(run_id)
     return wrote

@@ -5,7 +5,8 @@ On every change notice, and every `FOLLOW_THROUGH_INTERVAL_SECONDS` (time passes
 changes: a step waits), it looks at the runs concerned:
 
 1. the step waiting for approval (bot/engine/approval_watch.py): reminders, the overdue page,
-   expired approvals, a quorum nobody can reach — written to the log;
+   expired approvals, a quorum nobody can reach — written to the log; and a resend of step 5
+   waiting for approval (of any run that may still resend, ended or not): expired approvals;
 2. the log entries that page (paging_policy.PAGE_WORTHY_KINDS) not yet delivered to PagerDuty:
    each is sent through the `Pager`, and the outcome is itself an entry (`page_sent` or
    `page_failed`), which the thread shows. A page that fails after its retries is recorded and
@@ -22,12 +23,12 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.db import repo_deliveries, repo_events
+from bot.db import repo_deliveries, repo_events, repo_resends
 from bot.db.repo_deliveries import Target
 from bot.db.repo_follow_ups import latest_run
 from bot.domain.events import EventKind, Source
 from bot.domain.paging_policy import PAGE_WORTHY_KINDS, PageAction, Pager, pages_for_event
-from bot.engine.approval_watch import ApproverSource, watch_waiting_step
+from bot.engine.approval_watch import ApproverSource, watch_waiting_resend, watch_waiting_step
 from bot.engine.run_watcher import RunWatcher
 from bot.engine.view_builder import build_run_view
 
@@ -53,8 +54,8 @@ class FollowThrough(RunWatcher):
         self._first = False
 
     async def pass_once(self, runs: Iterable[str] = (), include_latest: bool = False) -> None:
-        """Look at these runs and the active one (and the latest, e.g. after a restart, when its
-        closing resolve may still be owed)."""
+        """Look at these runs, the active one, those with a resend waiting for approval (and
+        the latest, e.g. after a restart, when its closing resolve may still be owed)."""
         targets = set(runs)
         active = await self.engine.active_run_id()
         if active is not None:
@@ -64,8 +65,11 @@ class FollowThrough(RunWatcher):
                 run = await latest_run(session)
             if run is not None:
                 targets.add(str(run.id))
+        async with self.engine.sessions() as session:
+            targets |= await repo_resends.runs_with_resend_waiting(session)
         for run_id in sorted(targets):
             await watch_waiting_step(self.engine, run_id, self.approvers)
+            await watch_waiting_resend(self.engine, run_id)
             await self.deliver_pages(run_id)
 
     async def deliver_pages(self, run_id: str) -> int:

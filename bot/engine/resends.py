@@ -28,6 +28,7 @@ from bot.domain.resend import (
 from bot.domain.states import DONE_STEP_STATUSES, ExecutionKind, RunStatus, StepStatus
 from bot.domain.steps import StepName
 from bot.engine.answers import Answer, Click
+from bot.engine.approval_watch import note_expired_approvals
 from bot.engine.executor import StepResult
 from bot.engine.journal import Journal
 from bot.engine.recovery import OrphanVerdict
@@ -68,9 +69,11 @@ class Resends:
             fingerprint = resend_fingerprint(clients)
             if refusal is None and waiting is not None and waiting.plan_fingerprint != fingerprint:
                 await self._void(session, run, waiting, clients, fingerprint)
-            existing = frozenset() if waiting is None else frozenset(
-                a.user_id for a in await repo_runs.approvers(session, waiting.id, ttl)
-                if not a.expired)
+            rows = [] if waiting is None else await repo_runs.approvers(session, waiting.id, ttl)
+            if waiting is not None:  # expired ones are recorded (the message shows them)
+                await note_expired_approvals(session, click.run_id, EMAIL, str(waiting.id),
+                                             rows, resend=True)
+            existing = frozenset(a.user_id for a in rows if not a.expired)
             refusal = refusal or decide_approval(ApprovalContext(
                 user_id=click.actor.user_id, authorised=click.actor.authorised,
                 initiator_id=run.initiator_id,

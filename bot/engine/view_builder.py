@@ -9,7 +9,7 @@ from bot.db.models import RollbackRun
 from bot.db.repo_runs import ApproverRow
 from bot.domain.approvals import APPROVALS_NEEDED
 from bot.domain.events import EventKind
-from bot.domain.resend import prefixes, resend_fingerprint
+from bot.domain.resend import RESENDABLE_RUN_STATUSES, prefixes, resend_fingerprint
 from bot.domain.states import (
     DONE_STEP_STATUSES,
     FINAL_RUN_STATUSES,
@@ -107,12 +107,14 @@ async def resend_view(session: AsyncSession, run: RollbackRun) -> ResendView:
         and latest.plan_fingerprint == fingerprint
     approvers = await repo_runs.approvers(session, latest.id, None) \
         if waiting and latest is not None else []
+    expired = await _expired(session, run_id, approvers) if approvers else set()
     return ResendView(
         clients=tuple(prefixes(clients)), fingerprint=fingerprint,
-        offered=bool(clients) and status is not StepStatus.RUNNING and RunStatus(run.status)
-        in (RunStatus.ACTIVE, RunStatus.COMPLETED_UNCONFIRMED),
+        offered=bool(clients) and status is not StepStatus.RUNNING
+        and RunStatus(run.status) in RESENDABLE_RUN_STATUSES,
         execution_id=str(latest.id) if latest is not None else None, status=status,
-        approvers=tuple(ApproverView(a.user_id, a.user_name) for a in approvers),
+        approvers=tuple(ApproverView(a.user_id, a.user_name, a.approval_id in expired)
+                        for a in approvers),
         summary=latest.summary if latest is not None else None)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from bot.domain.states import RunStatus, StepStatus
 from bot.domain.steps import STEP_TITLES, step_number
-from bot.domain.views import RunView, StepView
+from bot.domain.views import ApproverView, RunView, StepView
 from bot.slack.actions import ActionId, ButtonValue
 from bot.slack.follow_up_blocks import follow_up_progress, follow_up_summary_lines
 from bot.slack.modal import LOSSY_TEXT
@@ -148,6 +148,19 @@ def facts_text(facts: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def approvals_text(label: str, approvers: Sequence[ApproverView], needed: int,
+                   waiting: bool) -> str:
+    """`*label* n/needed: who`, counting only fresh approvals; while the approvals are still
+    wanted (`waiting`), the expired ones struck through: "expired, approve again". A step's
+    and a resend's alike."""
+    fresh = [a for a in approvers if not a.expired]
+    who = ", ".join(mention(a.user_id, a.user_name) for a in fresh) or "none yet"
+    expired = ", ".join(f"~{mention(a.user_id, a.user_name)}~" for a in approvers if a.expired)
+    return (f"*{label}* {len(fresh)}/{needed}: {who}"
+            + (f"\n:hourglass_flowing_sand: expired, approve again: {expired}"
+               if expired and waiting else ""))
+
+
 def step_message(run: RunView, step: StepView, now: datetime) -> tuple[str, list[Block]]:
     status = step.status
     header = f"{STATUS_EMOJI[status]} *{step_label(step)}*" + (
@@ -158,13 +171,8 @@ def step_message(run: RunView, step: StepView, now: datetime) -> tuple[str, list
                       *(escape(d) for d in step.plan.details)]
         plan_lines += [f":warning: {escape(w)}" for w in step.plan.warnings]
         blocks.append(section("\n".join(plan_lines)))
-    fresh = [a for a in step.approvers if not a.expired]
-    approvers = ", ".join(mention(a.user_id, a.user_name) for a in fresh) or "none yet"
-    expired = ", ".join(f"~{mention(a.user_id, a.user_name)}~" for a in step.approvers
-                        if a.expired)
-    blocks.append(section(f"*Approvals* {len(fresh)}/{step.approvals_needed}: {approvers}"
-                          + (f"\n:hourglass_flowing_sand: expired, approve again: {expired}"
-                             if expired and status is StepStatus.AWAITING_APPROVAL else "")))
+    blocks.append(section(approvals_text("Approvals", step.approvers, step.approvals_needed,
+                                         waiting=status is StepStatus.AWAITING_APPROVAL)))
     value = ButtonValue(run_id=run.run_id, execution_id=step.execution_id or "",
                         fingerprint=step.plan.fingerprint if step.plan else "")
     live = run.status is RunStatus.ACTIVE
@@ -220,9 +228,8 @@ def resend_blocks(run: RunView, step: StepView) -> list[Block]:
         lines.append(f"*Last resend* {resend.status.value.replace('_', ' ')}: "
                      f"{escape(resend.summary or '')}")
     if resend.offered:
-        who = ", ".join(mention(a.user_id, a.user_name) for a in resend.approvers) or "none yet"
-        lines.append(f"*Resend approvals* {len(resend.approvers)}/{resend.approvals_needed}: "
-                     f"{who}")
+        lines.append(approvals_text("Resend approvals", resend.approvers,
+                                    resend.approvals_needed, waiting=True))
     blocks = [section("\n".join(lines))]
     if resend.offered:
         count = len(resend.clients)

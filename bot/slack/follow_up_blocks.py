@@ -110,7 +110,8 @@ def notice(kind: EventKind, step: str | None, data: Mapping[str, Any],
         user = data.get("user_id", "")
         who = f"<@{user}>" if user and not str(user).startswith("terminal:") \
             else escape(str(data.get("user_name", "")))
-        text = (f":hourglass_flowing_sand: The approval by {who} of {_step(step)} expired "
+        what = f"the Resend of {_step(step)}" if data.get("resend") else _step(step)
+        text = (f":hourglass_flowing_sand: The approval by {who} of {what} expired "
                 f"(older than the approval TTL) and no longer counts: approve again if the plan "
                 "still stands.")
         return "An approval expired", [section(text)]

@@ -164,7 +164,8 @@ def _follow_through_lines(kind: EventKind, heading: str, data: Mapping[str, Any]
     if kind is EventKind.APPROVAL_OVERDUE:
         return [f"  ⏰ {heading} overdue: waited {data.get('waited_minutes')} min"]
     if kind is EventKind.APPROVAL_EXPIRED:
-        return [f"  ⌛ approval by {who} expired; it no longer counts (approve again)"]
+        what = "resend approval" if data.get("resend") else "approval"
+        return [f"  ⌛ {what} by {who} expired; it no longer counts (approve again)"]
     if kind is EventKind.QUORUM_UNREACHABLE:
         return [f"  ⚠ {heading} cannot reach quorum: {data.get('eligible_left')} eligible left, "
                 f"{data.get('still_needed')} approvals needed"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,27 @@ async def test_a_refused_recipient_is_never_marked_sending(
     assert refused == [S.FAILED]
     others = [status for h, status in ledger.history if h == contacts[1].key_hash]
     assert others[0] is S.SENDING and others[-1] is S.SENT
+
+
+async def test_a_run_continuing_a_rotation_resends_from_the_rotations_ledgers(
+    phase2_target_url: str, sandbox_seed: SandboxSeed, tmp_path: Path, smtp_server: SmtpServer,
+) -> None:
+    """Both ledgers are keyed by the rotation, which an earlier run began: the resend reads
+    the keys and the unconfirmed clients there, not under the run's own id."""
+    settings = sandbox_settings(phase2_target_url, tmp_path,
+                                **smtp_settings(smtp_server, sandbox_seed))
+    ledger = MemoryNotificationLedger()
+    ctx = StepContext(str(uuid.uuid4()), settings, MemoryRotationLedger(), ledger,
+                      rotation_id=str(uuid.uuid4()))
+    await RotateKeysStep().run(ctx, lambda _line: None)
+    await EmailClientsStep().run(ctx, lambda _line: None)
+    client = next(c for c in sandbox_seed.result.clients if c.has_contact)
+    records = await ledger.records(ctx.rotation_id)
+    assert records[client.key_hash].status is S.SENT and len(smtp_server.to(client.email)) == 1
+    # As the bot dying during its DATA would have left it:
+    await ledger.save(ctx.rotation_id, replace(records[client.key_hash], status=S.SENDING))
+    resent = await EmailClientsStep().resend(ctx, lambda _line: None, [client.key_hash])
+    assert resent.facts["resent"] == [client.key_hash[:8]]
+    assert len(smtp_server.to(client.email)) == 2, "its key, once more"
+    assert unconfirmed(await ledger.records(ctx.rotation_id)) == []
+    assert await ledger.records(ctx.run_id) == {}, "nothing written under the run's own id"
