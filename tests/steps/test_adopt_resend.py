@@ -4,7 +4,6 @@ its Resend sends to exactly that client (real engine, real steps 4 and 5, a real
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 import pytest
@@ -23,6 +22,7 @@ from tests.steps.test_adopt_rotation import (  # noqa: F401 (fixtures)
     S,
     approve,
     engines,
+    recovered,
     settings_for_run,
     step_view,
 )
@@ -63,14 +63,7 @@ async def test_an_email_in_flight_when_the_bot_died_is_resent_by_the_run_that_co
     others = [c for c in contacts if c.key_hash not in uncertain]
 
     second = engines(settings, "replica-b")
-    changed = asyncio.Event()
-    second.subscribe(lambda _run: changed.set())
-    await second.recover(watch=True)  # finds the lapsed lease; step 5's check: not done
-    async with asyncio.timeout(60):
-        while (await step_view(second, run1, S.EMAIL_CLIENTS)).status is StepStatus.RUNNING:
-            await changed.wait()
-            changed.clear()
-    interrupted = await step_view(second, run1, S.EMAIL_CLIENTS)
+    interrupted = await recovered(second, run1, S.EMAIL_CLIENTS)  # step 5's check: not done
     assert interrupted.status is StepStatus.INTERRUPTED
     assert (await second.abort(Click(BOB, run1, interrupted.execution_id), "restart")).accepted
     mailed_before = {c.email: len(smtp_server.to(c.email)) for c in contacts}

@@ -122,6 +122,18 @@ async def step_view(engine: Engine, run_id: str, step: StepName) -> Any:
     return next(s for s in (await engine.run_view(run_id)).steps if s.step is step)
 
 
+async def recovered(engine: Engine, run_id: str, step: StepName) -> Any:
+    """`engine` starts watching leases; the step a dead replica left running, once examined."""
+    changed = asyncio.Event()
+    engine.subscribe(lambda _run: changed.set())
+    await engine.recover(watch=True)
+    async with asyncio.timeout(60):
+        while (await step_view(engine, run_id, step)).status is StepStatus.RUNNING:
+            await changed.wait()
+            changed.clear()
+    return await step_view(engine, run_id, step)
+
+
 async def approve(engine: Engine, run_id: str, *steps: StepName) -> None:
     for step in steps:
         await approve_twice(engine, run_id, step)
@@ -183,14 +195,7 @@ async def test_abort_after_a_crash_mid_step_4_then_a_new_run_finishes_the_same_r
     await first.shutdown()
 
     second = engines(settings, "replica-b")
-    changed = asyncio.Event()
-    second.subscribe(lambda _run: changed.set())
-    await second.recover(watch=True)  # finds the lapsed lease; step 4's check: not in place
-    async with asyncio.timeout(60):
-        while (await step_view(second, run1, S.ROTATE_KEYS)).status is StepStatus.RUNNING:
-            await changed.wait()
-            changed.clear()
-    interrupted = await step_view(second, run1, S.ROTATE_KEYS)
+    interrupted = await recovered(second, run1, S.ROTATE_KEYS)  # step 4's check: not in place
     assert interrupted.status is StepStatus.INTERRUPTED
     answer = await second.abort(Click(BOB, run1, interrupted.execution_id), "start again")
     assert answer.accepted
