@@ -13,10 +13,10 @@ gives every ROW its own key — a bug). The step works in three phases, each res
    (`steps.page_batches`). Visiting rows where they lie, instead of client by client across the
    whole table, is what lets this beat the runbook's own single UPDATE (README "Performance").
 3. Sweep. The same join once more over every page the tables now have (ranges sized the same
-   way by their own cost; almost nothing matches, so the work table is hashed per range rather
-   than probed per row) re-keys rows written with an old hash while the pages were visited, or
-   moved by the service. Not through the service's hash index: after phase 2 every old hash
-   there points at ten dead row versions. Then the work table is dropped.
+   way, by their own cost: almost nothing matches) re-keys rows written with an old hash while
+   the pages were visited, or moved by the service. Not through the service's hash index:
+   after phase 2 every old hash there points at ten dead row versions. Then the work table is
+   dropped.
 
 A crash anywhere leaves either the work table (phase 1 is redone from it: the same keys) or keys
 already on rows. If the work table was lost, keys already applied are adopted back from the rows
@@ -199,10 +199,10 @@ class RotateKeysStep:
                                       "duration_s": round(time.monotonic() - started, 3)})
             async with connect(url) as conn:
                 pages = cursor(s, await table_pages(conn))
-            rewritten = await self._rewrite(ctx, work, pages, emit, by_index=True)
+            rewritten = await self._rewrite(ctx, work, pages, emit)
             async with connect(url) as conn:
                 sweep = cursor(s, await table_pages(conn), sweep=True)
-            swept = await self._rewrite(ctx, work, sweep, None, by_index=False)
+            swept = await self._rewrite(ctx, work, sweep, None)
             late = sum(swept.updated.values())
             emit("sweep: no row written meanwhile" if not late else
                  f"sweep: {late:,} row{'' if late == 1 else 's'} written meanwhile re-keyed")
@@ -265,11 +265,12 @@ class RotateKeysStep:
         return len(pairs)
 
     async def _rewrite(self, ctx: StepContext, work: str, pages: PageCursor,
-                       emit: OutputSink | None, *, by_index: bool) -> Rewritten:
+                       emit: OutputSink | None) -> Rewritten:
         """Re-keys the rows of the cursor's ranges, in order, several ranges at once; each
         range is cut when a worker takes it, sized by what the last ones of its table cost.
-        `by_index`: where nearly every row matches, each is joined to the work table through
-        its index; the sweep, where almost none does, hashes the work table once per range."""
+        Each row is joined to the work table through its index: a hash of the work table would
+        be built in every transaction (a cost no range size can shrink: at a million clients it
+        spills past work_mem, and the sweep took 393 s)."""
         url = ctx.settings.target_database_url.get_secret_value()
         done = Rewritten(dict.fromkeys(TABLES, 0))
         pages_done = 0
@@ -277,8 +278,7 @@ class RotateKeysStep:
         async def worker() -> None:
             nonlocal pages_done
             async with connect(url) as conn:
-                if by_index:
-                    await conn.execute(sql.PROBE_WORK_TABLE_BY_INDEX_SQL)
+                await conn.execute(sql.PROBE_WORK_TABLE_BY_INDEX_SQL)
                 while (item := pages.take()) is not None:
                     began = time.monotonic()
                     status = await conn.execute(sql.rekey_pages_sql(item.table, work),

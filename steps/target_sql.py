@@ -232,10 +232,10 @@ def adopt_keys_sql(work: str) -> str:
     """
 
 
-# For the connections that rewrite pages: join each row to the work table through its unique
-# index on old_hash. The planner's hash join builds a hash of the whole work table in every
-# transaction: about 15 ms at 100,000 clients, ten times that at a million, inside each range's
-# time budget; an index probe per row grows with the log of the clients.
+# For the connections that rewrite pages and sweep: join each row to the work table through
+# its unique index on old_hash. The planner's hash join builds a hash of the whole work table in
+# every transaction: 15 ms at 100,000 clients; at a million it spills past work_mem, a fixed
+# cost per transaction that no range size can shrink. An index probe grows with log(clients).
 PROBE_WORK_TABLE_BY_INDEX_SQL = (
     "SET enable_hashjoin = off; SET enable_mergejoin = off; SET enable_memoize = off")
 
