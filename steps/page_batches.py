@@ -5,8 +5,9 @@ needs for them: twice as long on a machine twice as slow or twice as loaded. Ins
 range is cut when a worker is ready for it, from what the last ranges of the same table cost:
 
 - a slow-down counts at once (the next range is cut from the slowest recent cost per page);
-- a speed-up counts by halves, and a range at most doubles from the last one, so one lucky fast
-  range cannot make the next one long;
+- a speed-up counts by halves, and a range grows at most by half (or by one page) from the
+  last one: the cost per page varies along a table (pages just rewritten, a checkpoint), and
+  one lucky fast range must not make the next one long;
 - a range is never below one page nor above the configured most.
 
 Pure: no I/O, no clock. `steps.rotate_keys` measures and reports; the tables of cases are in
@@ -52,7 +53,7 @@ class BatchSizer:
             wanted = self.first
         else:
             wanted = int(self.target / self._cost) if self._cost > 0 else self.most
-            wanted = min(wanted, 2 * max(self._last, 1))
+            wanted = min(wanted, max(self._last + 1, self._last * 3 // 2))
         return max(1, min(wanted, self.most))
 
     def observe(self, pages: int, seconds: float) -> None:

@@ -18,13 +18,14 @@ def sizer(first: int = 200, most: int = 20_000) -> BatchSizer:
 
 @pytest.mark.parametrize(("observed", "expected", "why"), [
     ([], 200, "nothing measured yet: the configured first size"),
-    ([(200, 0.25)], 400, "twice as fast as the target: doubles, no more"),
-    ([(200, 0.01)], 400, "fifty times too fast: still only doubles"),
+    ([(200, 0.25)], 300, "twice as fast as the target: grows by half, no more"),
+    ([(200, 0.01)], 300, "fifty times too fast: still only by half"),
     ([(200, 0.5)], 200, "on target: stays"),
     ([(200, 2.0)], 50, "four times too slow: a quarter at once"),
     ([(200, 0.5), (200, 5.0)], 20, "a sudden slow-down counts in full at once"),
-    ([(200, 2.0), (50, 0.125)], 80, "a speed-up after a slow-down counts by halves"),
-    ([(200, 0.0)], 400, "too fast to measure: doubles"),
+    ([(200, 2.0), (50, 0.125)], 75,
+     "a speed-up after a slow-down: by halves, by half again at most"),
+    ([(200, 0.0)], 300, "too fast to measure: by half"),
     ([(200, 100.0)], 1, "never below one page"),
 ])
 def test_the_next_range_follows_the_last_costs(
@@ -67,7 +68,7 @@ def test_a_cursor_cuts_each_table_in_order_with_its_own_sizer() -> None:
     cursor.sizers["sessions"].observe(1, 0.05)  # 0.525 s per page (by halves): still 1
     assert cursor.take() == PageRange("sessions", 5, 6, 10)
     cursor.sizers["sessions"].observe(1, 0.001)  # 0.263 s per page: 1.9 -> 1
-    cursor.sizers["sessions"].observe(1, 0.001)  # 0.132 s per page: 3.8, at most doubled -> 2
+    cursor.sizers["sessions"].observe(1, 0.001)  # 0.132 s per page: 3.8; one page more at most: 2
     assert cursor.take() == PageRange("sessions", 6, 8, 10)
     cursor.sizers["sessions"].observe(2, 0.001)
     assert cursor.take() == PageRange("sessions", 8, 10, 10), "clipped at the table's end"
