@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from bot.settings import Settings, SettingsError, load_settings
+from bot.terminal.exit_codes import EXIT_INTERRUPTED, EXIT_REFUSED
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -117,9 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args, settings)
     except SettingsError as exc:
         print(f"rollback-bot: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_REFUSED
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

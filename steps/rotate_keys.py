@@ -79,7 +79,7 @@ async def work_table_exists(conn: asyncpg.Connection, table: str) -> bool:
     return bool(await conn.fetchval(sql.WORK_TABLE_EXISTS_SQL, table))
 
 
-def cursor(settings: Settings, sizes: dict[str, int], *, sweep: bool = False) -> PageCursor:
+def page_cursor(settings: Settings, sizes: dict[str, int], *, sweep: bool = False) -> PageCursor:
     """Ranges over these tables' pages, each transaction sized to last the target time (a
     sweep's ranges by their own cost: almost no row matches there); a sweep's last range of a
     table also takes the pages it has gained since."""
@@ -198,10 +198,10 @@ class RotateKeysStep:
                                       "assistants_updated": 0,
                                       "duration_s": round(time.monotonic() - started, 3)})
             async with connect(url) as conn:
-                pages = cursor(s, await table_pages(conn))
+                pages = page_cursor(s, await table_pages(conn))
             rewritten = await self._rewrite(ctx, work, pages, emit)
             async with connect(url) as conn:
-                sweep = cursor(s, await table_pages(conn), sweep=True)
+                sweep = page_cursor(s, await table_pages(conn), sweep=True)
             swept = await self._rewrite(ctx, work, sweep, None)
             late = sum(swept.updated.values())
             emit("sweep: no row written meanwhile" if not late else
@@ -273,10 +273,8 @@ class RotateKeysStep:
         spills past work_mem, and the sweep took 393 s)."""
         url = ctx.settings.target_database_url.get_secret_value()
         done = Rewritten(dict.fromkeys(TABLES, 0))
-        pages_done = 0
 
         async def worker() -> None:
-            nonlocal pages_done
             async with connect(url) as conn:
                 await conn.execute(sql.PROBE_WORK_TABLE_BY_INDEX_SQL)
                 while (item := pages.take()) is not None:
@@ -287,10 +285,9 @@ class RotateKeysStep:
                     pages.sizers[item.table].observe(item.size, seconds)
                     rows = int(status.split()[-1])
                     done.add(item, rows, seconds)
-                    pages_done += item.size
                     if emit is not None:
                         emit(f"batch {done.batches}: {item.label()}: {rows:,} rows re-keyed in "
-                             f"{seconds:.2f} s ({pages_done / max(pages.total, 1):.0%} of pages)")
+                             f"{seconds:.2f} s ({done.pages / max(pages.total, 1):.0%} of pages)")
 
         workers = [asyncio.create_task(worker()) for _ in range(ctx.settings.rotation_workers)]
         try:
@@ -304,13 +301,16 @@ class RotateKeysStep:
 
 @dataclass
 class Rewritten:
-    """What one pass over the pages did: rows re-keyed per table, transactions, the longest."""
+    """What one pass over the pages did: rows re-keyed per table, transactions, pages, the
+    longest transaction."""
 
     updated: dict[str, int]
     batches: int = 0
+    pages: int = 0
     longest: float = 0.0
 
     def add(self, item: PageRange, rows: int, seconds: float) -> None:
         self.updated[item.table] += rows
         self.batches += 1
+        self.pages += item.size
         self.longest = max(self.longest, seconds)
