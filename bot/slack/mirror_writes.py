@@ -8,6 +8,7 @@ never answered is adopted, not repeated.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -15,8 +16,10 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.charts.timeline_png import render_png
 from bot.db import repo_events, repo_runs
 from bot.domain.timeline import timeline_markdown
+from bot.domain.timeline_chart import chart_layout
 from bot.domain.views import RunView
 from bot.slack import blocks
 from bot.slack.slack_errors import Failure, classify, error_code
@@ -115,7 +118,7 @@ class ThreadWrites:
                                       blocks=[] if plain else write.message.blocks)
 
     async def _upload(self, view: RunView, channel: str, filename: str, title: str,
-                      content: str) -> None:
+                      content: str | bytes) -> None:
         assert view.thread_ts is not None
         contents = await self._contents(view, channel)
         if (filename, title) in contents.files:
@@ -139,7 +142,8 @@ class ThreadWrites:
             "\n".join(lines) + "\n")
 
     async def post_summary(self, view: RunView, channel: str, plain: bool = False) -> None:
-        """The post-mortem summary, then the timeline; `view` is read after the run ended."""
+        """The post-mortem summary, then the timeline as markdown and as a picture; `view` is
+        read after the run ended."""
         assert view.thread_ts is not None
         text, summary = blocks.run_summary(view)
         await self._post(view, channel, Identity(view.run_id, "summary"), view.thread_ts,
@@ -148,6 +152,9 @@ class ThreadWrites:
             events = await repo_events.all_events(session, view.run_id)
         await self._upload(view, channel, f"rollback-{view.run_id[:8]}.md", "Incident timeline",
                            timeline_markdown(view, events))
+        picture = await asyncio.to_thread(render_png, chart_layout(view, events))
+        await self._upload(view, channel, f"rollback-{view.run_id[:8]}-timeline.png",
+                           "Incident timeline (picture)", picture)
 
     async def tell_initiator(self, view: RunView, text: str) -> bool:
         """By another path than the thread: a DM (posting to a user id opens the bot's IM)."""

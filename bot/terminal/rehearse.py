@@ -19,8 +19,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from bot.charts.timeline_png import render_png
 from bot.domain.states import RunStatus
 from bot.domain.timeline import timeline_markdown
+from bot.domain.timeline_chart import chart_layout
 from bot.domain.views import RunView
 from bot.settings import KeyModel, Settings, SettingsError
 from bot.terminal.approvals import NamedApprovers, PromptApprovers
@@ -201,7 +203,8 @@ async def following_through(engine: Engine, out: TextIO) -> AsyncIterator[Follow
 
 
 async def finish(view: RunView, settings: Settings, timeline: Path, out: TextIO) -> None:
-    """Write the markdown timeline and print the post-mortem summary."""
+    """Write the markdown timeline and its picture beside it (the same name, `.png`), and
+    print the post-mortem summary."""
     from bot.db import repo_events
     from bot.db.session import make_engine, make_sessionmaker
 
@@ -213,6 +216,8 @@ async def finish(view: RunView, settings: Settings, timeline: Path, out: TextIO)
     finally:
         await db.dispose()
     await asyncio.to_thread(timeline.write_text, timeline_markdown(view, events), "utf-8")
+    picture = await asyncio.to_thread(render_png, chart_layout(view, events))
+    await asyncio.to_thread(timeline.with_suffix(".png").write_bytes, picture)
     print("", summary_text(view), sep="\n", file=out)
 
 
@@ -263,6 +268,8 @@ def _print_artefacts(result: RehearsalResult, out: TextIO) -> None:
         print(f"  door key:   API_KEY in {s.service_env_file} (previous file kept beside it)",
               file=out)
     print(f"  timeline:   {result.timeline or '(none)'}", file=out)
+    if result.timeline is not None:
+        print(f"  picture:    {result.timeline.with_suffix('.png')}", file=out)
     print(f"  transcript: {result.transcript}", file=out)
     print(f"  logs:       {result.folder / 'logs'}", file=out)
 
@@ -355,5 +362,5 @@ async def _real(settings: Settings, approvals: ApprovalSource, initiator: str,
                 reason: str, timeline: Path, glass: BreakGlass) -> RunView:
     view = await drive(settings, sys.stdout, approvals, initiator, reason, glass)
     await finish(view, settings, timeline, sys.stdout)
-    print(f"timeline: {timeline}")
+    print(f"timeline: {timeline} (picture: {timeline.with_suffix('.png')})")
     return view

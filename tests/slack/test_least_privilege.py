@@ -81,7 +81,7 @@ async def test_a_whole_rollback_needs_only_the_manifest_scopes(
     for number in range(1, 7):
         message = await approve(bot, number, "U_BOB", "U_CAROL")
         await bot.fake.wait_for(lambda m=message: "succeeded" in m.text)  # type: ignore[misc]
-    await bot.fake.wait_for(lambda: any(u.get("title") == "Incident timeline"
+    await bot.fake.wait_for(lambda: any(u.get("title") == "Incident timeline (picture)"
                                         for u in bot.fake.uploads.values()))
     refused = [(c.method, c.error) for c in bot.fake.calls if c.error]
     assert refused == [], refused

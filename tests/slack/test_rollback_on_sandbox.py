@@ -51,7 +51,7 @@ async def test_full_rollback_through_slack_on_the_sandbox(
                 within=120)
             assert "succeeded" in message.text, message_text(message)
             assert done
-        await bot.fake.wait_for(lambda: any(u.get("title") == "Incident timeline"
+        await bot.fake.wait_for(lambda: any(u.get("title") == "Incident timeline (picture)"
                                             for u in bot.fake.uploads.values()), within=60)
         thread = message_text(root) + "".join(
             message_text(m) for m in bot.fake.thread(root.channel, root.ts))

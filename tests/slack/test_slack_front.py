@@ -17,6 +17,7 @@ from bot.domain.log_chain import verify_chain
 from bot.domain.states import RunStatus, StepStatus
 from bot.domain.steps import StepName
 from bot.slack.actions import ActionId
+from tests.charts.png_checks import bars_painted, read_png, running_bars_match_events
 from tests.engine.fake_steps import ScriptedStep
 from tests.slack.harness import (
     SECRET,
@@ -90,6 +91,18 @@ async def test_full_rollback_in_one_thread(bot: SlackBot, steps: dict[StepName, 
     assert summary_head.group(1) in chain.hashes
     assert chain.hashes[int(file_head.group(1)) - 1] == file_head.group(2)
     assert f"rollback-bot verify-log {view.run_id[:8]} --head" in message_text(summary[0])
+    # With the summary, the run as a picture: bars where the log's events are.
+    picture = await bot.fake.wait_for(lambda: next(
+        (u for u in bot.fake.uploads.values() if u.get("share_ts")
+         and u.get("title") == "Incident timeline (picture)"), None))
+    assert picture["thread_ts"] == root.ts
+    assert picture["filename"] == f"rollback-{view.run_id[:8]}-timeline.png"
+    assert len(picture["raw"]) == picture["length"]
+    image, drawing = read_png(picture["raw"])
+    bars_painted(image, drawing)
+    async with bot.engine.sessions() as session:
+        running_bars_match_events(drawing, await repo_events.all_events(session, view.run_id))
+    assert sum(bar["kind"] == "running" for bar in drawing["bars"]) == 6
 
 
 async def test_refusals_reach_the_person_and_change_nothing(

@@ -38,7 +38,7 @@ async def test_a_post_applied_but_answered_500_twice_appears_once(
         message = await approve(bot, number, "U_BOB", "U_CAROL")
         await bot.fake.wait_for(lambda m=message: "succeeded" in m.text,  # type: ignore[misc]
                                 within=60)
-    await bot.fake.wait_for(lambda: any(u.get("title") == "Incident timeline"
+    await bot.fake.wait_for(lambda: any(u.get("title") == "Incident timeline (picture)"
                                         for u in bot.fake.uploads.values()), within=60)
     assert len(bot.fake.roots(root.channel)) == 1
     assert all("succeeded" in bot.step_messages(n)[0].text for n in range(1, 7))
@@ -51,7 +51,8 @@ async def test_a_post_applied_but_answered_500_twice_appears_once(
     assert bot.fake.faults["chat.postMessage"].times == 8
     shared = [u for u in bot.fake.uploads.values() if u.get("thread_ts") == root.ts]
     assert sorted(u["filename"] for u in shared) == sorted(
-        ["backup-output.log", f"rollback-{(await bot.the_run_id())[:8]}.md"])
+        ["backup-output.log", f"rollback-{(await bot.the_run_id())[:8]}.md",
+         f"rollback-{(await bot.the_run_id())[:8]}-timeline.png"])
 
 
 async def test_a_thread_slack_will_not_let_the_bot_read_still_gets_every_message(

@@ -267,9 +267,11 @@ class FakeSlack:
         upload = self.uploads.get(request.match_info["file_id"])
         if upload is None:
             return web.Response(status=404, text="file_not_found")
-        upload["content"] = (await request.read()).decode()
+        raw = await request.read()
+        upload["raw"] = raw  # a picture's bytes; "content" is the text of a text file
+        upload["content"] = raw.decode("utf-8", errors="replace")
         upload["uploaded"] = True
-        return web.Response(text="OK - " + str(len(upload["content"])))
+        return web.Response(text="OK - " + str(len(raw)))
 
     async def respond(self, request: web.Request) -> web.Response:
         """A request's `response_url`: up to 5 replies within 30 minutes, as Slack allows.

@@ -8,6 +8,7 @@ import io
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import asyncpg
 import pytest
@@ -17,6 +18,7 @@ from bot.domain.states import StepStatus
 from bot.settings import KeyModel, Settings
 from bot.terminal.rehearse import RehearsalOptions, RehearsalResult, rehearse
 from bot.urls import libpq_url
+from tests.charts.png_checks import bars_painted, read_png, running_bars_match_events
 from tests.sandbox.after_rollback import assert_rolled_back, outbox_messages
 
 CLIENTS = 4  # one of them without a contact
@@ -127,6 +129,18 @@ async def test_rehearsal_runs_six_steps_approved_by_two_names_and_leaks_no_key(
 
     assert sorted(settings.backup_dir.glob("backup_before_rollback_*.dump"))
     assert result.timeline is not None and result.timeline.exists()
+    picture = result.timeline.with_suffix(".png")
+    assert f"picture:    {picture}" in transcript
+    image, drawing = read_png(picture.read_bytes())
+    bars_painted(image, drawing)
+    conn = await asyncpg.connect(libpq_url(bot_url))
+    try:
+        events = await conn.fetch("SELECT at, kind, step FROM incident_events ORDER BY seq")
+    finally:
+        await conn.close()
+    running_bars_match_events(drawing, [SimpleNamespace(**dict(e)) for e in events])
+    assert [b["row"] for b in drawing["bars"] if b["kind"] == "running"] == \
+        [step.step.value for step in view.steps]
     scanned = [transcript, result.timeline.read_text(), await _bot_rows_text(bot_url)]
     scanned += [p.read_text(errors="replace") for p in (result.folder / "logs").iterdir()
                 if p.name != "api.log"]
