@@ -110,3 +110,26 @@ def follow_up_line(item: FollowUpView) -> str:
     if item.done and item.done_at is not None:
         line += f" — done by {item.done_by_name} at {item.done_at:%Y-%m-%d %H:%M} UTC"
     return line
+
+
+FOLLOW_UP_COLUMNS = ("#", "action", "status", "owner", "owned (UTC)", "done by",
+                     "done (UTC)")
+
+
+def _when(at: datetime | None) -> str:
+    return f"{at:%Y-%m-%d %H:%M}" if at is not None else ""
+
+
+def follow_up_rows(items: Iterable[FollowUpView]) -> list[tuple[str, ...]]:
+    """The checklist as a table's rows (FOLLOW_UP_COLUMNS): for the exported timeline and the
+    terminal alike, so both say the same about who owns what and when it was done."""
+    return [(str(item.number), item.title, "done" if item.done else "open",
+             item.owner_name or "", _when(item.owned_at), item.done_by_name or "",
+             _when(item.done_at)) for item in items]
+
+
+def text_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows under their header in aligned columns, for a terminal."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=False)]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+            for row in (header, tuple("-" * width for width in widths), *rows)]

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
-from bot.domain.follow_ups import done_count, follow_up_line
+from bot.domain.follow_ups import FOLLOW_UP_COLUMNS, done_count, follow_up_rows
 from bot.domain.log_chain import verify_hint
 from bot.domain.views import RunView
 
@@ -67,10 +67,21 @@ def timeline_markdown(run: RunView, events: Iterable[EventLike]) -> str:
                      f"{literal(details[:500], True)} |")
     if run.follow_ups:
         lines += ["", f"## Post-rollback actions ({done_count(run.follow_ups)}/"
-                  f"{len(run.follow_ups)} done)", ""]
-        lines += [f"- {follow_up_line(item)}" for item in run.follow_ups]
+                  f"{len(run.follow_ups)} done)", "", *follow_up_table(run)]
     lines += ["", *chain_lines(run.run_id, last)]
     return "\n".join(lines) + "\n"
+
+
+def follow_up_table(run: RunView) -> list[str]:
+    """Who owns each post-rollback action and when it was done, as a markdown table; names are
+    code spans, as everything people typed."""
+    lines = ["| " + " | ".join(FOLLOW_UP_COLUMNS) + " |",
+             "|" + "---|" * len(FOLLOW_UP_COLUMNS)]
+    for number, title, status, owner, owned, done_by, done_at in follow_up_rows(run.follow_ups):
+        named = [literal(name, True) if name else "" for name in (owner, done_by)]
+        lines.append(f"| {number} | {title} | {status} | {named[0]} | {owned} | {named[1]} | "
+                     f"{done_at} |")
+    return lines
 
 
 def chain_lines(run_id: str, last: EventLike | None) -> list[str]:

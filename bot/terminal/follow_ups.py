@@ -14,11 +14,13 @@ import sys
 from typing import TextIO
 
 from bot.domain.follow_ups import (
+    FOLLOW_UP_COLUMNS,
     FollowUpAction,
     done_count,
-    follow_up_line,
+    follow_up_rows,
     open_items,
     parse_item,
+    text_table,
 )
 from bot.settings import Settings, SettingsError
 from bot.terminal.front import terminal_actor
@@ -70,8 +72,8 @@ async def follow_ups(settings: Settings, action: str, item_word: str | None, nam
         print(f"Rollback {run_id[:8]} ({view.status.value}): post-rollback actions "
               f"{done_count(view.follow_ups)}/{len(view.follow_ups)} done, "
               f"{len(open_items(view.follow_ups))} open", file=out)
-        for follow_up in view.follow_ups:
-            print(f"  {follow_up_line(follow_up)}", file=out)
+        for line in text_table(FOLLOW_UP_COLUMNS, follow_up_rows(view.follow_ups)):
+            print(f"  {line}", file=out)
     return 0
 
 

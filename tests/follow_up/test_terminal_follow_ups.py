@@ -4,6 +4,7 @@ database, and what `check` says about paging."""
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -49,8 +50,18 @@ async def test_follow_ups_are_listed_owned_and_closed_from_the_terminal(bot_db_u
     assert await follow_ups(settings_for(bot_db_url), "own", "1", "dave", out) == 0
     assert await follow_ups(settings_for(bot_db_url), "done", "root_cause", "erin", out) == 0
     text = out.getvalue()
-    assert "[x] 1. Root cause analysis" in text and "owner dave" in text
-    assert "done by erin" in text and "1/5 done, 4 open" in text
+    assert "1/5 done, 4 open" in text
+    table = text.splitlines()[-7:]  # the listing after the close: header, rule, five items
+    assert table[0].split() == ["#", "action", "status", "owner", "owned", "(UTC)", "done",
+                                "by", "done", "(UTC)"]
+    first = table[2]
+    assert first.lstrip().startswith("1  Root cause analysis: identify why Phase 3 failed")
+    when = r"\d{4}-\d\d-\d\d \d\d:\d\d"
+    assert re.search(rf"\s{{2,}}done\s+dave\s+{when}\s+erin\s+{when}$", first), first
+    assert re.search(r"^  2  Fix the issues.*\s{2,}open$", table[3]), table[3]
+    # The columns line up: each item's status starts where the header's does.
+    column = table[0].index("status")
+    assert all(row[column:column + 4] in ("done", "open") for row in table[2:])
     again = io.StringIO()
     assert await follow_ups(settings_for(bot_db_url), "done", "1", "dave", again) == 1
     assert "already done by erin" in again.getvalue()
