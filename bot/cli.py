@@ -32,16 +32,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _plan(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.engine.dry_run import dry_run
-    from bot.engine.reports import plans_text
+    from bot.engine.dry_run import dry_run_from_settings, dry_run_text
     from steps.registry import default_steps
 
-    print("Dry run against the configured target; nothing is changed.")
-    print(plans_text(asyncio.run(dry_run(settings, default_steps()))))
-    from bot.domain.paging_policy import paging_status
-
-    print(paging_status(settings.pagerduty_routing_key is not None, settings.page_on,
-                        settings.pagerduty_events_url))
+    print(dry_run_text(settings, asyncio.run(dry_run_from_settings(settings, default_steps()))))
     return 0
 
 
