@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.thread_budget
 	$(BIN)/python -m bench.backup_overhead
 	$(BIN)/python -m bench.directory_load
+	$(BIN)/python -m bench.event_chain
 	$(BIN)/python -m bench.whole_rollback
 
 clean:
