@@ -3,6 +3,7 @@ Slack over HTTP with its own health check — each a real container of the real 
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -113,3 +114,5 @@ async def test_a_sandbox_rehearsal_runs_all_six_steps_inside_the_image(
                    for line in rehearsed.output.splitlines()), step
     assert "random key refused (401)" in rehearsed.output
     assert "outbox:     /tmp/rehearsal/outbox (4 emails)" in rehearsed.output
+    # The picture is drawn in the image too (Pillow and its own font in the venv).
+    assert re.search(r"picture:    /tmp/rehearsal/timeline-[0-9a-f]{8}\.png", rehearsed.output)
