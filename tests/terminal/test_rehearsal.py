@@ -6,6 +6,7 @@ from __future__ import annotations
 import email
 import io
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -139,6 +140,19 @@ async def test_rehearsal_runs_six_steps_approved_by_two_names_and_leaks_no_key(
     finally:
         await conn.close()
     running_bars_match_events(drawing, [SimpleNamespace(**dict(e)) for e in events])
+    # The summary printed the log's chain head; the markdown ends with the head it was made at.
+    conn = await asyncpg.connect(libpq_url(bot_url))
+    try:
+        heads = {r["hash"]: r["seq"] for r in await conn.fetch(
+            "SELECT seq, hash FROM incident_events")}
+    finally:
+        await conn.close()
+    printed_head = re.search(r"incident log: (\d+) events, chain head ([0-9a-f]{64})", transcript)
+    assert printed_head is not None
+    assert heads[printed_head.group(2)] == int(printed_head.group(1))
+    last_line = result.timeline.read_text().splitlines()[-1]
+    assert re.fullmatch(r"- head \(event \d+, seq (\d+)\): `([0-9a-f]{64})`", last_line)
+    assert last_line[-65:-1] in heads
     assert [b["row"] for b in drawing["bars"] if b["kind"] == "running"] == \
         [step.step.value for step in view.steps]
     scanned = [transcript, result.timeline.read_text(), await _bot_rows_text(bot_url)]
