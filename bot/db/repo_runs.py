@@ -46,12 +46,13 @@ class ActiveRunExists:
 
 async def create_run(
     session: AsyncSession, *, initiator_id: str, initiator_name: str, reason: str, source: str,
-    channel_id: str | None,
+    channel_id: str | None, target: str = "default",
 ) -> RollbackRun | ActiveRunExists:
     """A new active run, or the run that is already active (the unique index decides)."""
     run = RollbackRun(
         id=uuid.uuid4(), status=RunStatus.ACTIVE.value, initiator_id=initiator_id,
         initiator_name=initiator_name, reason=reason, source=source, channel_id=channel_id,
+        target=target,
     )
     try:
         async with session.begin_nested():

@@ -72,6 +72,7 @@ class Transitions:
                 reason=reason,
                 source=actor.source.value,
                 channel_id=channel_id,
+                target=self.settings.target_name,
             )
             if isinstance(created, repo_runs.ActiveRunExists):
                 existing = str(created.run.id)
