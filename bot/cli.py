@@ -69,6 +69,12 @@ def _escalate(args: argparse.Namespace, settings: Settings) -> int:
     return escalate_command(args, settings)
 
 
+def _verify_log(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.terminal.verify_log import verify_log_command
+
+    return verify_log_command(args, settings)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rollback-bot",
@@ -105,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
                               "page and a mention of the escalation group")
     add_escalate_arguments(escalate)
     escalate.set_defaults(handler=_escalate)
+    from bot.terminal.verify_log import add_verify_log_arguments
+
+    verify = sub.add_parser("verify-log", help="recompute a run's incident log hash chain; "
+                            "non-zero naming the first broken event")
+    add_verify_log_arguments(verify)
+    verify.set_defaults(handler=_verify_log)
     return parser
 
 
