@@ -7,7 +7,7 @@ that names the run), so no code path can file a step or a ledger row under anoth
 The downgrade refuses while any row belongs to another target: it would merge their rotations.
 
 Revision ID: 0005_targets
-Revises: 0002_resend
+Revises: 0003_event_chain
 """
 
 from collections.abc import Sequence
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005_targets"
-down_revision: str | Sequence[str] | None = "0002_resend"
+down_revision: str | Sequence[str] | None = "0003_event_chain"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -14,7 +14,7 @@ from alembic import command
 from bot.db.migrate import alembic_config
 from bot.urls import libpq_url
 
-BEFORE = "0002_resend"
+BEFORE = "0003_event_chain"
 TARGETED = ("rollback_runs", "step_executions", "notifications", "key_rotations",
             "closed_rotations")
 
