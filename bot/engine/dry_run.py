@@ -46,13 +46,15 @@ class _RotationState:
     note: str | None = None
 
 
-async def _rotation_state(sessions: async_sessionmaker[AsyncSession],
+async def _rotation_state(sessions: async_sessionmaker[AsyncSession], target: str,
                           limit: float) -> _RotationState:
-    """The rotation a new run would continue and the last closed one, within `limit`."""
+    """The rotation a new run on `target` would continue and its last closed one, within
+    `limit`."""
     try:
         async with asyncio.timeout(limit), sessions() as session:
-            rotation = await repo_rotations.open_rotation_before(session, str(uuid.uuid4()))
-            closed = await repo_rotations.last_closed(session)
+            rotation = await repo_rotations.open_rotation_before(session, str(uuid.uuid4()),
+                                                                 target)
+            closed = await repo_rotations.last_closed(session, target)
     except (OSError, SQLAlchemyError, TimeoutError) as exc:
         why = (f"did not answer within {limit:g} s" if isinstance(exc, TimeoutError)
                else f"could not be read ({type(exc).__name__})")
@@ -67,11 +69,11 @@ async def dry_run(settings: Settings, steps: Mapping[StepName, Step],
     """With the bot database (`sessions`), the plans of steps 4 and 5 show the rotation a new
     run would continue, read from its ledgers (plans only read them), or, when there is none
     to continue, what the last closed rotation did."""
-    state = (await _rotation_state(sessions, settings.plan_timeout_seconds)
+    state = (await _rotation_state(sessions, settings.target_name, settings.plan_timeout_seconds)
              if sessions is not None else _RotationState(note=NO_BOT_DATABASE))
     if sessions is not None and state.rotation is not None:
         ctx = StepContext(run_id="dry-run", settings=settings,
-                          rotations=SqlRotationLedger(sessions),
+                          rotations=SqlRotationLedger(sessions, target=settings.target_name),
                           notifications=SqlNotificationLedger(sessions),
                           rotation_id=str(state.rotation))
     else:
