@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     # Several targets, each with its settings under its own prefix (bot/targets.py); empty:
     # the settings here are the one target `default`.
     targets: CommaList = ()
+    # The target whose last run counts as this one's rehearsal (its plan quotes it and warns);
+    # with TARGETS naming `staging`, every other target's defaults to it.
+    rehearsal_target: str = ""
 
     # The service being rolled back
     target_database_url: SecretStr = SecretStr(

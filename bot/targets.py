@@ -39,6 +39,8 @@ BOT_WIDE = frozenset({
 })
 # A named target must say where it is: a default here would point two targets at one service.
 REQUIRED_PER_TARGET = ("target_database_url", "api_base_url")
+# Where the others are rehearsed when nobody said (REHEARSAL_TARGET): the runbook's staging.
+REHEARSAL_DEFAULT = "staging"
 
 
 class UnknownTarget(SettingsError):
@@ -144,7 +146,11 @@ def load_targets(base: Settings, environ: Mapping[str, str] | None = None,
     refused: dict[str, str] = {}
     for name in names:
         try:
-            usable[name] = target_settings(base, name, source)
+            settings = target_settings(base, name, source)
+            if not settings.rehearsal_target and REHEARSAL_DEFAULT in names \
+                    and name != REHEARSAL_DEFAULT:
+                settings = settings.model_copy(update={"rehearsal_target": REHEARSAL_DEFAULT})
+            usable[name] = settings
         except TargetRefused as exc:
             refused[name] = str(exc)
     return Targets(names, usable, refused)

@@ -1,6 +1,6 @@
 """Two targets at once, one bot database: staging and production each roll back their own
 sandbox (its own database and api, its own client directory), one engine per target, at the
-same time, with the real steps 4 and 5 and a real SMTP server (steps 1-3 and 6 scripted). One
+same time, with the real steps 2, 4 and 5 and a real SMTP server (1, 3 and 6 scripted). One
 active run per target, not one per bot; nothing is shared: each target's keys are in its own
 database and ledger rows, each contact of each target is mailed once with that target's key,
 and each target's rotation is its own (production's plan never continues staging's)."""
@@ -21,6 +21,7 @@ from bot.domain.approvals import Refusal
 from bot.domain.states import RunStatus
 from bot.domain.step_protocol import Step
 from bot.domain.steps import StepName
+from bot.engine.dry_run import dry_run_text
 from bot.engine.engine import Engine
 from bot.urls import libpq_url
 from sandbox.api import build_app
@@ -81,9 +82,11 @@ async def targets(
                 url, tmp_path / name, mailer="smtp", smtp_host=smtp_server.host,
                 smtp_port=smtp_server.port, client_directory=directory, api_base_url=base_url,
                 rotation_batch_pages=1, rotation_max_batch_pages=1, rotation_workers=1,
-                step_timeout_seconds=120, plan_timeout_seconds=30).for_target(name)
+                step_timeout_seconds=120, plan_timeout_seconds=30,
+                rehearsal_target="" if name == "staging" else "staging").for_target(name)
             steps: dict[StepName, Step] = {
-                **default_steps(), **{n: ScriptedStep(n) for n in (*BEFORE_KEYS, S.VERIFY)}}
+                **default_steps(),
+                **{n: ScriptedStep(n) for n in (S.BACKUP, S.RESTART, S.VERIFY)}}
             made[name] = Target(name, url, directory,
                                 Engine(bot_sessionmaker, settings, steps, replica_id=name),
                                 await owned_rows(url))
@@ -154,3 +157,46 @@ async def _run_target(url: str, run_id: str) -> str:
                                        run_id))
     finally:
         await conn.close()
+
+
+async def sql(url: str, statement: str, *args: object) -> None:
+    conn = await asyncpg.connect(libpq_url(url))
+    try:
+        await conn.execute(statement, *args)
+    finally:
+        await conn.close()
+
+
+async def test_productions_plan_quotes_the_last_staging_rehearsal_and_warns_when_stale(
+    targets: dict[str, Target], bot_db_url: str,
+) -> None:
+    staging, production = targets["staging"], targets["production"]
+    text = dry_run_text(production.engine.settings, await production.engine.dry_run_report())
+    assert "Dry run on target production — nothing changed:" in text
+    assert "Rehearsal on staging: none recorded" in text
+    assert "⚠ no rehearsal on staging in the last 14 days" in text, "it warns..."
+    assert "1. Back up the database" in text, "...and still plans every step"
+
+    rehearsal = await start(staging.engine)
+    await approve(staging.engine, rehearsal, *STEPS_IN_ORDER)
+    assert (await staging.engine.run_view(rehearsal)).status is RunStatus.COMPLETED
+    text = dry_run_text(production.engine.settings, await production.engine.dry_run_report())
+    head = f"Last rehearsal on staging: run {rehearsal[:8]} by alice, ended "
+    assert head in text and "(less than an hour ago): completed" in text
+    for line in ("    1. Back up the database (pg_dump -F c): succeeded, ",
+                 "    2. Alembic downgrade to Phase 2: already done, ",
+                 "    4. Generate one new API key per client: succeeded, ",
+                 "    5. Email each client its new key: succeeded, "):
+        assert line in text, line
+    assert "⚠" not in text.split(head)[1].split("Paging:")[0], "same code, same migration"
+    own = dry_run_text(staging.engine.settings, await staging.engine.dry_run_report())
+    assert "rehearsal" not in own.lower(), "staging's own plan quotes no rehearsal"
+
+    await sql(bot_db_url, "UPDATE rollback_runs SET finished_at = now() - interval '15 days' "
+              "WHERE id = $1", rehearsal)
+    await sql(production.url, "UPDATE alembic_version SET version_num = '9ddfdd63af30'")
+    text = dry_run_text(production.engine.settings, await production.engine.dry_run_report())
+    assert head in text and "(15 days ago)" in text
+    assert "⚠ no rehearsal on staging in the last 14 days (the last ended 15 days ago)" in text
+    assert ("⚠ staging was at migration revision 20260201_000006 when rehearsed; production "
+            "is at 9ddfdd63af30") in text
