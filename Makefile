@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint typecheck bench clean demo demo-service
+.PHONY: install test lint typecheck bench clean demo demo-service demo-targets
 
 install: $(STAMP)
 
@@ -33,6 +33,11 @@ demo: $(STAMP)
 # .env) that step 4 replaces, installs and restarts the api for, before anyone is mailed.
 demo-service: $(STAMP)
 	$(BIN)/rollback-bot rehearse --sandbox --key-model service --approver alice --approver bob --initiator carol --clients 20
+
+# Two targets on one bot database, in the runbook's order: rehearse on a staging sandbox, show
+# production's plan quoting that rehearsal, then roll a production sandbox back.
+demo-targets: $(STAMP)
+	$(BIN)/rollback-bot rehearse --sandbox --targets staging,production --approver alice --approver bob --initiator carol --clients 20
 
 # Benchmarks (not tests: they print tables; see README "Performance").
 bench: $(STAMP)

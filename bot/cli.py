@@ -12,6 +12,7 @@ from bot.settings import Settings, SettingsError, load_settings
 from bot.terminal.exit_codes import EXIT_INTERRUPTED, EXIT_REFUSED
 
 Command = Callable[[argparse.Namespace, Settings], int]
+log = logging.getLogger("bot.cli")
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -26,23 +27,28 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from bot.serve import serve
+    from bot.targets import load_targets
 
-    asyncio.run(serve(settings, http=args.http, host=args.host, port=args.port))
+    target = load_targets(settings).serving(log)
+    asyncio.run(serve(target, http=args.http, host=args.host, port=args.port))
     return 0
 
 
 def _plan(args: argparse.Namespace, settings: Settings) -> int:
     from bot.engine.dry_run import dry_run_from_settings, dry_run_text
+    from bot.targets import load_targets
     from steps.registry import default_steps
 
-    print(dry_run_text(settings, asyncio.run(dry_run_from_settings(settings, default_steps()))))
+    target = load_targets(settings).get(args.target)
+    print(dry_run_text(target, asyncio.run(dry_run_from_settings(target, default_steps()))))
     return 0
 
 
 def _check(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.preflight import check_command
+    from bot.preflight import check_targets_command
+    from bot.targets import load_targets
 
-    return check_command(args, settings)
+    return check_targets_command(load_targets(settings), args.target)
 
 
 def _rehearse(args: argparse.Namespace, settings: Settings) -> int:
@@ -83,8 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=3000, help="HTTP port (default 3000)")
     serve.set_defaults(handler=_serve)
     plan = sub.add_parser("plan", help="print every step's plan against the target; change nothing")
+    plan.add_argument("--target", help="which target (TARGETS); needed when there are several")
     plan.set_defaults(handler=_plan)
     check = sub.add_parser("check", help="preflight: every dependency, ok or problem and its fix")
+    check.add_argument("--target", help="check only this target (default: every one)")
     check.set_defaults(handler=_check)
     rehearse = sub.add_parser(
         "rehearse", help="a full rollback with the terminal as the front (sandbox by default)"

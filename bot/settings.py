@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PHASE2_REVISION = "20260201_000006"
@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     # The bot's own state
     database_url: SecretStr | None = None
     log_level: str = "INFO"
+    # Several targets, each with its settings under its own prefix (bot/targets.py); empty:
+    # the settings here are the one target `default`.
+    targets: CommaList = ()
+    # The target whose last run counts as this one's rehearsal (its plan quotes it and warns);
+    # with TARGETS naming `staging`, every other target's defaults to it.
+    rehearsal_target: str = ""
 
     # The service being rolled back
     target_database_url: SecretStr = SecretStr(
@@ -173,8 +179,12 @@ class Settings(BaseSettings):
     approval_ttl_minutes: float = Field(default=60.0, gt=0)
     follow_through_interval_seconds: float = Field(default=15.0, gt=0)
 
+    # Which target these settings are for (bot/targets.py sets it; never read from the env).
+    _target_name: str = PrivateAttr(default="default")
+
     _split = field_validator(
-        "approver_user_ids", "phase3_revisions", "verify_log_patterns", "page_on", mode="before"
+        "targets", "approver_user_ids", "phase3_revisions", "verify_log_patterns", "page_on",
+        mode="before",
     )(_split_commas)
 
     @field_validator("page_on")
@@ -201,6 +211,16 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return json.loads(value) if value.strip() else {}
         return value
+
+    @property
+    def target_name(self) -> str:
+        return self._target_name
+
+    def for_target(self, name: str) -> Settings:
+        """A copy of these settings naming the target they are for."""
+        copy = self.model_copy()
+        copy._target_name = name
+        return copy
 
     def require(self, *names: str) -> None:
         """Stop with one message naming every setting in `names` that is not set."""

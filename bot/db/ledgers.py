@@ -78,9 +78,10 @@ NOTIFICATION_UPSERT = _notification_upsert()
 
 class SqlRotationLedger:
     def __init__(self, sessions: async_sessionmaker[AsyncSession],
-                 fence: Fence | None = None) -> None:
+                 fence: Fence | None = None, target: str | None = None) -> None:
         self.sessions = sessions
         self.fence = fence
+        self.target = target  # whose closed rotations count (None: any target's)
 
     async def record(self, run_id: str, old_to_new: Mapping[str, str]) -> None:
         if not old_to_new:
@@ -115,7 +116,7 @@ class SqlRotationLedger:
 
     async def last_closed(self) -> ClosedRotationRecord | None:
         async with self.sessions() as session:
-            return await repo_rotations.last_closed(session)
+            return await repo_rotations.last_closed(session, self.target)
 
 
 class SqlNotificationLedger:

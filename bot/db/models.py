@@ -56,9 +56,10 @@ class RollbackRun(Base):
     __table_args__ = (
         CheckConstraint(one_of("status", RunStatus), name="status"),
         CheckConstraint(one_of("source", Source), name="source"),
-        # "Only one rollback at a time" is this index, not a Python lock.
-        Index("uq_rollback_runs_one_active", "status", unique=True,
+        # "Only one rollback at a time on a target" is this index, not a Python lock.
+        Index("uq_rollback_runs_one_active", "target", unique=True,
               postgresql_where=text("status = 'active'")),
+        Index("ix_rollback_runs_target_created_at", "target", "created_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True,
@@ -78,6 +79,8 @@ class RollbackRun(Base):
     # The earlier run whose key rotation this run continues (decided when the run is created);
     # NULL: its own. The ledgers of both steps 4 and 5 are keyed by that rotation.
     rotation_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("rollback_runs.id"))
+    # Which target (bot/targets.py): `default` when one target is configured.
+    target: Mapped[str] = mapped_column(String(32), server_default=text("'default'"))
 
 
 class StepExecution(Base):
@@ -110,6 +113,9 @@ class StepExecution(Base):
                                                  server_default=func.now())
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The target this row belongs to (bot/targets.py); a run's rows take its target in the
+    # database (migration 0005_targets's triggers).
+    target: Mapped[str] = mapped_column(String(32), server_default=text("'default'"))
 
 
 class Approval(Base):
@@ -195,6 +201,9 @@ class Notification(Base):
     error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
                                                  server_default=func.now())
+    # The target this row belongs to (bot/targets.py); a run's rows take its target in the
+    # database (migration 0005_targets's triggers).
+    target: Mapped[str] = mapped_column(String(32), server_default=text("'default'"))
 
 
 class KeyRotation(Base):
@@ -208,6 +217,9 @@ class KeyRotation(Base):
     new_hash: Mapped[str] = mapped_column(String(64), unique=True)
     rotated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
                                                  server_default=func.now())
+    # The target this row belongs to (bot/targets.py); a run's rows take its target in the
+    # database (migration 0005_targets's triggers).
+    target: Mapped[str] = mapped_column(String(32), server_default=text("'default'"))
 
 
 class ClosedRotation(Base):
@@ -221,6 +233,9 @@ class ClosedRotation(Base):
     closed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
                                                 server_default=func.now())
     facts: Mapped[dict[str, Any]] = mapped_column(JSONB)  # counts at closure (no hash, no key)
+    # The target this row belongs to (bot/targets.py); a run's rows take its target in the
+    # database (migration 0005_targets's triggers).
+    target: Mapped[str] = mapped_column(String(32), server_default=text("'default'"))
 
 
 class MirrorClaim(Base):

@@ -63,7 +63,10 @@ async def set_done(
     await session.flush()
 
 
-async def latest_run(session: AsyncSession) -> RollbackRun | None:
-    """The most recent run, active or not (what `status` reports on)."""
-    return (await session.execute(
-        select(RollbackRun).order_by(RollbackRun.created_at.desc()).limit(1))).scalar()
+async def latest_run(session: AsyncSession, target: str | None = None) -> RollbackRun | None:
+    """The most recent run of `target` (None: of any), active or not (what `status` reports
+    on)."""
+    query = select(RollbackRun).order_by(RollbackRun.created_at.desc()).limit(1)
+    if target is not None:
+        query = query.where(RollbackRun.target == target)
+    return (await session.execute(query)).scalar()

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import String, and_, cast, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.db.models import EngineInbox
+from bot.db.models import EngineInbox, RollbackRun
 
 
 async def add(session: AsyncSession, **values: Any) -> int:
@@ -49,9 +49,14 @@ async def claim(
     return result.scalar()
 
 
-async def pending_ids(session: AsyncSession, older_than_seconds: float) -> list[int]:
+async def pending_ids(session: AsyncSession, older_than_seconds: float,
+                      target: str | None = None) -> list[int]:
+    """Clicks left unprocessed; of the runs of `target` only (None: any run)."""
     query = (select(EngineInbox.id).where(_claimable(older_than_seconds))
              .order_by(EngineInbox.id).limit(100))
+    if target is not None:
+        query = query.where(EngineInbox.run_id.in_(
+            select(cast(RollbackRun.id, String)).where(RollbackRun.target == target)))
     return [int(i) for i in (await session.execute(query)).scalars()]
 
 

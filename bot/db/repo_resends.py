@@ -26,7 +26,8 @@ async def unconfirmed_clients(session: AsyncSession, run_id: str) -> list[str]:
     return list((await session.execute(query)).scalars())
 
 
-async def runs_with_resend_waiting(session: AsyncSession) -> set[str]:
+async def runs_with_resend_waiting(session: AsyncSession, target: str | None = None
+                                   ) -> set[str]:
     """Runs whose resend of step 5 waits for approval and may still be sent (an ended run's
     too: it is no longer the active one, yet its approvals still expire)."""
     query = (select(StepExecution.run_id).join(RollbackRun, RollbackRun.id == StepExecution.run_id)
@@ -34,6 +35,8 @@ async def runs_with_resend_waiting(session: AsyncSession) -> set[str]:
                     StepExecution.status == StepStatus.AWAITING_APPROVAL.value,
                     RollbackRun.status.in_([s.value for s in RESENDABLE_RUN_STATUSES]))
              .distinct())
+    if target is not None:
+        query = query.where(RollbackRun.target == target)
     return {str(run_id) for run_id in (await session.execute(query)).scalars()}
 
 

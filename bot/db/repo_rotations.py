@@ -29,14 +29,16 @@ def _uuid(value: str | uuid.UUID) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
-async def open_rotation_before(session: AsyncSession, run_id: str) -> uuid.UUID | None:
-    """The rotation of the latest other run whose step 4 started, if it is not closed."""
+async def open_rotation_before(session: AsyncSession, run_id: str, target: str
+                               ) -> uuid.UUID | None:
+    """The rotation of the latest other run on `target` whose step 4 started, if it is not
+    closed (a rotation belongs to its target: production never continues staging's)."""
     began = exists(select(StepExecution.id).where(
         StepExecution.run_id == RollbackRun.id, StepExecution.step == OPENS_ROTATION.value,
         StepExecution.started_at.is_not(None)))
     rotation = (await session.execute(
         select(func.coalesce(RollbackRun.rotation_id, RollbackRun.id))
-        .where(RollbackRun.id != _uuid(run_id), began)
+        .where(RollbackRun.id != _uuid(run_id), RollbackRun.target == target, began)
         .order_by(RollbackRun.created_at.desc()).limit(1))).scalar()
     if rotation is None or await session.get(ClosedRotation, rotation) is not None:
         return None
@@ -45,7 +47,9 @@ async def open_rotation_before(session: AsyncSession, run_id: str) -> uuid.UUID 
 
 async def bind_rotation(session: AsyncSession, run_id: str) -> str:
     """Decide, for a run being created, which rotation it works on; returns its id."""
-    rotation = await open_rotation_before(session, run_id)
+    target = (await session.execute(select(RollbackRun.target)
+                                    .where(RollbackRun.id == _uuid(run_id)))).scalar_one()
+    rotation = await open_rotation_before(session, run_id, target)
     if rotation is None:
         return run_id
     await session.execute(update(RollbackRun).where(RollbackRun.id == _uuid(run_id))
@@ -82,13 +86,17 @@ async def progress(session: AsyncSession, rotation_id: str) -> RotationProgress:
                             uncertain=status.get(NotificationStatus.SENDING.value, 0))
 
 
-async def last_closed(session: AsyncSession) -> ClosedRotationRecord | None:
+async def last_closed(session: AsyncSession, target: str | None = None
+                      ) -> ClosedRotationRecord | None:
     """The latest closed rotation that keyed any client, with the counts recorded at closure
     (read from its ledgers when the record has none: closed by migration 0002_adopt)."""
     keyed = exists(select(KeyRotation.old_hash)
                    .where(KeyRotation.run_id == ClosedRotation.rotation_id))
+    query = select(ClosedRotation).where(keyed)
+    if target is not None:
+        query = query.where(ClosedRotation.target == target)
     closed = (await session.execute(
-        select(ClosedRotation).where(keyed)
+        query
         .order_by(ClosedRotation.closed_at.desc()).limit(1))).scalar()
     if closed is None:
         return None

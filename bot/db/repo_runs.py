@@ -46,19 +46,20 @@ class ActiveRunExists:
 
 async def create_run(
     session: AsyncSession, *, initiator_id: str, initiator_name: str, reason: str, source: str,
-    channel_id: str | None,
+    channel_id: str | None, target: str = "default",
 ) -> RollbackRun | ActiveRunExists:
     """A new active run, or the run that is already active (the unique index decides)."""
     run = RollbackRun(
         id=uuid.uuid4(), status=RunStatus.ACTIVE.value, initiator_id=initiator_id,
         initiator_name=initiator_name, reason=reason, source=source, channel_id=channel_id,
+        target=target,
     )
     try:
         async with session.begin_nested():
             session.add(run)
             await session.flush()
     except IntegrityError:
-        active = await get_active_run(session)
+        active = await get_active_run(session, target)
         if active is None:  # it finished between our insert and this read
             raise
         return ActiveRunExists(active)
@@ -74,9 +75,13 @@ async def get_run(
     return (await session.execute(query.execution_options(populate_existing=True))).scalar()
 
 
-async def get_active_run(session: AsyncSession) -> RollbackRun | None:
+async def get_active_run(session: AsyncSession, target: str | None = None
+                         ) -> RollbackRun | None:
+    """The active run of `target` (one at most: the unique index); None: of any target."""
     query = select(RollbackRun).where(RollbackRun.status == RunStatus.ACTIVE.value)
-    return (await session.execute(query)).scalar()
+    if target is not None:
+        query = query.where(RollbackRun.target == target)
+    return (await session.execute(query.order_by(RollbackRun.created_at).limit(1))).scalar()
 
 
 async def set_run_thread(
@@ -352,12 +357,16 @@ async def expire_lease(session: AsyncSession, execution_id: str) -> None:
     )
 
 
-async def find_orphaned_running(session: AsyncSession) -> list[StepExecution]:
-    """Running steps nobody holds: no lease, or a lease that was not renewed in time."""
+async def find_orphaned_running(session: AsyncSession, target: str | None = None
+                                ) -> list[StepExecution]:
+    """Running steps nobody holds: no lease, or a lease that was not renewed in time (of
+    `target` only: another target's steps are its engine's to examine; None: any)."""
     query = select(StepExecution).where(
         StepExecution.status == StepStatus.RUNNING.value,
         or_(StepExecution.lease_owner.is_(None),
             and_(StepExecution.lease_expires_at.is_not(None),
                  StepExecution.lease_expires_at < _now())),
     )
+    if target is not None:
+        query = query.where(StepExecution.target == target)
     return list((await session.execute(query)).scalars())

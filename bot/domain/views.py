@@ -83,3 +83,10 @@ class RunView:
     follow_ups: tuple[FollowUpView, ...] = ()  # the runbook's post-rollback actions, once ended
     unconfirmed: tuple[str, ...] = ()  # hash prefixes of clients whose email is unconfirmed
     log_head: LogHead | None = None  # the incident log's chain head as this view was read
+    target: str = "default"  # which target the run rolls back (bot/targets.py)
+
+    @property
+    def target_label(self) -> str:
+        """" on <target>" for a named target, said wherever someone approves; empty for the
+        one target of a single-target bot."""
+        return "" if self.target == "default" else f" on {self.target}"

@@ -25,7 +25,8 @@ class StepContexts:
         return StepContext(
             run_id=run_id,
             settings=self.settings,
-            rotations=SqlRotationLedger(self.journal.sessions, fence),
+            rotations=SqlRotationLedger(self.journal.sessions, fence,
+                                        self.settings.target_name),
             notifications=SqlNotificationLedger(self.journal.sessions, fence),
             earlier_facts=await self.journal.earlier_facts(run_id),
             execution_id=execution_id or "",

@@ -19,16 +19,21 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db import repo_rotations
 from bot.db.ledgers import SqlNotificationLedger, SqlRotationLedger
+from bot.db.repo_deliveries import database_now
+from bot.db.repo_rehearsals import last_rehearsal
 from bot.db.session import make_engine, make_sessionmaker
 from bot.domain.ledgers import ClosedRotationRecord
 from bot.domain.memory_ledgers import MemoryNotificationLedger, MemoryRotationLedger
 from bot.domain.paging_policy import paging_status
+from bot.domain.rehearsal import rehearsal_report
 from bot.domain.step_protocol import Plan, Step, StepContext
 from bot.domain.steps import STEP_ORDER, StepName
+from bot.engine.code_revision import code_revision
 from bot.engine.plans import safe_plan
 from bot.engine.reports import plans_text
 from bot.settings import Settings
 
+DEFAULT_TARGET = "default"
 NO_BOT_DATABASE = ("note: DATABASE_URL is not set: the bot database was not read, so steps 4 "
                    "and 5 show neither a rotation a new run would continue nor a closed one")
 
@@ -37,6 +42,8 @@ NO_BOT_DATABASE = ("note: DATABASE_URL is not set: the bot database was not read
 class DryRun:
     plans: list[Plan]
     notes: tuple[str, ...] = ()
+    rehearsal: tuple[str, ...] = ()  # the last rehearsal on the rehearsal target, quoted
+    rehearsal_warnings: tuple[str, ...] = ()  # warn, never block
 
 
 @dataclass(frozen=True)
@@ -46,13 +53,15 @@ class _RotationState:
     note: str | None = None
 
 
-async def _rotation_state(sessions: async_sessionmaker[AsyncSession],
+async def _rotation_state(sessions: async_sessionmaker[AsyncSession], target: str,
                           limit: float) -> _RotationState:
-    """The rotation a new run would continue and the last closed one, within `limit`."""
+    """The rotation a new run on `target` would continue and its last closed one, within
+    `limit`."""
     try:
         async with asyncio.timeout(limit), sessions() as session:
-            rotation = await repo_rotations.open_rotation_before(session, str(uuid.uuid4()))
-            closed = await repo_rotations.last_closed(session)
+            rotation = await repo_rotations.open_rotation_before(session, str(uuid.uuid4()),
+                                                                 target)
+            closed = await repo_rotations.last_closed(session, target)
     except (OSError, SQLAlchemyError, TimeoutError) as exc:
         why = (f"did not answer within {limit:g} s" if isinstance(exc, TimeoutError)
                else f"could not be read ({type(exc).__name__})")
@@ -67,11 +76,11 @@ async def dry_run(settings: Settings, steps: Mapping[StepName, Step],
     """With the bot database (`sessions`), the plans of steps 4 and 5 show the rotation a new
     run would continue, read from its ledgers (plans only read them), or, when there is none
     to continue, what the last closed rotation did."""
-    state = (await _rotation_state(sessions, settings.plan_timeout_seconds)
+    state = (await _rotation_state(sessions, settings.target_name, settings.plan_timeout_seconds)
              if sessions is not None else _RotationState(note=NO_BOT_DATABASE))
     if sessions is not None and state.rotation is not None:
         ctx = StepContext(run_id="dry-run", settings=settings,
-                          rotations=SqlRotationLedger(sessions),
+                          rotations=SqlRotationLedger(sessions, target=settings.target_name),
                           notifications=SqlNotificationLedger(sessions),
                           rotation_id=str(state.rotation))
     else:
@@ -80,12 +89,32 @@ async def dry_run(settings: Settings, steps: Mapping[StepName, Step],
                           rotations=MemoryRotationLedger(closed=closed),
                           notifications=MemoryNotificationLedger())
     plans = [await safe_plan(steps[name], ctx) for name in STEP_ORDER]
-    return DryRun(plans, (state.note,) if state.note else ())
+    lines, warnings = ((), ()) if sessions is None or state.note else \
+        await _rehearsal(settings, sessions, plans)
+    return DryRun(plans, (state.note,) if state.note else (), lines, warnings)
+
+
+async def _rehearsal(settings: Settings, sessions: async_sessionmaker[AsyncSession],
+                     plans: list[Plan]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What the plan says about the last rehearsal on the rehearsal target (none set: nothing).
+    The target's migration revision is what step 2's plan found on it just now."""
+    if not settings.rehearsal_target or settings.rehearsal_target == settings.target_name:
+        return (), ()
+    async with sessions() as session:
+        rehearsal = await last_rehearsal(session, settings.rehearsal_target)
+        now = await database_now(session)
+    found = next((p.facts.get("revision") for p in plans if p.step is StepName.DOWNGRADE), None)
+    lines, warnings = rehearsal_report(
+        settings.rehearsal_target, settings.target_name, rehearsal, now, code_revision(),
+        str(found) if found else None)
+    return tuple(lines), tuple(warnings)
 
 
 def dry_run_text(settings: Settings, report: DryRun) -> str:
     """The dry run as both fronts show it: the plans, any note, then whether paging is on."""
-    lines = ["Dry run — nothing changed:", plans_text(report.plans), *report.notes,
+    on = "" if settings.target_name == DEFAULT_TARGET else f" on target {settings.target_name}"
+    lines = [f"Dry run{on} — nothing changed:", plans_text(report.plans), *report.notes,
+             *report.rehearsal, *(f"⚠ {warning}" for warning in report.rehearsal_warnings),
              paging_status(settings.pagerduty_routing_key is not None, settings.page_on,
                            settings.pagerduty_events_url)]
     return "\n".join(lines)

@@ -52,6 +52,7 @@ class Engine:
         replica_id: str | None = None,
     ) -> None:
         self.settings = settings
+        self.target = settings.target_name  # this engine's runs are this target's only
         self.steps = steps
         self.replica_id = replica_id or f"replica-{uuid.uuid4().hex[:8]}"
         self.journal = Journal(sessions)
@@ -125,7 +126,7 @@ class Engine:
         )
         for verdict in verdicts:
             await self.transitions.orphan_examined(verdict)
-        stalled = await recovery.find_stalled_run(self.journal)
+        stalled = await recovery.find_stalled_run(self.journal, self.target)
         if stalled is not None:
             await self.transitions.resume_stalled(stalled)
         return len(verdicts)
@@ -154,7 +155,7 @@ class Engine:
 
     async def active_run_id(self) -> str | None:
         async with self.sessions() as session:
-            run = await repo_runs.get_active_run(session)
+            run = await repo_runs.get_active_run(session, self.target)
             return str(run.id) if run else None
 
     async def dry_run(self) -> list[Plan]:
@@ -243,7 +244,7 @@ class Engine:
     async def process_inbox(self, older_than_seconds: float = INBOX_GRACE_SECONDS) -> int:
         """Clicks acknowledged but never processed (their replica died); returns how many."""
         async with self.sessions() as session:
-            pending = await repo_inbox.pending_ids(session, older_than_seconds)
+            pending = await repo_inbox.pending_ids(session, older_than_seconds, self.target)
         done = 0
         for inbox_id in pending:
             if await self.process_click(inbox_id) is not None:

@@ -63,11 +63,11 @@ class FollowThrough(RunWatcher):
             targets.add(active)
         if include_latest:
             async with self.engine.sessions() as session:
-                run = await latest_run(session)
+                run = await latest_run(session, self.engine.target)
             if run is not None:
                 targets.add(str(run.id))
         async with self.engine.sessions() as session:
-            targets |= await repo_resends.runs_with_resend_waiting(session)
+            targets |= await repo_resends.runs_with_resend_waiting(session, self.engine.target)
         for run_id in sorted(targets):
             await watch_waiting_step(self.engine, run_id, self.approvers)
             await watch_waiting_resend(self.engine, run_id, self.approvers)

@@ -36,7 +36,7 @@ async def escalate(engine: Engine, actor: Actor, run_id: str | None, why: str) -
     why = " ".join(why.split())[:500] or "escalated without a reason given"
     async with engine.sessions() as session, session.begin():
         run = await (repo_runs.get_run(session, run_id, for_update=True) if run_id
-                     else repo_runs.get_active_run(session))
+                     else repo_runs.get_active_run(session, engine.target))
         if run is None or RunStatus(run.status) is not RunStatus.ACTIVE:
             return _answer(False, "there is no active rollback to escalate")
         run_id = str(run.id)

@@ -53,7 +53,7 @@ async def examine_orphans(
     """`running_here`: executions this replica runs right now. Never ours to examine: if their
     lease lapsed, their own lease keeper stops them and says so."""
     async with journal.sessions() as session:
-        orphans = await repo_runs.find_orphaned_running(session)
+        orphans = await repo_runs.find_orphaned_running(session, contexts.settings.target_name)
     verdicts: list[OrphanVerdict] = []
     for execution in orphans:
         execution_id = str(execution.id)
@@ -91,9 +91,9 @@ async def resend_in_place(ctx: StepContext, clients: Sequence[str]) -> CheckResu
     return CheckResult(True, "every client of the resend is recorded sent")
 
 
-async def find_stalled_run(journal: Journal) -> StalledRun | None:
+async def find_stalled_run(journal: Journal, target: str | None = None) -> StalledRun | None:
     async with journal.sessions() as session:
-        run = await repo_runs.get_active_run(session)
+        run = await repo_runs.get_active_run(session, target)
         if run is None or RunStatus(run.status) is not RunStatus.ACTIVE:
             return None
         run_id = str(run.id)

@@ -40,7 +40,7 @@ async def last_run_follow_ups_text(engine: Engine) -> str:
     from bot.domain.follow_ups import done_count, follow_up_line, open_items
 
     async with engine.sessions() as session:
-        run = await latest_run(session)
+        run = await latest_run(session, engine.target)
     if run is None:
         return ""
     view = await engine.run_view(str(run.id))

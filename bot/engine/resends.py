@@ -111,7 +111,7 @@ class Resends:
             return Refusal.STALE_BUTTON, None, []
         latest = await repo_runs.latest_execution(session, run_id, EMAIL, RESEND)
         clients = await repo_resends.unconfirmed_clients(session, run_id)
-        active = await repo_runs.get_active_run(session)
+        active = await repo_runs.get_active_run(session, run.target)
         status = StepStatus(latest.status) if latest is not None else None
         refusal = resend_refusal(
             RunStatus(run.status),

@@ -26,6 +26,7 @@ from bot.domain.step_protocol import Step
 from bot.domain.steps import STEP_ORDER, StepName, next_step
 from bot.engine.answers import Actor, Answer, Click
 from bot.engine.approval_watch import note_expired_approvals
+from bot.engine.code_revision import code_revision
 from bot.engine.contexts import StepContexts
 from bot.engine.executor import StepResult
 from bot.engine.journal import Journal
@@ -72,6 +73,7 @@ class Transitions:
                 reason=reason,
                 source=actor.source.value,
                 channel_id=channel_id,
+                target=self.settings.target_name,
             )
             if isinstance(created, repo_runs.ActiveRunExists):
                 existing = str(created.run.id)
@@ -85,6 +87,7 @@ class Transitions:
             await repo_events.append_event(
                 session, run_id, actor.user_id, actor.source, EventKind.RUN_STARTED, None,
                 {"reason": reason, "initiator_name": actor.user_name,
+                 "code_revision": code_revision(),
                  **({"continues_rotation_of": rotation_id} if rotation_id != run_id else {})},
             )
         self.journal.changed(run_id)

@@ -91,6 +91,7 @@ async def build_run_view(session: AsyncSession, run_id: str) -> RunView:
         left_behind=left_behind,
         channel_id=run.channel_id,
         thread_ts=run.thread_ts,
+        target=run.target,
         notices=notices,
         follow_ups=await repo_follow_ups.follow_ups(session, run_id)
         if RunStatus(run.status) in FINAL_RUN_STATUSES else (),

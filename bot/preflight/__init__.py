@@ -37,14 +37,30 @@ from bot.preflight.target import (
     target_facts,
 )
 from bot.settings import Settings
+from bot.targets import Targets
 
 __all__ = [
-    "CheckLine", "TargetFacts", "check", "check_api", "check_approvers", "check_bot_db",
-    "check_command", "check_directory", "check_mailer", "check_paging", "check_pg_dump",
+    "CheckLine",
+    "TargetFacts",
+    "check",
+    "check_api",
+    "check_approvers",
+    "check_bot_db",
+    "check_command",
+    "check_directory",
+    "check_mailer",
+    "check_paging",
+    "check_pg_dump",
     "check_restart",
     "check_slack",
-    "check_target_revision", "check_work_table", "preflight", "preflight_text",
-    "stops_rollback", "target_facts",
+    "check_target_revision",
+    "check_targets",
+    "check_targets_command",
+    "check_work_table",
+    "preflight",
+    "preflight_text",
+    "stops_rollback",
+    "target_facts",
 ]
 
 
@@ -85,5 +101,28 @@ async def check(settings: Settings, out: TextIO) -> int:
 
 
 def check_command(args: object, settings: Settings) -> int:
-    """`rollback-bot check`."""
+    """`rollback-bot check` on one target's settings."""
     return asyncio.run(check(settings, sys.stdout))
+
+
+async def check_targets(targets: Targets, only: str | None, out: TextIO) -> int:
+    """Every configured target in turn (or `only`), each under its name; a refused target is
+    a PROBLEM line saying what is missing, and the others are still checked."""
+    if not targets.several and only is None:
+        return await check(targets.get(None), out)
+    names = (targets.get(only).target_name,) if only is not None else targets.names
+    worst = 0
+    for name in names:
+        print(f"— target {name} —", file=out)
+        if name in targets.refused:
+            print(CheckLine(f"target {name}", False, f"refused: {targets.refused[name]}",
+                            f"set the missing {name.upper()}__… settings").text(), file=out)
+            worst = 1
+            continue
+        worst = max(worst, await check(targets.get(name), out))
+    return worst
+
+
+def check_targets_command(targets: Targets, only: str | None) -> int:
+    """`rollback-bot check [--target T]`."""
+    return asyncio.run(check_targets(targets, only, sys.stdout))

@@ -73,8 +73,9 @@ async def sandbox_command(args: list[str], env: dict[str, str], log: Path) -> No
 
 
 async def stand_up(base: Settings, folder: Path, clients: int, out: TextIO,
-                   use_docker: bool | None, key_model: KeyModel = KeyModel.PER_CLIENT
-                   ) -> Sandbox:
+                   use_docker: bool | None, key_model: KeyModel = KeyModel.PER_CLIENT,
+                   bot_url: str | None = None) -> Sandbox:
+    """`bot_url`: a bot database to share (another sandbox's, which owns it); else its own."""
     def say(line: str) -> None:
         print(line, file=out, flush=True)
 
@@ -86,11 +87,12 @@ async def stand_up(base: Settings, folder: Path, clients: int, out: TextIO,
     tag = f"rb_rehearsal_{uuid.uuid4().hex[:8]}"
     sandbox = Sandbox(base, server, [], folder)
     try:
-        bot_url = await server.create_database(f"{tag}_bot")
-        sandbox.databases.append(f"{tag}_bot")
-        from bot.db.migrate import upgrade_to_head
+        if bot_url is None:
+            bot_url = await server.create_database(f"{tag}_bot")
+            sandbox.databases.append(f"{tag}_bot")
+            from bot.db.migrate import upgrade_to_head
 
-        await upgrade_to_head(bot_url)
+            await upgrade_to_head(bot_url)
         target_url = await server.create_database(f"{tag}_target")
         sandbox.databases.append(f"{tag}_target")
         env_file = folder / "service" / ".env" if key_model is KeyModel.SERVICE else None

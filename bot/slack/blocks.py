@@ -113,10 +113,12 @@ def status_board(run: RunView) -> tuple[str, list[Block]]:
         took = duration(step.started_at, step.finished_at)
         lines.append(f"{STATUS_EMOJI[step.status]} {step_label(step)} — {status}{attempt}"
                      + (f", {took}" if took else ""))
-    text = clip(f"Phase 3 rollback {state}: started by {escape(run.initiator_name)} — "
+    text = clip(f"Phase 3 rollback{run.target_label} {state}: started by "
+                f"{escape(run.initiator_name)} — "
                 f"{escape(run.reason)}", 4000)
     blocks = [
-        {"type": "header", "text": {"type": "plain_text", "text": "Phase 3 rollback"}},
+        {"type": "header", "text": {"type": "plain_text",
+                                    "text": f"Phase 3 rollback{run.target_label}"}},
         section(f":warning: *LOSSY rollback*: {LOSSY_TEXT}."),
         section(f"*Started by* {mention(run.initiator_id, run.initiator_name)} · *Status:* "
                 f"{state}\n*Reason:* {escape(run.reason)}"
@@ -165,7 +167,8 @@ def approvals_text(label: str, approvers: Sequence[ApproverView], needed: int,
 def step_message(run: RunView, step: StepView, now: datetime) -> tuple[str, list[Block]]:
     status = step.status
     header = f"{STATUS_EMOJI[status]} *{step_label(step)}*" + (
-        f" (attempt {step.attempt})" if step.attempt > 1 else "")
+        f" (attempt {step.attempt})" if step.attempt > 1 else "") + (
+        f" · target *{escape(run.target)}*" if run.target_label else "")
     blocks: list[Block] = [section(header)]
     if step.plan is not None:
         plan_lines = [f"*Plan:* {escape(step.plan.summary)}",
@@ -210,7 +213,7 @@ def step_message(run: RunView, step: StepView, now: datetime) -> tuple[str, list
         blocks.append(section(f"*Stopped:* {escape(run.abort_reason or status.value)}"
                               + "".join(f"\n{escape(line)}" for line in run.left_behind)))
     state = status.value.replace("_", " ") if status else "not reached"
-    return f"{step_label(step)}: {state}", with_block_ids(blocks)
+    return f"{step_label(step)}{run.target_label}: {state}", with_block_ids(blocks)
 
 
 def resend_blocks(run: RunView, step: StepView) -> list[Block]:

@@ -59,7 +59,7 @@ class PromptApprovers:
         while len(names) < step.approvals_needed:
             answer = await self._ask(
                 f"  approval {len(names) + 1}/{step.approvals_needed} for "
-                f"{step_heading(step.step)} — your name (or 'reject'): ")
+                f"{step_heading(step.step)}{view.target_label} — your name (or 'reject'): ")
             if answer.lower() == "reject":
                 who = await self._ask("  who rejects? ")
                 why = await self._ask("  why? ")
@@ -90,7 +90,8 @@ class PromptApprovers:
             return ()
         names: list[str] = []
         while len(names) < 2:
-            name = await self._ask(f"  resend approval {len(names) + 1}/2 — your name: ")
+            name = await self._ask(f"  resend approval {len(names) + 1}/2{view.target_label} "
+                                   "— your name: ")
             if name and name not in names:
                 names.append(name)
         return tuple(names)

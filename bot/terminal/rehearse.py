@@ -298,6 +298,10 @@ def add_rehearse_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sandbox only: per_client (the runbook: a key per client, the "
                         "default) or service (the real service: one door key API_KEY in its "
                         ".env, installed and restarted by step 4)")
+    parser.add_argument("--targets", default=None, metavar="REHEARSAL,TARGET",
+                        help="sandbox only: two targets on one bot database, e.g. "
+                        "staging,production: rehearse on the first, show the second's plan "
+                        "quoting that rehearsal, then roll the second back")
     parser.add_argument("--sandbox", action="store_true",
                         help="rehearse on a fresh sandbox even if TARGET_DATABASE_URL is set")
     parser.add_argument("--real", action="store_true",
@@ -327,6 +331,8 @@ def rehearse_command(args: argparse.Namespace, settings: Settings) -> int:
                             "KEY_MODEL")
     if args.real and not target_configured:
         raise SettingsError("--real needs TARGET_DATABASE_URL (the database to roll back)")
+    if args.targets and args.real:
+        raise SettingsError("--targets is for sandboxes; --real rolls back the configured one")
     if getattr(args, "take_over", None) and not args.real:
         raise SettingsError("--take-over goes with --real")
     if args.real:
@@ -351,6 +357,14 @@ def rehearse_command(args: argparse.Namespace, settings: Settings) -> int:
             clients=args.clients, folder=args.dir, keep=args.keep,
             use_docker=False if args.no_docker else None,
             key_model=KeyModel(args.key_model or KeyModel.PER_CLIENT))
+        if args.targets:
+            from bot.terminal.rehearse_targets import rehearse_targets, target_pair
+
+            views = asyncio.run(rehearse_targets(options, settings, target_pair(args.targets),
+                                                 sys.stdout, approvals))
+            codes = [exit_code(view) for view in views]
+            return EXIT_NOT_COMPLETED if EXIT_NOT_COMPLETED in codes or len(codes) < 2 \
+                else max(codes)
         result = asyncio.run(rehearse(options, settings, sys.stdout, approvals))
     except (FrontError, ValueError) as exc:
         print(f"rollback-bot rehearse: {exc}", file=sys.stderr)

@@ -51,7 +51,7 @@ def step_heading(step: StepName) -> str:
 
 def status_board(view: RunView) -> list[str]:
     lines = [RULE, f"⚠ {LOSSY}",
-             f"Rollback {view.run_id[:8]} · {view.status.value} · started by "
+             f"Rollback{view.target_label} {view.run_id[:8]} · {view.status.value} · started by "
              f"{view.initiator_name}: {view.reason}"]
     for sv in view.steps:
         state = sv.status.value.replace("_", " ") if sv.status else "not reached"

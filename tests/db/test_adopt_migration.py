@@ -41,7 +41,8 @@ async def test_finished_rotations_are_closed_and_an_open_one_is_continued(
         async with make_sessionmaker(engine)() as session:
             assert await repo_rotations.is_closed(session, str(finished))
             assert not await repo_rotations.is_closed(session, str(stopped))
-            assert await repo_rotations.open_rotation_before(session, str(uuid.uuid4())) \
+            assert await repo_rotations.open_rotation_before(
+                session, str(uuid.uuid4()), "default") \
                 == stopped
     finally:
         await engine.dispose()

@@ -173,7 +173,7 @@ async def assert_rotation_over(url: str, sessions: async_sessionmaker[AsyncSessi
     assert await work_tables(url) == [], "no rollback_bot.rotation_* table is left"
     async with sessions() as session:
         assert await repo_rotations.is_closed(session, rotation)
-        assert await repo_rotations.open_rotation_before(session, rotation) is None
+        assert await repo_rotations.open_rotation_before(session, rotation, "default") is None
 
 
 async def test_abort_after_a_crash_mid_step_4_then_a_new_run_finishes_the_same_rotation(

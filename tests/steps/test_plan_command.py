@@ -43,7 +43,7 @@ async def plan_command(settings: Settings) -> str:
 
     def run() -> int:
         with contextlib.redirect_stdout(out):
-            return _plan(argparse.Namespace(), settings)
+            return _plan(argparse.Namespace(target=None), settings)
 
     assert await asyncio.to_thread(run) == 0
     return out.getvalue()
