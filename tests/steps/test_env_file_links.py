@@ -96,7 +96,7 @@ def test_links_at_the_names_about_to_be_drawn_are_not_followed(
 
 
 def test_an_env_file_that_is_a_link_is_refused(tmp_path: Path) -> None:
-    env, victim = service_folder(tmp_path)
+    env, _ = service_folder(tmp_path)
     real = env.with_name("real.env")
     env.rename(real)
     env.symlink_to(real)
