@@ -32,16 +32,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _plan(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.engine.dry_run import dry_run
-    from bot.engine.reports import plans_text
+    from bot.engine.dry_run import dry_run_from_settings, dry_run_text
     from steps.registry import default_steps
 
-    print("Dry run against the configured target; nothing is changed.")
-    print(plans_text(asyncio.run(dry_run(settings, default_steps()))))
-    from bot.domain.paging_policy import paging_status
-
-    print(paging_status(settings.pagerduty_routing_key is not None, settings.page_on,
-                        settings.pagerduty_events_url))
+    print(dry_run_text(settings, asyncio.run(dry_run_from_settings(settings, default_steps()))))
     return 0
 
 
@@ -67,6 +61,12 @@ def _escalate(args: argparse.Namespace, settings: Settings) -> int:
     from bot.terminal.follow_ups import escalate_command
 
     return escalate_command(args, settings)
+
+
+def _verify_log(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.terminal.verify_log import verify_log_command
+
+    return verify_log_command(args, settings)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
                               "page and a mention of the escalation group")
     add_escalate_arguments(escalate)
     escalate.set_defaults(handler=_escalate)
+    from bot.terminal.verify_log import add_verify_log_arguments
+
+    verify = sub.add_parser("verify-log", help="recompute a run's incident log hash chain; "
+                            "non-zero naming the first broken event")
+    add_verify_log_arguments(verify)
+    verify.set_defaults(handler=_verify_log)
     return parser
 
 

@@ -150,7 +150,8 @@ class EmailClientsStep:
         sent = sum(1 for h in mapping if h in final and final[h].status is S.SENT)
         failed = {h[:8]: r.error or "" for h, r in final.items() if r.status is S.FAILED}
         no_contact = sorted(h[:8] for h, r in final.items() if r.status is S.NO_CONTACT)
-        in_doubt = [h[:8] for h in uncertain]
+        # Earlier attempts' and this one's: a send cut off after DATA is uncertain too.
+        in_doubt = sorted(h[:8] for h, r in final.items() if r.status is S.SENDING)
         facts = {
             "sent": sent,
             "sent_now": sum(1 for old, _ in todo if old in final and final[old].status is S.SENT),
@@ -165,7 +166,7 @@ class EmailClientsStep:
             facts["directory_refused"] = len(directory.problems)
             summary += f"; {len(directory.problems):,} directory rows refused"
         if in_doubt:
-            summary += (f"; {len(in_doubt)} uncertain (the bot stopped mid-send, not re-sent:"
+            summary += (f"; {len(in_doubt)} uncertain (cut off mid-send, not re-sent:"
                         f" {', '.join(in_doubt[:10])}; Resend needs two approvals)")
         if failed or delivery.problems:
             recipients = sum(1 for h in mapping if h in directory.contacts)

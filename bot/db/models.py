@@ -131,13 +131,18 @@ class Approval(Base):
 
 
 class IncidentEvent(Base):
-    """Append-only (a trigger refuses UPDATE and DELETE); `id` is the log's order."""
+    """Append-only (a trigger refuses UPDATE and DELETE); `id` is the log's order.
+
+    A hash chain per run makes a rewrite evident: the insert trigger of migration
+    0003_event_chain sets `seq`, `prev_hash` and `hash` (never the bot; see
+    bot/domain/log_chain.py) under the lock of the run's `incident_chain_heads` row."""
 
     __tablename__ = "incident_events"
     __table_args__ = (
         CheckConstraint(one_of("kind", EventKind), name="kind"),
         CheckConstraint(one_of("source", Source), name="source"),
         Index("ix_incident_events_run_id_id", "run_id", "id"),
+        UniqueConstraint("run_id", "seq"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -148,6 +153,21 @@ class IncidentEvent(Base):
     kind: Mapped[str] = mapped_column(String(32))
     step: Mapped[str | None] = mapped_column(String(32))
     data: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class IncidentChainHead(Base):
+    """The last link of each run's chain, locked by every insert into the run's log."""
+
+    __tablename__ = "incident_chain_heads"
+
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rollback_runs.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
+                                                 server_default=func.now())
 
 
 class SlackOutbox(Base):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Text, cast, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.db.models import IncidentEvent, SlackOutbox
+from bot.db.models import IncidentChainHead, IncidentEvent, RollbackRun, SlackOutbox
 from bot.domain.events import EventKind, Source
+from bot.domain.log_chain import ChainedEvent
 from bot.domain.steps import StepName
 
 
@@ -112,3 +113,29 @@ async def advance_outbox(session: AsyncSession, run_id: str, event_id: int) -> N
             SlackOutbox.last_delivered_event_id, statement.excluded.last_delivered_event_id),
             "updated_at": func.now()},
     ))
+
+
+async def chained_events(session: AsyncSession, run_id: str) -> list[ChainedEvent]:
+    """A run's events as the chain is recomputed from them: data as the database renders it."""
+    query = (select(IncidentEvent.id, IncidentEvent.seq, IncidentEvent.run_id, IncidentEvent.at,
+                    IncidentEvent.actor, IncidentEvent.source, IncidentEvent.kind,
+                    IncidentEvent.step, cast(IncidentEvent.data, Text), IncidentEvent.prev_hash,
+                    IncidentEvent.hash)
+             .where(IncidentEvent.run_id == _uuid(run_id)).order_by(IncidentEvent.seq))
+    return [ChainedEvent(row[0], row[1], str(row[2]), *row[3:])
+            for row in (await session.execute(query)).all()]
+
+
+async def chain_head(session: AsyncSession, run_id: str) -> tuple[int, str] | None:
+    """The run's recorded head (seq, hash), None before its first event."""
+    row = (await session.execute(
+        select(IncidentChainHead.seq, IncidentChainHead.head_hash)
+        .where(IncidentChainHead.run_id == _uuid(run_id)))).one_or_none()
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
+async def runs_matching(session: AsyncSession, prefix: str) -> list[str]:
+    """Run ids starting with `prefix` (people type the 8 characters the thread shows)."""
+    query = (select(RollbackRun.id).where(cast(RollbackRun.id, Text).startswith(prefix.lower()))
+             .order_by(RollbackRun.created_at.desc()).limit(5))
+    return [str(run_id) for run_id in (await session.execute(query)).scalars()]

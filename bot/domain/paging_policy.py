@@ -67,6 +67,7 @@ PAGE_WORTHY_KINDS = frozenset({
     EventKind.RUN_STARTED, EventKind.STEP_FAILED, EventKind.STEP_INTERRUPTED,
     EventKind.APPROVAL_OVERDUE, EventKind.QUORUM_UNREACHABLE, EventKind.ESCALATED,
     EventKind.RUN_COMPLETED, EventKind.RUN_ABORTED, EventKind.STEP_REJECTED,
+    EventKind.RESEND_FINISHED,
 })
 CLOSING_KINDS = frozenset({EventKind.RUN_COMPLETED, EventKind.RUN_ABORTED,
                            EventKind.STEP_REJECTED})
@@ -107,6 +108,12 @@ def run_dedup_key(run_id: str) -> str:
 
 def escalation_dedup_key(run_id: str) -> str:
     return f"rollback-{run_id}-escalation"[:DEDUP_LIMIT]
+
+
+def resend_dedup_key(run_id: str, execution_id: str) -> str:
+    """A waiting Resend's alert: its own, since the run's may be resolved already (the run
+    ended with unconfirmed deliveries), and resolved when that resend finishes."""
+    return f"rollback-{run_id}-resend-{execution_id}"[:DEDUP_LIMIT]
 
 
 def thread_permalink(channel_id: str | None, thread_ts: str | None) -> str | None:
@@ -168,6 +175,16 @@ def pages_for_event(
         verb = "failed" if kind is EventKind.STEP_FAILED else "was interrupted"
         return trigger(PageTrigger.FAILURE, f"Phase 3 rollback: {_step_label(step)} {verb}: "
                        f"{data.get('summary', '')}", {"error": data.get("summary", "")})
+    if kind is EventKind.APPROVAL_OVERDUE and data.get("resend"):
+        return trigger(PageTrigger.WAITING, f"Phase 3 rollback: the Resend to "
+                       f"{data.get('clients', '?')} unconfirmed clients of {_step_label(step)} "
+                       f"has waited {data.get('waited_minutes', '?')} min for approval "
+                       f"({data.get('approvals', 0)}/{data.get('needed', 2)})", dict(data),
+                       key=resend_dedup_key(run.run_id, str(data.get("execution_id"))))
+    if kind is EventKind.RESEND_FINISHED:
+        key = resend_dedup_key(run.run_id, str(data.get("execution_id")))
+        return ([PageRequest(PageAction.RESOLVE, key, PageTrigger.RESOLVE, link=link)]
+                if key in set(triggered) else [])
     if kind is EventKind.APPROVAL_OVERDUE:
         return trigger(PageTrigger.WAITING, f"Phase 3 rollback: {_step_label(step)} has waited "
                        f"{data.get('waited_minutes', '?')} min for approval "

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from bot.domain.follow_ups import done_count, follow_up_line
+from bot.domain.log_chain import verify_hint
 from bot.domain.views import RunView
 
 
@@ -28,6 +29,8 @@ class EventLike(Protocol):
     kind: str
     step: str | None
     data: dict[str, Any]
+    seq: int
+    hash: str
 
 
 _BACKTICKS = re.compile(r"`+")
@@ -51,7 +54,9 @@ def timeline_markdown(run: RunView, events: Iterable[EventLike]) -> str:
              f"- reason: {literal(run.reason)}", f"- status: {run.status.value}", "",
              "| # | time (UTC) | actor | source | event | step | details |",
              "|---|---|---|---|---|---|---|"]
+    last: EventLike | None = None
     for e in events:
+        last = e
         data = dict(e.data)
         if e.kind == "step_output":
             details = f"{len(data.get('lines', []))} output lines from line {data.get('first')}"
@@ -64,4 +69,17 @@ def timeline_markdown(run: RunView, events: Iterable[EventLike]) -> str:
         lines += ["", f"## Post-rollback actions ({done_count(run.follow_ups)}/"
                   f"{len(run.follow_ups)} done)", ""]
         lines += [f"- {follow_up_line(item)}" for item in run.follow_ups]
+    lines += ["", *chain_lines(run.run_id, last)]
     return "\n".join(lines) + "\n"
+
+
+def chain_lines(run_id: str, last: EventLike | None) -> list[str]:
+    """The chain's head, last in the file: a copy of the log's state kept outside the database
+    (`rollback-bot verify-log` proves the stored log against it)."""
+    if last is None:
+        return ["## Log chain", "", "- no events"]
+    return ["## Log chain", "",
+            f"- {last.seq} events, each holding the SHA-256 of the one before "
+            "(`bot/domain/log_chain.py`)",
+            f"- check: `{verify_hint(run_id, last.hash)}`",
+            f"- head (event {last.id}, seq {last.seq}): `{last.hash}`"]

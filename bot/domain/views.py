@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.domain.follow_ups import FollowUpView
+from bot.domain.log_chain import LogHead
 from bot.domain.states import RunStatus, StepStatus
 from bot.domain.steps import StepName
 
@@ -81,3 +82,4 @@ class RunView:
     notices: tuple[str, ...] = ()  # what every view must say about the run, e.g. a take-over
     follow_ups: tuple[FollowUpView, ...] = ()  # the runbook's post-rollback actions, once ended
     unconfirmed: tuple[str, ...] = ()  # hash prefixes of clients whose email is unconfirmed
+    log_head: LogHead | None = None  # the incident log's chain head as this view was read

@@ -27,7 +27,7 @@ from bot.domain.views import RunView
 from bot.engine import recovery
 from bot.engine.answers import Actor, Answer, Click, ClickAction, ReceivedClick
 from bot.engine.contexts import StepContexts
-from bot.engine.dry_run import dry_run
+from bot.engine.dry_run import DryRun, dry_run
 from bot.engine.executor import StepExecutor
 from bot.engine.journal import ChangeListener, Journal
 from bot.engine.transitions import Transitions
@@ -159,6 +159,10 @@ class Engine:
 
     async def dry_run(self) -> list[Plan]:
         """Every step's plan against the live target, changing nothing."""
+        return (await self.dry_run_report()).plans
+
+    async def dry_run_report(self) -> DryRun:
+        """The plans with what the reader must know about them (`rollback-bot plan`'s too)."""
         return await dry_run(self.settings, self.steps, self.sessions)
 
     # --- what people do (decided by the transitions) -----------------------------------------

@@ -6,7 +6,8 @@ changes: a step waits), it looks at the runs concerned:
 
 1. the step waiting for approval (bot/engine/approval_watch.py): reminders, the overdue page,
    expired approvals, a quorum nobody can reach — written to the log; and a resend of step 5
-   waiting for approval (of any run that may still resend, ended or not): expired approvals;
+   waiting for approval (of any run that may still resend, ended or not): the same reminders,
+   overdue page (on an alert of its own, resolved when the resend finishes) and expiry;
 2. the log entries that page (paging_policy.PAGE_WORTHY_KINDS) not yet delivered to PagerDuty:
    each is sent through the `Pager`, and the outcome is itself an entry (`page_sent` or
    `page_failed`), which the thread shows. A page that fails after its retries is recorded and
@@ -69,7 +70,7 @@ class FollowThrough(RunWatcher):
             targets |= await repo_resends.runs_with_resend_waiting(session)
         for run_id in sorted(targets):
             await watch_waiting_step(self.engine, run_id, self.approvers)
-            await watch_waiting_resend(self.engine, run_id)
+            await watch_waiting_resend(self.engine, run_id, self.approvers)
             await self.deliver_pages(run_id)
 
     async def deliver_pages(self, run_id: str) -> int:

@@ -9,6 +9,7 @@ from bot.db.models import RollbackRun
 from bot.db.repo_runs import ApproverRow
 from bot.domain.approvals import APPROVALS_NEEDED
 from bot.domain.events import EventKind
+from bot.domain.log_chain import LogHead
 from bot.domain.resend import RESENDABLE_RUN_STATUSES, prefixes, resend_fingerprint
 from bot.domain.states import (
     DONE_STEP_STATUSES,
@@ -76,6 +77,7 @@ async def build_run_view(session: AsyncSession, run_id: str) -> RunView:
         f"Taken over at the terminal by {e.data.get('user_name', e.actor)}: "
         f"{e.data.get('reason', '')}"
         for e in await repo_events.events_of_kind(session, run_id, EventKind.TAKEN_OVER))
+    head = await repo_events.chain_head(session, run_id)
     return RunView(
         run_id=str(run.id),
         status=RunStatus(run.status),
@@ -93,6 +95,7 @@ async def build_run_view(session: AsyncSession, run_id: str) -> RunView:
         follow_ups=await repo_follow_ups.follow_ups(session, run_id)
         if RunStatus(run.status) in FINAL_RUN_STATUSES else (),
         unconfirmed=next((s.resend.clients for s in steps if s.resend is not None), ()),
+        log_head=LogHead(*head) if head is not None else None,
     )
 
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from bot.domain.log_chain import LogHead, verify_hint
 from bot.domain.states import RunStatus, StepStatus
 from bot.domain.steps import STEP_TITLES, step_number
 from bot.domain.views import ApproverView, RunView, StepView
@@ -279,7 +280,16 @@ def run_summary(run: RunView) -> tuple[str, list[Block]]:
         blocks.append(section("\n".join(key_facts)))
     if run.follow_ups:
         blocks.append(section("\n".join(follow_up_summary_lines(run))))
+    if run.log_head is not None:
+        blocks.append(section(log_head_text(run.run_id, run.log_head)))
     return text, with_block_ids(blocks)
+
+
+def log_head_text(run_id: str, head: LogHead) -> str:
+    """The incident log's chain head as this message was drawn: a copy of it outside the
+    database, which `rollback-bot verify-log` checks the stored log against."""
+    return (f"*Incident log* ({head.seq} events, hash-chained) head: `{head.hash}`\n"
+            f"Check the stored log against it: `{verify_hint(run_id, head.hash)}`")
 
 
 def help_text() -> str:

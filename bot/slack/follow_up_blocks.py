@@ -102,10 +102,14 @@ def notice(kind: EventKind, step: str | None, data: Mapping[str, Any],
         who = _mentions(data.get("mention_user_ids") or [],
                         data.get("mention_usergroup_id")) or "Approvers"
         approved = ", ".join(escape(n) for n in data.get("approved") or []) or "nobody yet"
-        text = (f"{who}: {_step(step)} has waited {data.get('waited_minutes', '?')} min for "
+        what = (f"the Resend to {data.get('clients', '?')} unconfirmed clients of {_step(step)}"
+                if data.get("resend") else _step(step))
+        act = ("Review step 5's message above and resend (duplicates are possible)"
+               if data.get("resend") else "Review its plan above and approve or reject")
+        text = (f"{who}: {what} has waited {data.get('waited_minutes', '?')} min for "
                 f"approval ({data.get('approvals', 0)}/{data.get('needed', 2)}; approved by "
-                f"{approved}). Review its plan above and approve or reject.")
-        return f"Reminder: {_step(step)} is waiting for approval", [section(f":bell: {text}")]
+                f"{approved}). {act}.")
+        return f"Reminder: {what} is waiting for approval", [section(f":bell: {text}")]
     if kind is EventKind.APPROVAL_EXPIRED:
         user = data.get("user_id", "")
         who = f"<@{user}>" if user and not str(user).startswith("terminal:") \

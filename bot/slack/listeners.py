@@ -21,9 +21,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.domain.approvals import APPROVALS_NEEDED, Refusal, eligible_approvers
 from bot.domain.events import Source
-from bot.domain.paging_policy import paging_status
+from bot.engine.dry_run import dry_run_text
 from bot.engine.engine import Actor, Answer, ClickAction, Engine, ReceivedClick
-from bot.engine.reports import plans_text, status_text
+from bot.engine.reports import status_text
 from bot.settings import Settings
 from bot.slack import blocks, modal
 from bot.slack.actions import START_MODAL_CALLBACK, ActionId, ButtonValue
@@ -132,10 +132,7 @@ class Listeners:
             if active is not None and self.redraw_board is not None:
                 await self.redraw_board(active)
         elif word == "plan":
-            s = self.settings
-            text = ("Dry run — nothing changed:\n" + escape(plans_text(await self.engine.dry_run()))
-                    + "\n" + paging_status(s.pagerduty_routing_key is not None, s.page_on,
-                                           s.pagerduty_events_url))
+            text = escape(dry_run_text(self.settings, await self.engine.dry_run_report()))
         elif word == "escalate":
             await self.follow_ups.escalate_command(actor, why, reply)
             return

@@ -158,6 +158,8 @@ def _follow_through_lines(kind: EventKind, heading: str, data: Mapping[str, Any]
     if kind is EventKind.PAGE_FAILED:
         return [f"  ⚠ paging failed ({data.get('action')} for {data.get('for_kind')}, "
                 f"{data.get('attempts')} attempts): {data.get('error')}; the rollback goes on"]
+    if data.get("resend") and kind in (EventKind.APPROVAL_REMINDED, EventKind.APPROVAL_OVERDUE):
+        heading = f"the resend of {heading}"
     if kind is EventKind.APPROVAL_REMINDED:
         return [f"  ⏰ reminder: {heading} has waited {data.get('waited_minutes')} min for "
                 f"approval ({data.get('approvals')}/{data.get('needed')})"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from bot.domain.follow_ups import done_count, follow_up_line
+from bot.domain.log_chain import verify_hint
 from bot.domain.views import RunView
 from bot.terminal.render import step_heading
 
@@ -35,6 +36,9 @@ def summary_text(view: RunView) -> str:
             lines.append(f"      {sv.summary}")
         for key, value in sv.facts.items():
             lines.append(f"      {key}: {value}")
+    if view.log_head is not None:
+        lines += [f"  incident log: {view.log_head.seq} events, chain head {view.log_head.hash}",
+                  f"      check: {verify_hint(view.run_id, view.log_head.hash)}"]
     return "\n".join(lines + follow_up_checklist(view))
 
 

@@ -17,6 +17,12 @@ class PermanentMailError(Exception):
     """Will not get better by trying (5xx: unknown mailbox, refused)."""
 
 
+class UncertainMailError(Exception):
+    """The send failed after DATA had started (a timeout, a dropped connection before the
+    server's answer): the server may already have delivered it. Never retried automatically;
+    the client stays `sending`, i.e. uncertain, for a Resend that two people approve."""
+
+
 class MarkNotWritten(Exception):
     """`before_data` could not record the client as `sending`: the message was not handed
     over, and the mailer passes this on as it is."""

@@ -8,9 +8,10 @@ the mark leaves the client unmarked: nothing was handed over, a retry sends it. 
 writes a client's outcome in the same transaction as the next client's `sending` mark (or
 alone, before it waits for more work): one ledger write per email instead of two, and an
 outcome is never left unwritten while its worker is idle.
-Transient failures are retried with exponential backoff; when BREAKER_MIN (or twice the
-workers) clients in a row fail transiently, the mail server is taken to be down: nothing more
-is attempted, and the clients never tried stay unmarked for a retry.
+A failure once DATA had started (`UncertainMailError`) is never retried: the client stays
+`sending`, uncertain, for a Resend. Transient failures are retried with exponential backoff;
+when BREAKER_MIN (or twice the workers) clients in a row fail transiently, the mail server is
+taken to be down: nothing more is attempted, and the clients never tried stay unmarked.
 
 Bad data never stalls the step. Anything that goes wrong for one client (a message that cannot
 be built, a mailer error of any kind) fails that client alone, with its reason, and the others
@@ -37,6 +38,7 @@ from steps.mailers import (
     MarkNotWritten,
     PermanentMailError,
     TransientMailError,
+    UncertainMailError,
     build_mailer,
 )
 from steps.mailers.template import Template
@@ -230,6 +232,9 @@ class Delivery:
                 await mailer.send(message, mark_sending)
             except MarkNotWritten:
                 return None
+            except UncertainMailError as exc:  # maybe delivered: left `sending`, never retried
+                status, error = S.SENDING, str(exc)
+                break
             except TransientMailError as exc:
                 error, transient = str(exc), True
                 if attempts < limit:

@@ -7,7 +7,10 @@ attacker could strip is no upgrade.
 
 The transaction is spelled out (MAIL FROM, RCPT TO, then DATA) so that `before_data` runs
 after the server accepted every recipient and before DATA: until then a crash leaves nothing
-the server could deliver, so the client is safe to send again.
+the server could deliver, so the client is safe to send again. Once DATA has started, only an
+answer from the server is certain (a 4xx/5xx reply: it did not take the message); a timeout or
+a dropped connection is `UncertainMailError` and is never retried: the relay may have
+delivered it already.
 
 Connections are kept and reused (one per concurrent sender) rather than opened per message:
 connect + EHLO + auth dominate the cost of a short email. A connection that saw an error is
@@ -25,7 +28,13 @@ import aiosmtplib
 from aiosmtplib.email import extract_recipients, extract_sender, flatten_message
 
 from bot.settings import Settings
-from steps.mailers import BeforeData, MarkNotWritten, PermanentMailError, TransientMailError
+from steps.mailers import (
+    BeforeData,
+    MarkNotWritten,
+    PermanentMailError,
+    TransientMailError,
+    UncertainMailError,
+)
 from steps.mailers.transport import open_smtp
 
 
@@ -53,6 +62,9 @@ class SmtpMailer:
             await _transaction(client, message, before_data)
         except MarkNotWritten:
             await self._discard(client)  # no DATA was sent: the server delivers nothing
+            raise
+        except UncertainMailError:
+            await self._discard(client)
             raise
         except aiosmtplib.SMTPResponseException as exc:
             await self._discard(client)
@@ -106,12 +118,18 @@ async def _transaction(client: aiosmtplib.SMTP, message: EmailMessage,
             raise aiosmtplib.SMTPRecipientsRefused(refused)
         if before_data is not None:
             await before_data()
-        await client.data(flat)
     except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused,
             MarkNotWritten):
         with contextlib.suppress(Exception):
             await client.rset()
         raise
+    try:
+        await client.data(flat)
+    except aiosmtplib.SMTPResponseException:
+        raise  # the server answered: it refused the message, nothing was delivered
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        raise UncertainMailError(f"{type(exc).__name__} after DATA had started: {exc}"
+                                 ) from None
 
 
 def _untrusted_certificate(exc: BaseException) -> bool:

@@ -7,10 +7,13 @@ test is what engineers see and can do in the channel and the thread.
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
 
+from bot.db import repo_events
+from bot.domain.log_chain import verify_chain
 from bot.domain.states import RunStatus, StepStatus
 from bot.domain.steps import StepName
 from bot.slack.actions import ActionId
@@ -75,6 +78,18 @@ async def test_full_rollback_in_one_thread(bot: SlackBot, steps: dict[StepName, 
     await bot.fake.wait_for(lambda: "completed" in bot.root().text)  # type: ignore[union-attr]
     view = await bot.engine.run_view(await bot.the_run_id())
     assert view.status is RunStatus.COMPLETED
+    # The summary and the file each carry a head of the log's chain, which the stored log,
+    # recomputed, passes through (the file, uploaded after the summary, at least as far).
+    async with bot.engine.sessions() as session:
+        chain = verify_chain(await repo_events.chained_events(session, view.run_id))
+    assert chain.intact
+    summary_head = re.search(r"head: `([0-9a-f]{64})`", message_text(summary[0]))
+    file_head = re.search(r"head \(event \d+, seq (\d+)\): `([0-9a-f]{64})`\n$",
+                          timeline["content"])
+    assert summary_head is not None and file_head is not None, timeline["content"][-500:]
+    assert summary_head.group(1) in chain.hashes
+    assert chain.hashes[int(file_head.group(1)) - 1] == file_head.group(2)
+    assert f"rollback-bot verify-log {view.run_id[:8]} --head" in message_text(summary[0])
 
 
 async def test_refusals_reach_the_person_and_change_nothing(

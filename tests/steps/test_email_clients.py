@@ -179,6 +179,31 @@ async def test_a_client_in_flight_when_the_bot_died_is_reported_not_resent(
     assert not (await EmailClientsStep().check(ctx)).done
 
 
+async def test_a_connection_dropped_after_data_leaves_the_client_uncertain_mailed_once(
+    phase2_target_url: str, sandbox_seed: SandboxSeed, tmp_path: Path, smtp_server: SmtpServer,
+) -> None:
+    """The relay took the message and the connection broke before its 250: it may have been
+    delivered, so it is not retried (4 attempts allowed) but left for a Resend."""
+    contacts = [c for c in sandbox_seed.result.clients if c.has_contact]
+    cut_off = contacts[2]
+    smtp_server.drop_after_data(cut_off.email)
+    ctx = memory_context(sandbox_settings(phase2_target_url, tmp_path, email_max_attempts=4,
+                                          **smtp_settings(smtp_server, sandbox_seed)))
+    await rotate(ctx)
+    outcome = await EmailClientsStep().run(ctx, lambda _line: None)
+    assert outcome.facts["uncertain"] == [cut_off.key_hash[:8]]
+    assert "1 uncertain" in outcome.summary and "Resend needs two approvals" in outcome.summary
+    record = (await ctx.notifications.records(ctx.run_id))[cut_off.key_hash]
+    assert (record.status, record.attempts) == (S.SENDING, 1)
+    assert "after DATA" in (record.error or "")
+    assert len(smtp_server.to(cut_off.email)) == 1
+    assert len(smtp_server.messages) == 5  # the others were sent as usual
+    assert not (await EmailClientsStep().check(ctx)).done
+    again = await EmailClientsStep().run(ctx, lambda _line: None)  # a Retry: not re-sent
+    assert again.facts["uncertain"] == [cut_off.key_hash[:8]]
+    assert len(smtp_server.to(cut_off.email)) == 1
+
+
 async def test_outbox_mailer_writes_one_eml_per_client(
     phase2_target_url: str, sandbox_seed: SandboxSeed, tmp_path: Path,
 ) -> None:

@@ -20,7 +20,12 @@ from bot.rehearsal.postgres import free_port
 from bot.settings import Settings
 from bot.urls import libpq_url
 from steps.directory import Contact, load_directory
-from steps.mailers import PermanentMailError, TransientMailError, build_mailer
+from steps.mailers import (
+    PermanentMailError,
+    TransientMailError,
+    UncertainMailError,
+    build_mailer,
+)
 from steps.mailers.outbox import OutboxMailer
 from steps.mailers.template import Template
 from tests.fixtures.smtp import RecordingHandler, SmtpServer
@@ -65,6 +70,20 @@ async def test_smtp_classifies_refusals(smtp_server: SmtpServer) -> None:
     finally:
         await mailer.close()
     assert [m["To"] for m in smtp_server.messages] == ["busy@example.test"]
+
+
+async def test_smtp_cut_off_after_data_is_uncertain_and_the_next_message_reconnects(
+    smtp_server: SmtpServer,
+) -> None:
+    smtp_server.drop_after_data("cut@example.test")
+    mailer = build_mailer(smtp(smtp_server.host, smtp_server.port), "run")
+    try:
+        with pytest.raises(UncertainMailError, match="after DATA"):
+            await mailer.send(message("cut@example.test"))
+        await mailer.send(message("next@example.test"))  # a fresh connection, not the dead one
+    finally:
+        await mailer.close()
+    assert [m["To"] for m in smtp_server.messages] == ["cut@example.test", "next@example.test"]
 
 
 async def test_smtp_unreachable_server_is_transient() -> None:
