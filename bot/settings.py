@@ -25,10 +25,14 @@ class MailerKind(StrEnum):
 
 
 class SmtpSecurity(StrEnum):
-    AUTO = "auto"  # STARTTLS whenever the server offers it (the certificate is verified)
+    """Whatever the value short of `plaintext`, a relay not on this machine gets TLS or no
+    connection (steps/mailers/transport.py)."""
+
+    AUTO = "auto"  # STARTTLS when offered; required unless the relay is on this machine
     STARTTLS = "starttls"  # STARTTLS required
     TLS = "tls"  # implicit TLS from the first byte (port 465)
-    NONE = "none"  # plaintext, explicitly
+    NONE = "none"  # plaintext to a relay on this machine only
+    PLAINTEXT = "plaintext"  # plaintext to any relay, explicitly (check reports a problem)
 
 
 class KeyFormat(StrEnum):

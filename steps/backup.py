@@ -17,18 +17,12 @@ from pathlib import Path
 
 from bot.domain.step_protocol import CheckResult, Outcome, OutputSink, Plan, StepContext, StepError
 from bot.domain.steps import StepName
-from bot.urls import database_name, libpq_url, password_of
+from bot.urls import database_name, tool_env, tool_url
 from steps.files import create_private, make_private_dir, write_private
 from steps.process import run_process
 from steps.target_db import database_size, pretty_bytes, server_version_major
 
 PREFIX = "backup_before_rollback_"
-
-
-def _client_env(url: str) -> dict[str, str]:
-    """The password travels in PGPASSWORD only: never in an argument list or a log line."""
-    password = password_of(url)
-    return {"PGPASSWORD": password} if password else {}
 
 
 async def pg_dump_major(program: str, time_limit: float = 30.0) -> int:
@@ -135,33 +129,33 @@ class BackupStep:
         stamp = datetime.now(UTC).strftime("%Y%m%d_%H%M%S")
         final = s.backup_dir / f"{PREFIX}{stamp}.dump"
         partial = final.with_name(final.name + ".partial")
-        env = _client_env(url)
         emit(f"pg_dump -F c of {database_name(url)} to {final}")
-        try:
-            create_private(partial)  # pg_dump writes into it and keeps its mode
-            dumped = await run_process(
-                [s.pg_dump_path, "-F", "c", "-f", str(partial), "-d", libpq_url(url)],
-                emit=emit, env=env,
-            )
-            if dumped.returncode != 0:
-                raise StepError(f"pg_dump failed (exit {dumped.returncode}): "
-                                + " | ".join(dumped.tail[-3:]))
-            # The hash is taken in a thread (hashlib lets go of the GIL), beside the check, and
-            # never on the event loop: Slack still gets its acks while a large dump is read.
-            hashing = asyncio.create_task(asyncio.to_thread(file_sha256, partial))
-            toc: list[str] = []
+        with tool_env(url) as env:  # the passwords, never in argv
             try:
-                listed = await run_process([s.pg_restore_path, "--list", str(partial)],
-                                           emit=toc.append, env=env)
+                create_private(partial)  # pg_dump writes into it and keeps its mode
+                dumped = await run_process(
+                    [s.pg_dump_path, "-F", "c", "-f", str(partial), "-d", tool_url(url)],
+                    emit=emit, env=env,
+                )
+                if dumped.returncode != 0:
+                    raise StepError(f"pg_dump failed (exit {dumped.returncode}): "
+                                    + " | ".join(dumped.tail[-3:]))
+                # The hash is taken in a thread (hashlib lets go of the GIL), beside the check, and
+                # never on the event loop: Slack still gets its acks while a large dump is read.
+                hashing = asyncio.create_task(asyncio.to_thread(file_sha256, partial))
+                toc: list[str] = []
+                try:
+                    listed = await run_process([s.pg_restore_path, "--list", str(partial)],
+                                               emit=toc.append, env=env)
+                finally:
+                    digest = await hashing
+                entries = sum(1 for line in toc if line and not line.startswith(";"))
+                if listed.returncode != 0 or entries == 0:
+                    raise StepError("the dump did not verify with pg_restore --list: "
+                                    + " | ".join(listed.tail[-3:]))
+                partial.rename(final)
             finally:
-                digest = await hashing
-            entries = sum(1 for line in toc if line and not line.startswith(";"))
-            if listed.returncode != 0 or entries == 0:
-                raise StepError("the dump did not verify with pg_restore --list: "
-                                + " | ".join(listed.tail[-3:]))
-            partial.rename(final)
-        finally:
-            partial.unlink(missing_ok=True)
+                partial.unlink(missing_ok=True)
         size = final.stat().st_size
         emit(f"verified: {entries} TOC entries, {pretty_bytes(size)}, sha256 {digest}")
         facts = {"path": str(final.resolve()), "size_bytes": size, "sha256": digest,

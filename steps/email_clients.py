@@ -28,9 +28,10 @@ from bot.domain.ledgers import (
 from bot.domain.resend import UNCONFIRMED
 from bot.domain.step_protocol import CheckResult, Outcome, OutputSink, Plan, StepContext, StepError
 from bot.domain.steps import StepName
-from bot.settings import Settings
+from bot.settings import MailerKind, Settings, SmtpSecurity
 from steps.directory import Contact, Directory, fan_out, load_directory
 from steps.mail_canary import canary, canary_plan_line
+from steps.mailers import transport
 from steps.mailers.delivery import Delivery
 from steps.mailers.template import Template, masked
 from steps.service_key import mailable
@@ -89,8 +90,8 @@ class EmailClientsStep:
                    "mailer": s.mailer.value},
             details=(*continuing, f"Subject: {sample['Subject']}",
                      *sample.get_content().strip().splitlines(),
-                     canary_plan_line(s, olds, directory)),
-            warnings=_refused_rows(directory),
+                     *await _transport_plan(s), canary_plan_line(s, olds, directory)),
+            warnings=(*_refused_rows(directory), *await _plaintext_warning(s)),
         )
 
     async def check(self, ctx: StepContext) -> CheckResult:
@@ -130,6 +131,7 @@ class EmailClientsStep:
         for old in refused:
             emit(f"client {old[:8]}: not mailed, KEY_MODEL=service and its new key is not the "
                  f"door key (the door refuses it)")
+        await _transport_first(s, emit)  # a relay refused for plaintext: before the canary
         probed = await canary(s, mapping, directory, emit)  # fails before any ledger write
         records = await ctx.notifications.records(ctx.rotation_id)
         final = dict(records)
@@ -201,6 +203,33 @@ class EmailClientsStep:
                             + "".join(f" {p}." for p in delivery.problems)
                             + " They stay unconfirmed: Resend again needs two approvals.")
         return Outcome(summary=summary, facts=facts)
+
+
+async def _transport_plan(s: Settings) -> tuple[str, ...]:
+    if s.mailer is not MailerKind.SMTP:
+        return ()
+    return (transport.transport_line(s, await transport.is_loopback(s.smtp_host)),)
+
+
+async def _plaintext_warning(s: Settings) -> tuple[str, ...]:
+    if s.mailer is not MailerKind.SMTP or s.smtp_security is not SmtpSecurity.PLAINTEXT \
+            or await transport.is_loopback(s.smtp_host):
+        return ()
+    return (f"SMTP_SECURITY=plaintext: every new key goes to {s.smtp_host} unencrypted",)
+
+
+async def _transport_first(s: Settings, emit: OutputSink) -> None:
+    """Step 5's first move with SMTP: open a connection as a message would. A relay refused
+    for plaintext fails the step here, before the canary reads a key and before any login;
+    any other trouble is left to the mailer's retries."""
+    if s.mailer is not MailerKind.SMTP:
+        return
+    try:
+        emit(await transport.confirm_transport(s))
+    except transport.PlaintextRefused as exc:
+        raise StepError(f"nobody was mailed: {exc}") from None
+    except Exception as exc:  # reported; the mailer retries and says more
+        emit(f"SMTP relay not reached before sending ({type(exc).__name__}: {exc})")
 
 
 async def _closed_before(ctx: StepContext, mapping: Mapping[str, str]

@@ -4,7 +4,15 @@
 an operator would want it done at 3 a.m.: the new file is written beside the old one with the
 old one's mode and owner, flushed, and renamed over it (a reader sees the old file or the new,
 never half of one); the previous file is kept beside it, mode 0600, for undoing by hand. Other
-lines are kept byte for byte. `command` hands the key to a configured program on its stdin
+lines are kept byte for byte.
+
+No file of ours is opened through a link: the new file and the kept copy are created as
+`mkstemp` does (`O_CREAT|O_EXCL|O_NOFOLLOW`, unpredictable names, in the `.env`'s folder), so
+a link planted where we write, at any name, is never followed, written or chowned; a `.env`
+that is itself a link, or in a folder others than its owner may write to (where such links
+could be planted, or the file swapped), is refused before step 4 generates any key.
+
+`command` hands the key to a configured program on its stdin
 (never in argv, which every user of the machine can read; never in the bot's log: the key is
 masked in whatever the program prints).
 
@@ -21,6 +29,7 @@ import os
 import re
 import shlex
 import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,18 +95,71 @@ def with_new_value(text: str, variable: str, value: str) -> tuple[str, str]:
     return f"{text}{prefix}{variable}={value}\n", "appended"
 
 
-def previous_copy(path: Path, run_id: str) -> Path:
-    return path.with_name(f"{path.name}.before-rollback-{run_id[:8]}")
+KEPT_INFIX = ".before-rollback-"
 
 
-def _write_new(path: Path, data: bytes, mode: int, uid: int, gid: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def env_file_problem(path: Path) -> str | None:
+    """Why the installer would refuse `path` (before any key exists), or None."""
+    try:
+        info = os.lstat(path)
+        folder = os.stat(path.parent)
+    except OSError as exc:
+        return f"cannot read the service's env file {path}: {exc.strerror}"
+    if stat.S_ISLNK(info.st_mode):
+        return (f"{path} is a symbolic link (to {os.readlink(path)}): the installer writes no "
+                f"file through a link; set SERVICE_ENV_FILE to the file itself")
+    if not stat.S_ISREG(info.st_mode):
+        return f"{path} is not a regular file"
+    loose = stat.S_IMODE(folder.st_mode) & (stat.S_IWGRP | stat.S_IWOTH)
+    if loose:
+        return (f"{path.parent} is writable by others than its owner (mode "
+                f"{stat.S_IMODE(folder.st_mode):04o}): whoever can write there could plant "
+                f"links or swap the file the new key goes into; `chmod go-w {path.parent}`")
+    return None
+
+
+def _kept_prefix(path: Path, run_id: str) -> str:
+    return f"{path.name}{KEPT_INFIX}{run_id[:8]}-"
+
+
+def kept_copy(path: Path, run_id: str, uid: int) -> Path | None:
+    """This run's copy of the file before it was touched (a Retry keeps it): a regular file,
+    not a link, of the `.env`'s owner."""
+    prefix = _kept_prefix(path, run_id)
+    for candidate in sorted(path.parent.iterdir()):
+        if not candidate.name.startswith(prefix):
+            continue
+        info = os.lstat(candidate)
+        if stat.S_ISREG(info.st_mode) and info.st_uid == uid:
+            return candidate
+    return None
+
+
+def _create_new(folder: Path, prefix: str, suffix: str, data: bytes, mode: int, uid: int,
+                gid: int) -> Path:
+    """A new file under an unpredictable name (mkstemp: O_CREAT|O_EXCL|O_NOFOLLOW, 0600),
+    given its owner and mode, then its data, flushed."""
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
     try:
         if (uid, gid) != (os.geteuid(), os.getegid()):
             os.fchown(fd, uid, gid)
         os.fchmod(fd, mode)
         os.write(fd, data)
         os.fsync(fd)
+    except OSError:
+        os.close(fd)
+        os.unlink(name)
+        raise
+    os.close(fd)
+    return Path(name)
+
+
+def _read_no_follow(path: Path) -> tuple[os.stat_result, bytes]:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        info = os.fstat(fd)
+        with os.fdopen(os.dup(fd), "rb") as file:
+            return info, file.read()
     finally:
         os.close(fd)
 
@@ -112,33 +174,35 @@ def _fsync_dir(folder: Path) -> None:
 
 def install_in_env_file(path: Path, variable: str, key: DoorKey, run_id: str
                         ) -> dict[str, Any]:
-    """Rewrite `variable=` in the dotenv at `path` (a symlink's target); the facts of it.
+    """Rewrite `variable=` in the dotenv at `path` (a regular file, never a link); the facts.
 
     The previous file is copied once per run: a Retry keeps the copy of the file as it was
     before this run touched it.
     """
-    real = path.resolve()
+    problem = env_file_problem(path)
+    if problem is not None:
+        raise StepError(problem)
     try:
-        before = real.stat()
-        original = real.read_bytes()
+        before, original = _read_no_follow(path)
     except OSError as exc:
         raise StepError(f"cannot read the service's env file {path}: {exc.strerror}") from None
     mode, uid, gid = stat.S_IMODE(before.st_mode), before.st_uid, before.st_gid
     text, how = with_new_value(original.decode("utf-8"), variable, key.value)
-    kept = previous_copy(real, run_id)
-    partial = real.with_name(f".{real.name}.rollback-bot-{run_id[:8]}.partial")
+    partial: Path | None = None
     try:
-        if not kept.exists():
-            _write_new(kept, original, 0o600, uid, gid)
-        _write_new(partial, text.encode("utf-8"), mode, uid, gid)
-        os.replace(partial, real)
-        _fsync_dir(real.parent)
+        kept = kept_copy(path, run_id, uid) or _create_new(
+            path.parent, _kept_prefix(path, run_id), "", original, 0o600, uid, gid)
+        partial = _create_new(path.parent, f".{path.name}.rollback-bot-", ".partial",
+                              text.encode("utf-8"), mode, uid, gid)
+        os.replace(partial, path)
+        _fsync_dir(path.parent)
     except OSError as exc:
-        partial.unlink(missing_ok=True)
+        if partial is not None:
+            partial.unlink(missing_ok=True)
         raise StepError(f"cannot rewrite {path} with the same mode {mode:04o} and owner "
                         f"{uid}:{gid} ({exc.strerror}): run the bot as that user or as root, "
                         f"or use KEY_INSTALLER=command") from None
-    written = env_file_value(real.read_text(encoding="utf-8"), variable)
+    written = env_file_value(_read_no_follow(path)[1].decode("utf-8"), variable)
     if written is None or sha256_hex(written) != key.hash:
         raise StepError(f"{path} does not hold the new {variable} after the rewrite")
     return {"installer": KeyInstaller.ENV_FILE.value, "file": str(path), "variable": variable,
@@ -179,6 +243,17 @@ async def install_door_key(settings: Settings, key: DoorKey, run_id: str,
          f"{facts['mode']}, owner {facts['owner']}); previous file kept as "
          f"{facts['previous_kept_as']} (mode 0600)")
     return facts
+
+
+def installer_refusal(settings: Settings) -> str | None:
+    """Why the configured installer would refuse to install, known before any key exists."""
+    if settings.key_installer is KeyInstaller.COMMAND:
+        return None if settings.key_install_command.strip() else \
+            "KEY_INSTALLER=command but KEY_INSTALL_COMMAND is empty"
+    if settings.service_env_file is None:
+        return ("KEY_INSTALLER=env-file but SERVICE_ENV_FILE is not set (the service's .env, "
+                "e.g. /srv/claude-agent-api/.env)")
+    return env_file_problem(settings.service_env_file)
 
 
 def install_target(settings: Settings) -> str:

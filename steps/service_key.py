@@ -35,7 +35,13 @@ from bot.domain.step_protocol import (
 from bot.settings import KeyModel, Settings
 from steps.cache_invalidation import invalidate_old_hashes, plan_lines, stale_entry_count
 from steps.http_probe import HttpProbe, join_url
-from steps.key_installers import DoorKey, install_door_key, install_target, sha256_hex
+from steps.key_installers import (
+    DoorKey,
+    install_door_key,
+    install_target,
+    installer_refusal,
+    sha256_hex,
+)
 from steps.restart import restart_api
 from steps.target_db import connect
 from steps.target_sql import KEY_OF_HASH_SQL, OWNER_HASHES_SQL, rekey_late_rows_sql
@@ -154,6 +160,9 @@ class KeyModelRotation:
             lines, problems, chosen = _service_plan_lines(s, await old_hashes(ctx))
             details += lines
             warnings += problems
+            refusal = installer_refusal(s)
+            if refusal is not None:
+                warnings.append(f"the key installer refuses: {refusal}")
             facts.update({"door_key_of": chosen, "installer": s.key_installer.value,
                           "install_to": install_target(s)})
             summary += "; then the new door key installed and the api restarted"
@@ -198,8 +207,11 @@ class KeyModelRotation:
 
     async def run(self, ctx: StepContext, emit: OutputSink) -> Outcome:
         s = ctx.settings
-        if service_mode(s):
-            choose_service_hash(s, await old_hashes(ctx))  # refuse before any row changes
+        if service_mode(s):  # refuse before any row changes, before any key exists
+            choose_service_hash(s, await old_hashes(ctx))
+            refusal = installer_refusal(s)
+            if refusal is not None:
+                raise StepError(f"{refusal}; no key was generated, no row changed")
         outcome = await self.rotation.run(ctx, emit)
         facts, summary = dict(outcome.facts), outcome.summary
         mapping = await ctx.rotations.mapping(ctx.rotation_id)

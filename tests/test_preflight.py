@@ -204,7 +204,7 @@ async def test_smtp_security_lines_say_how_mail_would_travel(
     tls.start()
     try:
         line = await check_mailer(settings(smtp_host="127.0.0.1", smtp_port=plain.port))
-        assert line.ok and "in plaintext: the server offers no STARTTLS" in line.detail
+        assert line.ok and "in plaintext (SMTP_SECURITY=auto)" in line.detail, "a loopback relay"
         line = await check_mailer(settings(smtp_host="127.0.0.1", smtp_port=plain.port,
                                            smtp_security="none"))
         assert line.ok, "plaintext to a loopback relay is fine"
@@ -221,20 +221,21 @@ async def test_smtp_security_lines_say_how_mail_would_travel(
         tls.stop()
 
 
-@pytest.mark.parametrize(("security", "upgraded", "loopback", "risk"), [
-    ("none", False, False, True),   # explicit plaintext to another host: warned
-    ("none", False, True, False),   # to a relay on this machine: fine
-    ("auto", False, False, True),   # the server offered no STARTTLS
-    ("auto", True, False, False),
-    ("auto", False, True, False),
+@pytest.mark.parametrize(("security", "loopback", "allowed"), [
+    ("none", False, False),      # no TLS to another host: refused, names `plaintext`
+    ("none", True, True),        # to a relay on this machine: fine
+    ("auto", False, False),      # the server offered no STARTTLS: refused
+    ("auto", True, True),
+    ("starttls", False, False),
+    ("plaintext", False, True),  # explicitly (check reports it as a problem)
 ])
-def test_plaintext_is_a_risk_only_across_a_network(
-    security: str, upgraded: bool, loopback: bool, risk: bool,
+def test_plaintext_crosses_a_network_only_when_asked_for(
+    security: str, loopback: bool, allowed: bool,
 ) -> None:
-    from bot.preflight.mail import plaintext_risk
     from bot.settings import SmtpSecurity
+    from steps.mailers.transport import plaintext_allowed
 
-    assert plaintext_risk(SmtpSecurity(security), upgraded, loopback) is risk
+    assert plaintext_allowed(SmtpSecurity(security), loopback) is allowed
 
 
 @pytest.mark.parametrize(("host", "loopback"), [

@@ -2,9 +2,12 @@
 facts, plans, check reasons and the log lines the engine writes about them.
 
 It knows the secrets by value (every secret setting, the passwords inside the bot's and the
-target's URLs — raw and percent-encoded —, and the values of `DOWNGRADE_ENV`) and by shape:
-any `scheme://user:password@` URL, and the shape of the keys step 4 generates (`KEY_FORMAT`:
-a uuid4, or a 43-character URL-safe token). Short `DOWNGRADE_ENV` values (under 8 characters,
+target's URLs — in the user info or the query's `password` / `sslpassword` —, and the values
+of `DOWNGRADE_ENV`), each in every spelling a library makes of it (as is, percent-encoded in
+full, keeping `/`, or as SQLAlchemy renders a user info: `p%40ss word`; form-encoded with `+`
+for a space), and by shape: any `scheme://user:password@` URL, any `password=` /
+`sslpassword=` query parameter, and the shape of the keys step 4 generates (`KEY_FORMAT`: a
+uuid4, or a 43-character URL-safe token). Short `DOWNGRADE_ENV` values (under 8 characters,
 such as `true`) are masked only when their name says they are secret (KEY, SECRET, TOKEN,
 PASS…): masking every `true` in a program's output would hide more than it protects.
 """
@@ -14,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, unquote_plus
 
 from pydantic import SecretStr
 
@@ -25,6 +28,8 @@ MIN_SECRET = 4
 MIN_PLAIN_ENV_VALUE = 8
 SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASS|AUTH|CRED|PRIVATE", re.IGNORECASE)
 URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)[^\s@/]+(?=@)")
+QUERY_PASSWORD = re.compile(r"(?P<head>[?&;](?:ssl)?password=)[^&\s#]+", re.IGNORECASE)
+USER_INFO = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^:/]*:(?P<password>[^@]*)@")
 KEY_SHAPES: dict[KeyFormat, re.Pattern[str]] = {
     KeyFormat.UUID4: re.compile(
         r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-"
@@ -33,9 +38,31 @@ KEY_SHAPES: dict[KeyFormat, re.Pattern[str]] = {
 }
 
 
-def _url_password(url: str) -> str | None:
-    match = re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:(?P<password>[^\s@/]*)@", url)
-    return match.group("password") if match and match.group("password") else None
+def spellings(secret: str) -> set[str]:
+    """The secret as libraries write it: as is, percent-encoded (everything; keeping `/`; as
+    SQLAlchemy's user info, keeping ` +`), and form-encoded (a space as `+`)."""
+    forms = {secret}
+    for safe in ("", "/", " +", "+"):
+        forms.add(quote(secret, safe=safe))
+    for safe in ("", "/"):
+        forms.add(quote_plus(secret, safe=safe))
+    return forms
+
+
+def url_passwords(url: str) -> list[str]:
+    """Every password a URL holds, as written and as decoded: the user info's and the query's
+    `password` / `sslpassword`."""
+    found: list[str] = []
+    head, _, query = url.partition("?")
+    match = USER_INFO.match(head)
+    if match and match.group("password"):
+        found += [match.group("password"), unquote(match.group("password"))]
+    for raw in query.split("#", 1)[0].replace(";", "&").split("&"):
+        name, _, value = raw.partition("=")
+        if name.lower() in ("password", "sslpassword") and value:
+            found += [value, unquote(value), unquote_plus(value)]
+    found += [v for k, v in parse_qsl(query) if k.lower() in ("password", "sslpassword") and v]
+    return found
 
 
 class Redactor:
@@ -43,7 +70,7 @@ class Redactor:
         values: set[str] = set()
         for secret in secrets:
             if secret and len(secret) >= MIN_SECRET:
-                values |= {secret, quote(secret, safe=""), quote(secret)}
+                values |= spellings(secret)
         ordered = sorted(values, key=len, reverse=True)
         self._values = re.compile("|".join(re.escape(v) for v in ordered)) if ordered else None
         self._shapes = tuple(key_shapes)
@@ -55,10 +82,8 @@ class Redactor:
             value = getattr(settings, name)
             if isinstance(value, SecretStr):
                 raw = value.get_secret_value()
-                if "://" in raw:  # a URL is secret for its password (masked wherever it goes)
-                    password = _url_password(raw)
-                    if password:  # as written in the URL, and as the database gets it
-                        secrets += [password, unquote(password)]
+                if "://" in raw:  # a URL is secret for its passwords (masked wherever they go)
+                    secrets += url_passwords(raw)
                 else:
                     secrets.append(raw)
         for name, value in settings.downgrade_env.items():
@@ -70,6 +95,7 @@ class Redactor:
         if self._values is not None:
             text = self._values.sub(MASK, text)
         text = URL_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
+        text = QUERY_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
         for shape in self._shapes:
             text = shape.sub(MASK, text)
         return text

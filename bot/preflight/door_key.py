@@ -23,7 +23,7 @@ from bot.preflight.lines import short as _short
 from bot.settings import KeyInstaller, KeyModel, RestartStrategy, Settings
 from bot.urls import libpq_url, password_of
 from steps.cache_invalidation import connect_redis, redis_where
-from steps.key_installers import env_file_value
+from steps.key_installers import env_file_problem, env_file_value
 
 OWNER_HASHES_SQL = (
     "SELECT owner_api_key_hash AS h FROM sessions WHERE owner_api_key_hash IS NOT NULL "
@@ -50,9 +50,10 @@ def check_installer(s: Settings) -> CheckLine:
         return CheckLine(name, False, "KEY_INSTALLER=env-file but SERVICE_ENV_FILE is not set",
                          "set SERVICE_ENV_FILE to the service's .env (in its working "
                          "directory, e.g. /srv/claude-agent-api/.env)")
-    real = path.resolve()
-    if not real.is_file():
-        return CheckLine(name, False, f"{path} is not a file", "correct SERVICE_ENV_FILE")
+    problem = env_file_problem(path)
+    if problem is not None:
+        return CheckLine(name, False, problem, "correct SERVICE_ENV_FILE or its folder's mode")
+    real = path
     info = real.stat()
     if not os.access(real, os.R_OK) or not os.access(real.parent, os.W_OK):
         return CheckLine(name, False, f"{path} is not readable, or its folder {real.parent} "

@@ -1,10 +1,9 @@
 """The `smtp` mailer (aiosmtplib): STARTTLS or TLS, optional auth; 4xx retry, 5xx do not,
 nor does an untrusted TLS certificate.
 
-`SMTP_SECURITY=auto` (the default) upgrades with STARTTLS whenever the server offers it, and
-verifies its certificate like `starttls` does: a message holds a key, and an upgrade an attacker
-could intercept is no upgrade. Plaintext is only what the server leaves (no STARTTLS offered) or
-what the operator asks for (`none`).
+How the connection is opened (TLS to a relay not on this machine, or nothing before any
+login) is `steps.mailers.transport.open_smtp`: a message holds a key, and an upgrade an
+attacker could strip is no upgrade.
 
 The transaction is spelled out (MAIL FROM, RCPT TO, then DATA) so that `before_data` runs
 after the server accepted every recipient and before DATA: until then a crash leaves nothing
@@ -28,7 +27,7 @@ from email.message import EmailMessage
 import aiosmtplib
 from aiosmtplib.email import extract_recipients, extract_sender, flatten_message
 
-from bot.settings import Settings, SmtpSecurity
+from bot.settings import Settings
 from steps.mailers import (
     BeforeData,
     MarkNotWritten,
@@ -36,12 +35,7 @@ from steps.mailers import (
     TransientMailError,
     UncertainMailError,
 )
-
-# aiosmtplib's start_tls: True = required, None = when offered, False = never.
-START_TLS: dict[SmtpSecurity, bool | None] = {
-    SmtpSecurity.AUTO: None, SmtpSecurity.STARTTLS: True, SmtpSecurity.TLS: False,
-    SmtpSecurity.NONE: False,
-}
+from steps.mailers.transport import open_smtp
 
 
 class SmtpMailer:
@@ -51,11 +45,7 @@ class SmtpMailer:
 
     async def _connect(self) -> aiosmtplib.SMTP:
         s = self.settings
-        client = aiosmtplib.SMTP(
-            hostname=s.smtp_host, port=s.smtp_port, use_tls=s.smtp_security is SmtpSecurity.TLS,
-            start_tls=START_TLS[s.smtp_security], timeout=30,
-        )
-        await client.connect()
+        client = (await open_smtp(s, wait_seconds=30)).client  # PlaintextRefused before any AUTH
         if s.smtp_username:
             password = s.smtp_password.get_secret_value() if s.smtp_password else ""
             await client.login(s.smtp_username, password)

@@ -123,8 +123,8 @@ async def test_rehearsal_runs_six_steps_approved_by_two_names_and_leaks_no_key(
     if service:
         assert "new door key" in transcript and "the door lets the new key in" in transcript
         assert settings.service_env_file is not None
-        assert settings.service_env_file.with_name(
-            f".env.before-rollback-{view.run_id[:8]}").exists()
+        assert list(settings.service_env_file.parent.glob(
+            f".env.before-rollback-{view.run_id[:8]}-*"))
     if settings.redis_url is not None:
         assert "cached sessions removed" in transcript
 
