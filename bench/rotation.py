@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
 import sys
 import time
 import uuid
@@ -36,11 +35,13 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from bench.rotation_writer import Writer, quantile
 from bot.urls import libpq_url, with_database
 from sandbox.migrate import migrate
 from steps.target_sql import TABLE_PAGES_SQL
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+WRITER_ALONE_SECONDS = 10.0
 OWNED = "owner_api_key_hash IS NOT NULL"
 RUNBOOK_SQL = (
     f"UPDATE sessions SET owner_api_key = gen_random_uuid()::text WHERE {OWNED}",
@@ -119,11 +120,45 @@ async def statements(url: str, parts: list[tuple[str, ...]]) -> dict[str, float]
     return {"seconds": time.perf_counter() - started}
 
 
-def ours(url: str, txn_seconds: float, workers: int) -> dict[str, float]:
-    """Our step in a fresh process, so its peak memory is its own."""
-    out = subprocess.run([sys.executable, "-m", "bench.rotation_worker", url, str(txn_seconds),
-                          str(workers)], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+async def ours(url: str, txn_seconds: float, workers: int, writer: Writer | None = None
+               ) -> dict[str, float]:
+    """Our step in a fresh process, so its peak memory is its own, with its SQL ledger in a bot
+    database of its own. With a `writer`: the writer runs alone for WRITER_ALONE_SECONDS first
+    (its latency without the rotation), then on through the keys and the pages, and stops when
+    the step says its sweep begins (rows it wrote until then must all be found)."""
+    bot_db = f"bench_rot_bot_{uuid.uuid4().hex[:6]}"
+    await admin(f'CREATE DATABASE "{bot_db}"')
+    try:
+        if writer is not None:
+            await writer.start()
+            await asyncio.sleep(WRITER_ALONE_SECONDS)
+            writer.rotating = True
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.rotation_worker", url, with_database(ADMIN, bot_db),
+            str(txn_seconds), str(workers), stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        assert proc.stdout is not None and proc.stderr is not None
+        async for line in proc.stderr:
+            if writer is not None and line.startswith(b"SWEEP"):
+                await writer.stop()
+        out = (await proc.stdout.read()).decode()
+        if await proc.wait() != 0:
+            raise RuntimeError(f"bench.rotation_worker failed: {out[-2000:]}")
+        result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+        if writer is not None:
+            result.update(writer_figures(writer, await writer.not_rekeyed()))
+        return result
+    finally:
+        await admin(f'DROP DATABASE IF EXISTS "{bot_db}" WITH (FORCE)')
+
+
+def writer_figures(writer: Writer, not_rekeyed: int) -> dict[str, float]:
+    w = writer.writes
+    return {"w_rate": w.rate(), "w_rows": len(w.ids), "w_not_rekeyed": not_rekeyed,
+            "w_errors": len(w.errors),
+            **{f"w_{when}_{q}": quantile(values, p) * 1000
+               for when, values in (("alone", w.alone), ("rotating", w.rotating))
+               for q, p in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))}}
 
 
 async def watched(database: str, contender: Callable[[], Awaitable[dict[str, float]]]
@@ -197,8 +232,8 @@ class Target:
                 f"{self.clients:,} clients")
 
 
-async def measure(target: Target, txn_seconds: float, workers: int, *, floor1: bool
-                  ) -> dict[str, dict[str, float]]:
+async def measure(target: Target, txn_seconds: float, workers: int, *, floor1: bool,
+                  writer_rate: float = 0.0, runbook: bool = True) -> dict[str, dict[str, float]]:
     """Each contender on its own copy of one template; the template and copies dropped after."""
     template = f"bench_rot_{uuid.uuid4().hex[:6]}"
     created = [template]
@@ -217,7 +252,8 @@ async def measure(target: Target, txn_seconds: float, workers: int, *, floor1: b
             await admin(f'DROP DATABASE IF EXISTS "{template}_{tag}" WITH (FORCE)')
             print(f"  {tag}: {results[tag]['seconds']:.1f} s", file=sys.stderr)
 
-        await contender("runbook", lambda url: statements(url, [RUNBOOK_SQL]))
+        if runbook:
+            await contender("runbook", lambda url: statements(url, [RUNBOOK_SQL]))
         if floor1:
             async def one(url: str) -> dict[str, float]:
                 return await statements(url, await floor_statements(url, 1))
@@ -226,7 +262,10 @@ async def measure(target: Target, txn_seconds: float, workers: int, *, floor1: b
         async def spread(url: str) -> dict[str, float]:
             return await statements(url, await floor_statements(url, workers))
         await contender("floorN", spread)
-        await contender("ours", lambda url: asyncio.to_thread(ours, url, txn_seconds, workers))
+        await contender("ours", lambda url: ours(url, txn_seconds, workers))
+        if writer_rate:
+            await contender("ours_writer", lambda url: ours(
+                url, txn_seconds, workers, Writer(url, target.clients, writer_rate)))
         return results
     finally:
         for name in reversed(created):
@@ -234,40 +273,62 @@ async def measure(target: Target, txn_seconds: float, workers: int, *, floor1: b
 
 
 def contender_table(target: Target, results: dict[str, dict[str, float]], workers: int) -> str:
-    base, mine = results["runbook"], results["ours"]
+    mine, floor = results["ours"], results["floorN"]
 
     def row(label: str, result: dict[str, float]) -> tuple[str, ...]:
         return (label, f"{result['seconds']:.1f} s",
-                f"{result['seconds'] / base['seconds']:.2f}",
+                f"{result['seconds'] / floor['seconds']:.2f}",
                 f"{result['longest_writing_tx']:.2f} s", f"{result['longest_tx']:.2f} s")
 
-    rows = [("contender", "time", "ratio to runbook", "longest writing transaction",
-             "longest transaction"),
-            row("runbook SQL: a key per ROW (wrong), one UPDATE per table", base)]
+    rows = [("contender", "time", "ratio to the floor", "longest writing transaction",
+             "longest transaction")]
+    if "runbook" in results:
+        rows.append(row("runbook SQL: a key per ROW (wrong), one UPDATE per table",
+                        results["runbook"]))
     if "floor1" in results:
         rows.append(row("floor: a constant into every owned row, one UPDATE per table",
                         results["floor1"]))
-    rows += [row(f"floor: the same over {workers} connections, equal page shares",
-                 results["floorN"]),
+    rows += [row(f"floor: the same over {workers} connections, equal page shares", floor),
              row(f"rollback-bot: a key per client ({mine['clients']:,.0f}), "
                  f"{mine['batches']:,.0f} transactions", mine)]
-    return (f"Key rotation: {target.label()}\n\n{table(rows)}\n\nours / floor over {workers} "
-            f"connections: {mine['seconds'] / results['floorN']['seconds']:.2f}; longest "
-            f"batch as the step timed it: {mine['longest_batch_s']:.2f} s; ours by phase: keys "
-            f"{mine['keys_s']:.1f} s, pages {mine['pages_s']:.1f} s, sweep and check "
-            f"{mine['sweep_s']:.1f} s; bot peak memory (RSS): {mine['max_rss_mb']:.0f} MB")
+    if "ours_writer" in results:
+        rows.append(row("rollback-bot with the concurrent writer", results["ours_writer"]))
+    text = (f"Key rotation: {target.label()}\n\n{table(rows)}\n\nours / floor over {workers} "
+            f"connections: {mine['seconds'] / floor['seconds']:.2f}; "
+            f"{target.rows / mine['seconds']:,.0f} rows/s (floor "
+            f"{target.rows / floor['seconds']:,.0f}); writing transactions as the step timed "
+            f"them: p50 {mine['txn_p50_s']:.2f} s, p90 {mine['txn_p90_s']:.2f} s, p99 "
+            f"{mine['txn_p99_s']:.2f} s, max {mine['longest_batch_s']:.2f} s; ours by phase: "
+            f"keys {mine['keys_s']:.1f} s, pages {mine['pages_s']:.1f} s, sweep and check "
+            f"{mine['sweep_s']:.1f} s; bot peak memory (RSS): {mine['max_rss_mb']:.0f} MB "
+            f"({mine['rss_before_mb']:.0f} MB before the step)")
+    if "ours_writer" in results:
+        w = results["ours_writer"]
+        text += (f"\n\nConcurrent writer ({w['w_rate']:.0f} writes/s, half inserts, half "
+                 f"updates, {w['w_errors']:.0f} errors): latency without the rotation p50 "
+                 f"{w['w_alone_p50']:.1f} ms, p99 {w['w_alone_p99']:.1f} ms, max "
+                 f"{w['w_alone_max']:.1f} ms; while it runs p50 {w['w_rotating_p50']:.1f} ms, "
+                 f"p99 {w['w_rotating_p99']:.1f} ms, max {w['w_rotating_max']:.1f} ms; "
+                 f"{w['w_rows']:,.0f} rows written, {w['w_not_rekeyed']:.0f} left with an old "
+                 f"hash; step with the writer {w['seconds']:.1f} s, longest writing "
+                 f"transaction {w['longest_writing_tx']:.2f} s")
+    return text
 
 
 def curve_table(curve: list[tuple[Target, dict[str, dict[str, float]]]], workers: int) -> str:
     rows: list[tuple[str, ...]] = [
         ("rows", "clients", "runbook", f"floor, {workers} connections", "rollback-bot",
-         "ours / runbook", "ours / floor", "longest writing transaction", "bot peak RSS")]
+         "ours / floor", "rows/s", "txn p50 / p90 / p99", "longest writing transaction",
+         "bot peak RSS")]
     for target, r in curve:
         mine = r["ours"]
-        rows.append((f"{target.rows:,}", f"{target.clients:,}", f"{r['runbook']['seconds']:.1f} s",
+        runbook = f"{r['runbook']['seconds']:.1f} s" if "runbook" in r else "—"
+        rows.append((f"{target.rows:,}", f"{target.clients:,}", runbook,
                      f"{r['floorN']['seconds']:.1f} s", f"{mine['seconds']:.1f} s",
-                     f"{mine['seconds'] / r['runbook']['seconds']:.2f}",
                      f"{mine['seconds'] / r['floorN']['seconds']:.2f}",
+                     f"{target.rows / mine['seconds']:,.0f}",
+                     f"{mine['txn_p50_s']:.2f} / {mine['txn_p90_s']:.2f} / "
+                     f"{mine['txn_p99_s']:.2f} s",
                      f"{mine['longest_writing_tx']:.2f} s", f"{mine['max_rss_mb']:.0f} MB"))
     return table(rows)
 
@@ -282,16 +343,27 @@ async def main() -> None:
     parser.add_argument("--txn-seconds", type=float, default=0.5,
                         help="ROTATION_TARGET_TXN_SECONDS")
     parser.add_argument("--workers", type=int, default=3, help="ROTATION_WORKERS")
+    parser.add_argument("--writer-rate", type=float, default=250.0,
+                        help="writes/s of the concurrent writer (0: none)")
+    parser.add_argument("--writer-sizes", default="1.2M",
+                        help="with --sizes: the sizes at which ours runs again with the writer")
+    parser.add_argument("--no-runbook-above", default="",
+                        help="with --sizes: leave the runbook out above this many rows")
     args = parser.parse_args()
     if not args.sizes:
         target = Target(args.sessions, args.assistants, args.clients)
-        results = await measure(target, args.txn_seconds, args.workers, floor1=True)
+        results = await measure(target, args.txn_seconds, args.workers, floor1=True,
+                                writer_rate=args.writer_rate)
         print(contender_table(target, results, args.workers))
         return
     curve = []
     for size in args.sizes.split(","):
         target = Target.of_rows(rows_of(size.strip()))
-        results = await measure(target, args.txn_seconds, args.workers, floor1=False)
+        writer = {rows_of(w.strip()) for w in args.writer_sizes.split(",") if w.strip()}
+        limit = rows_of(args.no_runbook_above) if args.no_runbook_above else None
+        results = await measure(target, args.txn_seconds, args.workers, floor1=False,
+                                writer_rate=args.writer_rate if target.rows in writer else 0.0,
+                                runbook=limit is None or target.rows <= limit)
         print(contender_table(target, results, args.workers) + "\n", flush=True)
         curve.append((target, results))
     print(f"Scaling ({args.workers} workers, {args.txn_seconds:g} s per transaction aimed at)"

@@ -193,13 +193,16 @@ def work_table_index_sql(work: str, column: str) -> str:
             f"ON {work} ({column})")
 
 
-def work_new_hashes_sql(work: str) -> str:
-    return f"SELECT new_hash FROM {work}"
+def work_new_hashes_among_sql(work: str) -> str:
+    """$1 new hashes -> those the work table holds (through its unique index)."""
+    return f"SELECT new_hash FROM {work} WHERE new_hash = ANY($1::text[])"
 
 
-def work_pairs_sql(work: str) -> str:
-    """old hash -> new hash of every client in the work table (never the key)."""
-    return f"SELECT old_hash, new_hash FROM {work}"
+def work_pairs_page_sql(work: str) -> str:
+    """$1 the last old hash of the page before ('' first), $2 page size -> the next page of
+    old hash -> new hash (never the key), along the unique index: one short query each."""
+    return (f"SELECT old_hash, new_hash FROM {work} WHERE old_hash > $1 "
+            f"ORDER BY old_hash LIMIT $2")
 
 
 def make_keys_sql(work: str, key_format: str) -> str:
@@ -221,13 +224,17 @@ def make_keys_sql(work: str, key_format: str) -> str:
 
 
 def adopt_keys_sql(work: str) -> str:
-    """Ledger pairs ($1 old, $2 new) of clients with rows both re-keyed and not: the key of a
-    re-keyed row, so that the rest gets the same one."""
+    """Ledger pairs ($1 old, $2 new; one page of the ledger) of clients with rows both re-keyed
+    and not: the key of a re-keyed row, so that the rest gets the same one. Pending is asked
+    per pair through the service's hash index, not by a scan of both tables per page."""
     return f"""
         INSERT INTO {work} (old_hash, new_key, new_hash)
         SELECT p.old, r.key, p.new FROM unnest($1::text[], $2::text[]) AS p(old, new)
-          JOIN ({PENDING_CLIENTS_SQL}) AS pending ON pending.old_hash = p.old
           CROSS JOIN LATERAL ({KEY_OF_HASH_SQL.replace("$1", "p.new")}) AS r(key)
+         WHERE EXISTS (SELECT 1 FROM sessions WHERE owner_api_key_hash = p.old
+                          AND owner_api_key IS NULL)
+            OR EXISTS (SELECT 1 FROM assistants WHERE owner_api_key_hash = p.old
+                          AND owner_api_key IS NULL)
         ON CONFLICT DO NOTHING
     """
 

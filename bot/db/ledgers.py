@@ -12,7 +12,7 @@ write sees the takeover). A refused write raises `LeaseLost`: the step stops.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +62,17 @@ RETURNING client_hash
 """)
 
 
+# Fenced by the caller's transaction (`_check_fence`); a pair already there unchanged is left
+# alone, so a resume that streams every pair again writes only what moved.
+ROTATION_UPSERT = text("""
+INSERT INTO key_rotations (run_id, old_hash, new_hash)
+SELECT :run_id, p.old_hash, p.new_hash
+FROM unnest(CAST(:olds AS text[]), CAST(:news AS text[])) AS p(old_hash, new_hash)
+ON CONFLICT (run_id, old_hash) DO UPDATE SET new_hash = excluded.new_hash, rotated_at = now()
+WHERE key_rotations.new_hash IS DISTINCT FROM excluded.new_hash
+""")
+
+
 def _notification_upsert() -> Any:
     """Built once: `excluded` makes a new alias with its column collection on every call, which
     cost more than the round trip when built per email."""
@@ -84,17 +95,15 @@ class SqlRotationLedger:
         self.target = target  # whose closed rotations count (None: any target's)
 
     async def record(self, run_id: str, old_to_new: Mapping[str, str]) -> None:
+        """One statement over two arrays (a VALUES list of 5,000 rows cost more to build in
+        SQLAlchemy than to write); a pair already recorded as it is stays untouched."""
         if not old_to_new:
             return
-        rows = [{"run_id": uuid.UUID(run_id), "old_hash": old, "new_hash": new}
-                for old, new in old_to_new.items()]
         async with self.sessions() as session, session.begin():
             await _check_fence(session, self.fence)
-            statement = insert(KeyRotation).values(rows)
-            await session.execute(statement.on_conflict_do_update(
-                index_elements=[KeyRotation.run_id, KeyRotation.old_hash],
-                set_={"new_hash": statement.excluded.new_hash, "rotated_at": func.now()},
-            ))
+            await session.execute(ROTATION_UPSERT, {
+                "run_id": uuid.UUID(run_id), "olds": list(old_to_new),
+                "news": list(old_to_new.values())})
 
     async def mapping(self, run_id: str) -> dict[str, str]:
         async with self.sessions() as session:
@@ -103,6 +112,30 @@ class SqlRotationLedger:
                 .where(KeyRotation.run_id == uuid.UUID(run_id))
             )
             return {row.old_hash: row.new_hash for row in rows}
+
+    async def pages(self, run_id: str, size: int) -> AsyncIterator[dict[str, str]]:
+        """Keyset pages along the primary key: each page one short query, no transaction held
+        open between pages (the step writes the target meanwhile)."""
+        after = ""
+        while True:
+            async with self.sessions() as session:
+                rows = (await session.execute(
+                    select(KeyRotation.old_hash, KeyRotation.new_hash)
+                    .where(KeyRotation.run_id == uuid.UUID(run_id),
+                           KeyRotation.old_hash > after)
+                    .order_by(KeyRotation.old_hash).limit(size))).all()
+            if not rows:
+                return
+            yield {row.old_hash: row.new_hash for row in rows}
+            if len(rows) < size:
+                return
+            after = rows[-1].old_hash
+
+    async def count(self, run_id: str) -> int:
+        async with self.sessions() as session:
+            return int((await session.execute(
+                select(func.count()).select_from(KeyRotation)
+                .where(KeyRotation.run_id == uuid.UUID(run_id)))).scalar_one())
 
     async def forget(self, run_id: str, old_hashes: Iterable[str]) -> None:
         hashes = list(old_hashes)

@@ -12,7 +12,7 @@ has its own rotation, and finds what the closed one did through `RotationLedger.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -47,6 +47,13 @@ class RotationLedger(Protocol):
     async def record(self, run_id: str, old_to_new: Mapping[str, str]) -> None: ...
 
     async def mapping(self, run_id: str) -> dict[str, str]: ...
+
+    def pages(self, run_id: str, size: int) -> AsyncIterator[dict[str, str]]:
+        """The mapping a page of at most `size` pairs at a time, in old-hash order: a million
+        clients' pairs are never in memory at once (step 4 at 12 M rows)."""
+        ...
+
+    async def count(self, run_id: str) -> int: ...
 
     async def forget(self, run_id: str, old_hashes: Iterable[str]) -> None: ...
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 
 from bot.domain.ledgers import ClosedRotationRecord, NotificationRecord
 
@@ -19,6 +19,14 @@ class MemoryRotationLedger:
 
     async def mapping(self, run_id: str) -> dict[str, str]:
         return dict(self._maps.get(run_id, {}))
+
+    async def pages(self, run_id: str, size: int) -> AsyncIterator[dict[str, str]]:
+        pairs = sorted(self._maps.get(run_id, {}).items())
+        for first in range(0, len(pairs), size):
+            yield dict(pairs[first:first + size])
+
+    async def count(self, run_id: str) -> int:
+        return len(self._maps.get(run_id, {}))
 
     async def forget(self, run_id: str, old_hashes: Iterable[str]) -> None:
         for old in old_hashes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from steps.page_batches import OPEN_END, BatchSizer, PageCursor, PageRange
+from steps.rotate_keys import transaction_seconds
 
 TARGET = 0.5
 
@@ -86,3 +87,13 @@ def test_a_sweep_cursor_leaves_each_tables_last_range_open() -> None:
     last = ranges[1]
     assert last is not None and last.size == 2
     assert last.label() == "sessions pages 3-4 of 5"
+
+
+def test_transaction_seconds_are_reported_by_nearest_rank() -> None:
+    """The step's facts show the distribution: a single slow transaction moves the max, not
+    the p90 of a hundred."""
+    seconds = [0.5] * 98 + [0.9, 4.0]
+    assert transaction_seconds(seconds) == {"txn_p50_s": 0.5, "txn_p90_s": 0.5,
+                                            "txn_p99_s": 0.9, "longest_batch_s": 4.0}
+    assert transaction_seconds([]) == dict.fromkeys(
+        ("txn_p50_s", "txn_p90_s", "txn_p99_s", "longest_batch_s"), 0.0)
