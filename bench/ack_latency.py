@@ -1,68 +1,47 @@
-"""Ack latency of the HTTP app: signed slash commands and button clicks, as Slack sends them.
+"""Ack latency under a burst: bare Bolt and `rollback-bot serve --http` side by side.
 
-The app under test is a real `rollback-bot serve --http` process; the load generator (20
-concurrent clients, 1,000 requests: `/rollback-phase3 help`, Approve clicks on a stale button,
-which the bot refuses, and every tenth a start command, which opens the start modal) and the
-fake Slack Web API run in this process, so they do not share the app's event loop. The time
-from sending a request to its answer is what Slack's 3-second deadline applies to. Beside it:
-the time to the refusal a click gets by its `response_url` (what the person then sees; help is
-answered in the ack itself), and the time to `views.open` for a start command, which must come
-within the 3 seconds of the request's `trigger_id`.
+Both are real processes behind the same aiohttp adapter (`bench.bare_bolt` only acks). The load
+generator and the fake Slack Web API run in this process, so they do not share an app's event
+loop. The same mix (`bench.ack_mix`: Approve clicks on a live run's step, slash commands,
+Reject reasons submitted) goes to each, at each concurrency, bare first; the time from sending
+a request to its HTTP answer is what Slack's 3-second deadline applies to. For ours also: every
+non-200, how long the replies (by `response_url`) take to drain after the last ack, whether each
+person's replies came in the order their requests were answered, and the process's RSS idle and
+after each burst.
 
-    python -m bench.ack_latency [--requests 1000 --concurrency 20 --warmup 50]
+    python -m bench.ack_latency [--requests 1000 --concurrency 20,100 --warmup 50]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qsl
 
 import aiohttp
 
+from bench.ack_mix import APPROVED_ALREADY, BenchRequest, request
 from bench.rotation import ADMIN, admin
 from bot.db.migrate import upgrade_to_head
 from bot.rehearsal.postgres import free_port
-from bot.slack.actions import ActionId, ButtonValue
+from bot.slack.actions import ActionId
 from bot.urls import with_database
-from tests.crash.bot_process import wait_healthy
-from tests.slackwire.fake_web_api import FakeSlack, start_fake_slack
-from tests.slackwire.requests import block_actions, sign, slash_command, trigger_in
+from sandbox.migrate import migrate
+from sandbox.seed import seed
+from tests.crash.bot_process import start_run, step_message, wait_healthy
+from tests.slack.harness import CHANNEL, SECRET, button_value, message_text
+from tests.slackwire.fake_web_api import FakeSlack, Message, start_fake_slack
+from tests.slackwire.requests import block_actions, sign
 
-SECRET = "bench-secret"
 BIN = Path(sys.prefix) / "bin" / "rollback-bot"
-ENGINEERS = ("U_ALICE", "U_BOB", "U_CAROL")
-
-
-START_EVERY = 10
-
-
-def request(n: int) -> tuple[str, bytes]:
-    """Request n and what the bot answers it with: `start`, `help` (in the ack) or `click`."""
-    if START_EVERY and n % START_EVERY == 0:
-        return "start", slash_command("Phase 3 broke auth", ENGINEERS[n % 3], "C_ONCALL",
-                                      "oncall-engineering")
-    if n % 2 == 0:
-        return "help", slash_command("help", ENGINEERS[n % 3], "C_ONCALL", "oncall-engineering")
-    stale = ButtonValue(run_id=str(uuid.uuid4()), execution_id=str(uuid.uuid4()),
-                        fingerprint="f").to_value()
-    return "click", block_actions("U_BOB", ActionId.APPROVE.value, stale, "C_ONCALL", "1.1",
-                                  f"1.{n}")
-
-
-def response_url_id(body: bytes) -> str:
-    form = dict(parse_qsl(body.decode()))
-    url = json.loads(form["payload"])["response_url"] if "payload" in form \
-        else form["response_url"]
-    return str(url).rsplit("/", 1)[-1]
 
 
 def percentiles(values: list[float]) -> tuple[float, float, float]:
@@ -71,34 +50,39 @@ def percentiles(values: list[float]) -> tuple[float, float, float]:
             ordered[-1])
 
 
-class Load:
-    def __init__(self) -> None:
-        self.latencies: list[float] = []
-        self.statuses: dict[int, int] = {}
-        self.sent_at: dict[str, float] = {}  # response_url id or trigger_id -> sent at
-        self.kinds: dict[str, int] = {}
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
-async def load(fake: FakeSlack, url: str, requests: list[tuple[str, bytes]], concurrency: int
-               ) -> Load:
-    result = Load()
-    queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+@dataclass
+class Burst:
+    latencies: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    answered_at: dict[str, float] = field(default_factory=dict)  # reply_to -> ack received
+    last_answer: float = 0.0
+
+
+async def burst(url: str, requests: list[BenchRequest], concurrency: int) -> Burst:
+    result = Burst()
+    queue: asyncio.Queue[BenchRequest] = asyncio.Queue()
     for item in requests:
         queue.put_nowait(item)
 
     async def client(http: aiohttp.ClientSession) -> None:
         while not queue.empty():
-            kind, body = queue.get_nowait()
-            result.kinds[kind] = result.kinds.get(kind, 0) + 1
-            headers = sign(body, SECRET)
-            trigger = trigger_in(body) or ""
-            fake.restamp_trigger(trigger)  # its 3 s start now, as Slack's would
+            item = queue.get_nowait()
             started = time.monotonic()
-            result.sent_at[trigger if kind == "start" else response_url_id(body)] = started
-            async with http.post(url, data=body, headers=headers) as answer:
+            async with http.post(url, data=item.body, headers=sign(item.body, SECRET)) as answer:
                 await answer.read()
-            result.latencies.append((time.monotonic() - started) * 1000)
+            done = time.monotonic()
+            result.latencies.append((done - started) * 1000)
             result.statuses[answer.status] = result.statuses.get(answer.status, 0) + 1
+            if item.reply_to:
+                result.answered_at[item.reply_to] = done
+            result.last_answer = max(result.last_answer, done)
 
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as http:
@@ -106,74 +90,145 @@ async def load(fake: FakeSlack, url: str, requests: list[tuple[str, bytes]], con
     return result
 
 
+def out_of_order(fake: FakeSlack, requests: list[BenchRequest], run: Burst) -> int:
+    """People whose replies did not arrive in the order their requests were answered."""
+    arrived = {r.url_id: i for i, r in enumerate(fake.responses)}
+    wrong = 0
+    for user in {r.user for r in requests}:
+        mine = sorted((run.answered_at[r.reply_to], arrived[r.reply_to]) for r in requests
+                      if r.user == user and r.reply_to in arrived and r.reply_to in run.answered_at)
+        order = [position for _, position in mine]
+        wrong += order != sorted(order)
+    return wrong
+
+
+async def live_step(url: str, fake: FakeSlack) -> Message:
+    """A run waiting for step 1's approvals, already approved once by APPROVED_ALREADY."""
+
+    class Poster:
+        async def post(self, body: bytes) -> int:
+            async with aiohttp.ClientSession() as http, \
+                    http.post(f"{url}/slack/events", data=body,
+                              headers=sign(body, SECRET)) as answer:
+                return answer.status
+
+    await start_run(Poster())  # type: ignore[arg-type]
+    step = await step_message(fake, 1, ActionId.APPROVE)
+    await Poster().post(block_actions(APPROVED_ALREADY, ActionId.APPROVE.value,
+                                      button_value(step, ActionId.APPROVE) or "", CHANNEL,
+                                      step.ts, step.thread_ts))
+    await fake.wait_for(lambda: APPROVED_ALREADY in message_text(step), within=30)
+    return step
+
+
+def row(label: str, values: list[float], baseline: float | None = None) -> str:
+    p50, p99, top = percentiles(values)
+    ratio = f"{p99 / baseline:.1f}×" if baseline else "—"
+    return f"| {label} | {p50:.1f} ms | {p99:.1f} ms | {top:.1f} ms | {ratio} |"
+
+
+async def measure(args: argparse.Namespace, fake: FakeSlack, bare_url: str, ours_url: str,
+                  pid: int, step: Message) -> None:
+    counter = iter(range(10**9))
+
+    def mix(count: int) -> list[BenchRequest]:
+        return [request(next(counter), step, fake) for _ in range(count)]
+
+    print(f"Idle RSS of serve (live run, before any burst): {rss_mb(pid):.0f} MB\n")
+    print("| concurrency | app | p50 | p99 | max | p99 / bare |\n|---|---|---|---|---|---|")
+    notes = []
+    for concurrency in args.concurrency:
+        await burst(f"{bare_url}/slack/events", mix(args.warmup), concurrency)
+        bare = await burst(f"{bare_url}/slack/events", mix(args.requests), concurrency)
+        await burst(f"{ours_url}/slack/events", mix(args.warmup), concurrency)
+        await settle(fake, [])
+        sent = mix(args.requests)
+        ours = await burst(f"{ours_url}/slack/events", sent, concurrency)
+        drained, missing = await settle(fake, [r.reply_to for r in sent if r.reply_to])
+        bare_p99 = percentiles(bare.latencies)[1]
+        print(row(f"{concurrency} | bare Bolt", bare.latencies))
+        print(row(f"{concurrency} | rollback-bot serve", ours.latencies, bare_p99))
+        notes.append(f"{concurrency} concurrent: statuses bare {bare.statuses}, ours "
+                     f"{ours.statuses}; replies drained {drained - ours.last_answer:.1f} s after "
+                     f"the last ack, {missing} never came; people with replies out of order: "
+                     f"{out_of_order(fake, sent, ours)} of {len({r.user for r in sent})}; "
+                     f"RSS after the burst {rss_mb(pid):.0f} MB")
+    print("\n" + "\n".join(notes))
+
+
+async def settle(fake: FakeSlack, reply_to: list[str], within: float = 60
+                 ) -> tuple[float, int]:
+    """When the last of these replies arrived, and how many had not after `within` s."""
+    wanted = set(reply_to)
+    deadline = time.monotonic() + within
+    while True:
+        arrived = {r.url_id: r.at for r in fake.responses if r.url_id in wanted}
+        if len(arrived) == len(wanted) or time.monotonic() > deadline:
+            return max(arrived.values(), default=time.monotonic()), len(wanted) - len(arrived)
+        await asyncio.sleep(0.05)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--concurrency", type=lambda s: [int(c) for c in s.split(",")],
+                        default=[20, 100])
     parser.add_argument("--warmup", type=int, default=50,
                         help="requests sent first and not counted (connections, caches)")
-    parser.add_argument("--reply-concurrency", type=int, default=None,
-                        help="SLACK_REPLY_CONCURRENCY for the app (default: its own default)")
-    parser.add_argument("--start-every", type=int, default=START_EVERY,
-                        help="every n-th request is a start command (0: none)")
     args = parser.parse_args()
-    globals()["START_EVERY"] = args.start_every
-    name = f"bench_ack_{uuid.uuid4().hex[:6]}"
-    await admin(f'CREATE DATABASE "{name}"')
-    db_url = with_database(ADMIN, name)
+    tag = uuid.uuid4().hex[:6]
+    bot_db, target_db = f"bench_ack_{tag}", f"bench_ack_target_{tag}"
+    await admin(f'CREATE DATABASE "{bot_db}"')
+    await admin(f'CREATE DATABASE "{target_db}"')
     fake, fake_runner = await start_fake_slack()
-    port = free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DATABASE"))},
-           "DATABASE_URL": db_url, "SLACK_BOT_TOKEN": "xoxb-bench",
-           "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": fake.url,
-           "ROLLBACK_CHANNEL": "oncall-engineering", "APPROVER_USER_IDS": "U_ALICE,U_BOB,U_CAROL",
-           "LOG_LEVEL": "WARNING"}
-    if args.reply_concurrency is not None:
-        env["SLACK_REPLY_CONCURRENCY"] = str(args.reply_concurrency)
-    process: subprocess.Popen[bytes] | None = None
+    processes: list[subprocess.Popen[bytes]] = []
     try:
-        await upgrade_to_head(db_url)
-        process = subprocess.Popen(  # noqa: ASYNC220 - started once, before any timing
-            [str(BIN), "serve", "--http", "--host", "127.0.0.1", "--port", str(port)], env=env)
-        url = f"http://127.0.0.1:{port}"
-        await wait_healthy(url, process)
-        await load(fake, f"{url}/slack/events",
-                   [request(-n - 1) for n in range(args.warmup)], args.concurrency)
-        warm = len(fake.calls)
-        run = await load(fake, f"{url}/slack/events",
-                         [request(n) for n in range(args.requests)], args.concurrency)
-        clicks, starts = run.kinds.get("click", 0), run.kinds.get("start", 0)
-        replies: dict[str, float] = {}
-        opened: dict[str, float] = {}
-        async with asyncio.timeout(60):  # every click gets its refusal, every start its modal
-            while len(replies) < clicks or len(opened) < starts:
-                await asyncio.sleep(0.05)
-                replies = {r.url_id: r.at for r in fake.responses if r.url_id in run.sent_at}
-                opened = {str(c.args.get("trigger_id")): c.at for c in fake.calls[warm:]
-                          if c.method == "views.open"}
-        expired = [c for c in fake.calls[warm:] if c.method == "views.open"
-                   and c.error == "expired_trigger_id"]
-        reply_ms = [(at - run.sent_at[tag]) * 1000 for tag, at in replies.items()]
-        open_ms = [(at - run.sent_at[tag]) * 1000 for tag, at in opened.items()
-                   if tag in run.sent_at]
-        print(f"Ack latency: a `rollback-bot serve --http` process, {args.requests:,} requests "
-              f"({run.kinds}) after {args.warmup} warm-up, {args.concurrency} concurrent "
-              f"clients (statuses {run.statuses}; click refusals {len(reply_ms):,}; modals "
-              f"{len(open_ms):,}, {len(expired)} too late for their trigger_id)\n")
-        print("| | p50 | p99 | max |\n|---|---|---|---|")
-        for label, values in (("request -> ack (HTTP 200)", run.latencies),
-                              ("request -> refusal by response_url", reply_ms),
-                              ("start command -> views.open", open_ms)):
-            if not values:
-                continue
-            p50, p99, top = percentiles(values)
-            print(f"| {label} | {p50:.1f} ms | {p99:.1f} ms | {top:.1f} ms |")
+        bot_url, target_url = with_database(ADMIN, bot_db), with_database(ADMIN, target_db)
+        await upgrade_to_head(bot_url)
+        await migrate(target_url, "head")
+        work = Path(tempfile.mkdtemp(prefix="bench-ack-"))
+        await seed(target_url, 6, sessions_per_client=3, assistants_per_client=1,
+                   without_contact=1, directory_csv=work / "clients.csv")
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DATABASE"))},
+               "DATABASE_URL": bot_url, "SLACK_BOT_TOKEN": "xoxb-bench",
+               "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": fake.url,
+               "ROLLBACK_CHANNEL": "oncall-engineering",
+               "APPROVER_USER_IDS": "U_ALICE,U_BOB,U_CAROL", "LOG_LEVEL": "WARNING",
+               "TARGET_DATABASE_URL": target_url, "BACKUP_DIR": str(work / "backups")}
+        bare_port, ours_port = free_port(), free_port()
+        processes.append(subprocess.Popen(  # noqa: ASYNC220 - started before any timing
+            [sys.executable, "-m", "bench.bare_bolt", "--port", str(bare_port), "--secret",
+             SECRET, "--api-url", fake.url]))
+        ours = subprocess.Popen(  # noqa: ASYNC220 - started before any timing
+            [str(BIN), "serve", "--http", "--host", "127.0.0.1", "--port", str(ours_port)],
+            env=env)
+        processes.append(ours)
+        bare_url, ours_url = f"http://127.0.0.1:{bare_port}", f"http://127.0.0.1:{ours_port}"
+        await wait_healthy(ours_url, ours)
+        await wait_bare(bare_url, processes[0])
+        step = await live_step(ours_url, fake)
+        print(f"Ack latency, {args.requests:,} requests per burst after {args.warmup} warm-up "
+              f"(serve pid {ours.pid}; load average {os.getloadavg()[0]:.1f})\n")
+        await measure(args, fake, bare_url, ours_url, ours.pid, step)
     finally:
-        if process is not None:
+        for process in processes:
             process.terminate()
             process.wait(timeout=30)
         await fake_runner.cleanup()
-        await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for name in (bot_db, target_db):
+            await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def wait_bare(url: str, process: subprocess.Popen[bytes]) -> None:
+    """Bare Bolt has no /health: until its port answers at all."""
+    async with aiohttp.ClientSession() as http, asyncio.timeout(30):
+        while True:
+            assert process.poll() is None, "bare Bolt exited"
+            try:
+                async with http.get(f"{url}/slack/events"):
+                    return
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.1)
 
 
 if __name__ == "__main__":
