@@ -50,6 +50,12 @@ from steps.target_db import connect
 TABLES = ("sessions", "assistants")
 WORK_SCHEMA = "rollback_bot"
 LEDGER_CHUNK = 5_000  # pairs per ledger transaction
+# A rewriting transaction still running at this many times the target is cancelled (its row
+# locks go with it) and its range retried in halves: sizing by the last ranges' cost cannot
+# foresee a stall (a checkpoint, a lock the service holds), a cancel bounds it.
+CANCEL_AFTER_TARGETS = 1.8
+# A one-page range cancelled this often waits for what holds it up (a lock) rather than spin.
+PATIENT_AFTER_CANCELS = 8
 
 
 def _target_error(what: str, exc: Exception) -> StepError:
@@ -231,6 +237,7 @@ class RotateKeysStep:
                    "sessions_updated": updated["sessions"],
                    "assistants_updated": updated["assistants"],
                    **transaction_seconds(rewritten.seconds + swept.seconds),
+                   "transactions_cut_short": rewritten.cancelled + swept.cancelled,
                    "duration_s": round(time.monotonic() - started, 3)},
         )
 
@@ -285,14 +292,24 @@ class RotateKeysStep:
         spills past work_mem, and the sweep took 393 s)."""
         url = ctx.settings.target_database_url.get_secret_value()
         done = Rewritten(dict.fromkeys(TABLES, 0))
+        cancel_after = CANCEL_AFTER_TARGETS * ctx.settings.rotation_target_txn_seconds
 
         async def worker() -> None:
             async with connect(url) as conn:
                 await conn.execute(sql.PROBE_WORK_TABLE_BY_INDEX_SQL)
+                await conn.execute(sql.statement_timeout_sql(cancel_after))
                 while (item := pages.take()) is not None:
                     began = time.monotonic()
-                    status = await conn.execute(sql.rekey_pages_sql(item.table, work),
-                                                item.first, item.end)
+                    try:
+                        status = await rekey_range(conn, work, item)
+                    except asyncpg.QueryCanceledError:  # rolled back: its halves come next
+                        seconds = time.monotonic() - began
+                        done.cut_short(seconds)
+                        pages.give_back(item, seconds)
+                        if emit is not None:
+                            emit(f"cut short after {seconds:.2f} s: {item.label()}: rolled "
+                                 f"back, retried in smaller ranges")
+                        continue
                     seconds = time.monotonic() - began
                     pages.sizers[item.table].observe(item.size, seconds)
                     rows = int(status.split()[-1])
@@ -311,6 +328,17 @@ class RotateKeysStep:
         return done
 
 
+async def rekey_range(conn: asyncpg.Connection, work: str, item: PageRange) -> str:
+    """One range re-keyed, in one transaction under the connection's statement timeout; a page
+    cancelled PATIENT_AFTER_CANCELS times (a row lock held that long) without a timeout."""
+    statement = sql.rekey_pages_sql(item.table, work)
+    if item.cancelled < PATIENT_AFTER_CANCELS:
+        return str(await conn.execute(statement, item.first, item.end))
+    async with conn.transaction():
+        await conn.execute(sql.NO_STATEMENT_TIMEOUT_SQL)
+        return str(await conn.execute(statement, item.first, item.end))
+
+
 @dataclass
 class Rewritten:
     """What one pass over the pages did: rows re-keyed per table, transactions, pages, the
@@ -319,7 +347,12 @@ class Rewritten:
     updated: dict[str, int]
     batches: int = 0
     pages: int = 0
-    seconds: list[float] = field(default_factory=list)  # each transaction's, in order
+    cancelled: int = 0  # transactions cut short at the timeout (their ranges retried in halves)
+    seconds: list[float] = field(default_factory=list)  # each transaction's (cut short too)
+
+    def cut_short(self, seconds: float) -> None:
+        self.cancelled += 1
+        self.seconds.append(seconds)
 
     def add(self, item: PageRange, rows: int, seconds: float) -> None:
         self.updated[item.table] += rows

@@ -247,6 +247,15 @@ PROBE_WORK_TABLE_BY_INDEX_SQL = (
     "SET enable_hashjoin = off; SET enable_mergejoin = off; SET enable_memoize = off")
 
 
+def statement_timeout_sql(seconds: float) -> str:
+    """For the rewriting connections: a statement (its own transaction) running longer is
+    cancelled and rolled back, its row locks released."""
+    return f"SET statement_timeout = {max(1, round(seconds * 1000))}"
+
+
+NO_STATEMENT_TIMEOUT_SQL = "SET LOCAL statement_timeout = 0"
+
+
 def rekey_pages_sql(table: str, work: str) -> str:
     """One range of heap pages ($1 <= page < $2) of `table`, re-keyed from the work table."""
     return f"""
