@@ -216,18 +216,21 @@ def work_pairs_page_sql(work: str) -> str:
 def make_keys_sql(work: str, key_format: str) -> str:
     """Every pending client without a key in the work table gets one (its sha256 beside it).
     GROUP BY rather than UNION: the planner then hashes the distinct owners instead of
-    sorting every row."""
+    sorting every row; grouped before the work table is asked, so it is asked once per client,
+    not once per row."""
     return f"""
         INSERT INTO {work} (old_hash, new_key, new_hash)
         SELECT old_hash, new_key, encode(sha256(new_key::bytea), 'hex')
-          FROM (SELECT p.old_hash, {NEW_KEY_SQL[key_format]} AS new_key
-                  FROM (SELECT owner_api_key_hash AS old_hash FROM sessions
-                         WHERE owner_api_key IS NULL AND owner_api_key_hash IS NOT NULL
-                        UNION ALL
-                        SELECT owner_api_key_hash FROM assistants
-                         WHERE owner_api_key IS NULL AND owner_api_key_hash IS NOT NULL) p
-                 WHERE NOT EXISTS (SELECT 1 FROM {work} w WHERE w.old_hash = p.old_hash)
-                 GROUP BY p.old_hash) k
+          FROM (SELECT d.old_hash, {NEW_KEY_SQL[key_format]} AS new_key
+                  FROM (SELECT p.old_hash
+                          FROM (SELECT owner_api_key_hash AS old_hash FROM sessions
+                                 WHERE owner_api_key IS NULL AND owner_api_key_hash IS NOT NULL
+                                UNION ALL
+                                SELECT owner_api_key_hash FROM assistants
+                                 WHERE owner_api_key IS NULL AND owner_api_key_hash IS NOT NULL
+                               ) p
+                         GROUP BY p.old_hash) d
+                 WHERE NOT EXISTS (SELECT 1 FROM {work} w WHERE w.old_hash = d.old_hash)) k
     """
 
 
