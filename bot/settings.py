@@ -7,6 +7,8 @@ The environment names are a contract: other tooling drives the bot with them, an
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from enum import StrEnum
 from pathlib import Path
@@ -83,6 +85,10 @@ class Settings(BaseSettings):
     allow_self_approval: bool = False
     slack_write_interval_seconds: float = Field(default=1.0, ge=0)
     slack_reply_concurrency: int = Field(default=4, ge=1)
+    # Break-glass (`rehearse --real`, `escalate`, `follow-ups`): Slack user id -> base32 TOTP
+    # secret; each engineer at a terminal proves who they are with their own current code.
+    break_glass_totp_secrets: Annotated[dict[str, SecretStr], NoDecode] = Field(
+        default_factory=dict)
 
     # The bot's own state
     database_url: SecretStr | None = None
@@ -208,6 +214,29 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("break_glass_totp_secrets", mode="before")
+    @classmethod
+    def _user_secrets(cls, value: Any) -> Any:
+        """`U1=BASE32,U2=BASE32` or a JSON object; each secret must be base32."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("{"):
+                value = json.loads(text)
+            else:
+                pairs = [part.partition("=") for part in text.split(",") if part.strip()]
+                if any(not sep for _, sep, _ in pairs):
+                    raise ValueError("expected USER_ID=BASE32_SECRET, comma-separated")
+                value = {k.strip(): v.strip() for k, _, v in pairs}
+        if isinstance(value, dict):
+            for user, secret in value.items():
+                raw = secret.get_secret_value() if isinstance(secret, SecretStr) else str(secret)
+                cleaned = raw.replace(" ", "").upper()
+                try:
+                    base64.b32decode(cleaned + "=" * (-len(cleaned) % 8))
+                except (binascii.Error, ValueError):
+                    raise ValueError(f"the secret of {user} is not base32") from None
+        return value
 
     @field_validator("downgrade_env", mode="before")
     @classmethod

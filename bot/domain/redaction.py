@@ -86,6 +86,7 @@ class Redactor:
                     secrets += url_passwords(raw)
                 else:
                     secrets.append(raw)
+        secrets += [v.get_secret_value() for v in settings.break_glass_totp_secrets.values()]
         for name, value in settings.downgrade_env.items():
             if len(value) >= MIN_PLAIN_ENV_VALUE or SECRET_NAME.search(name):
                 secrets.append(value)

@@ -17,7 +17,8 @@ from bot.engine.engine import Actor, Engine
 from bot.engine.follow_up_actions import act_on_follow_up, escalate
 from bot.slack.actions import ActionId, ButtonValue, FollowUpValue
 from bot.slack.background import Background
-from bot.slack.people import Engineers
+from bot.slack.mrkdwn import escape
+from bot.slack.people import Engineers, PeopleLookupFailed
 
 BOARD_ESCALATION = "escalated from the status board"
 Tell = Callable[[str], Awaitable[None]]
@@ -38,6 +39,16 @@ class FollowUpListeners:
         name = user.get("username") or user.get("name") or user["id"]
         return Actor(user["id"], name, Source.SLACK, await self.engineers.is_authorised(user["id"]))
 
+    async def _clicker(self, client: AsyncWebClient, body: dict[str, Any]) -> Actor | None:
+        """Who clicked, or None once they were told that who may act could not be read (the
+        click is never left unanswered)."""
+        try:
+            return await self._actor(body["user"])
+        except PeopleLookupFailed as failed:
+            await self._tell(client, body, ":no_entry: Refused: who may approve could not be "
+                             f"checked. {escape(failed)}")
+            return None
+
     async def escalate_command(self, actor: Actor, why: str, tell: Tell) -> None:
         """`/rollback-phase3 escalate <why>` (the listener already checked the channel)."""
         answer = await escalate(self.engine, actor, None, why)
@@ -50,7 +61,9 @@ class FollowUpListeners:
         self.background.spawn(self._escalate(body, client), "escalate click")
 
     async def _escalate(self, body: dict[str, Any], client: AsyncWebClient) -> None:
-        actor = await self._actor(body["user"])
+        actor = await self._clicker(client, body)
+        if actor is None:
+            return
         try:
             value = ButtonValue.parse(body["actions"][0]["value"])
         except (KeyError, IndexError, ValueError):
@@ -70,7 +83,9 @@ class FollowUpListeners:
 
     async def _follow_up(self, body: dict[str, Any], client: AsyncWebClient,
                          action: FollowUpAction) -> None:
-        actor = await self._actor(body["user"])
+        actor = await self._clicker(client, body)
+        if actor is None:
+            return
         try:
             value = FollowUpValue.parse(body["actions"][0]["value"])
         except (KeyError, IndexError, ValueError):
