@@ -31,7 +31,13 @@ from bot.slack.background import Background
 from bot.slack.follow_up_listeners import FollowUpListeners
 from bot.slack.modal import REJECT_MODAL_CALLBACK, Origin
 from bot.slack.mrkdwn import clip, escape
-from bot.slack.people import Engineers, PeopleLookupFailed, Person, is_rollback_channel
+from bot.slack.people import (
+    Engineers,
+    PeopleLookupFailed,
+    Person,
+    is_channel_id,
+    is_rollback_channel,
+)
 from bot.slack.replies import Reply
 
 log = logging.getLogger(__name__)
@@ -105,8 +111,9 @@ class Listeners:
             return
         if word not in ANYWHERE and not is_rollback_channel(
                 self.settings, body.get("channel_id", ""), body.get("channel_name", "")):
-            await ack(text=f"Rollbacks run only in #{self.settings.rollback_channel.lstrip('#')}.",
-                      response_type="ephemeral")
+            wanted = self.settings.rollback_channel.strip().lstrip("#")
+            where = f"<#{wanted}>" if is_channel_id(wanted) else f"#{wanted}"
+            await ack(text=f"Rollbacks run only in {where}.", response_type="ephemeral")
             return
         await ack()
         person: Person = context["person"]
