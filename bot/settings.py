@@ -128,6 +128,10 @@ class Settings(BaseSettings):
     code_restore_workdir: Path = Path(".")
     restart_strategy: RestartStrategy = RestartStrategy.DOCKER
     restart_command: str = ""
+    # Secret environment for each configured command (JSON objects, redacted everywhere): a
+    # token a command needs goes here, never into its arguments.
+    restart_env: dict[str, str] = Field(default_factory=dict)
+    code_restore_env: dict[str, str] = Field(default_factory=dict)
     api_compose_project: str = ""
     api_compose_service: str = "api"
     api_container_name: str = ""
@@ -148,6 +152,7 @@ class Settings(BaseSettings):
     service_env_file: Path | None = None
     service_env_variable: str = "API_KEY"
     key_install_command: str = ""
+    key_install_env: dict[str, str] = Field(default_factory=dict)
 
     # Step 4: the service's Redis caches, emptied of entries holding old hashes
     redis_url: SecretStr | None = None
@@ -238,7 +243,8 @@ class Settings(BaseSettings):
                     raise ValueError(f"the secret of {user} is not base32") from None
         return value
 
-    @field_validator("downgrade_env", mode="before")
+    @field_validator("downgrade_env", "restart_env", "code_restore_env", "key_install_env",
+                     mode="before")
     @classmethod
     def _json_env(cls, value: Any) -> Any:
         if isinstance(value, str):
