@@ -151,14 +151,24 @@ def facts_text(facts: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+TERMINAL_MARK = " (terminal, TOTP)"
+
+
+def approver_mention(approver: ApproverView) -> str:
+    """An approval given at a terminal (break-glass, where each engineer proves who they are
+    with their own TOTP code) says so: it was not clicked in Slack."""
+    return mention(approver.user_id, approver.user_name) + (
+        TERMINAL_MARK if approver.source == "terminal" else "")
+
+
 def approvals_text(label: str, approvers: Sequence[ApproverView], needed: int,
                    waiting: bool) -> str:
     """`*label* n/needed: who`, counting only fresh approvals; while the approvals are still
     wanted (`waiting`), the expired ones struck through: "expired, approve again". A step's
     and a resend's alike."""
     fresh = [a for a in approvers if not a.expired]
-    who = ", ".join(mention(a.user_id, a.user_name) for a in fresh) or "none yet"
-    expired = ", ".join(f"~{mention(a.user_id, a.user_name)}~" for a in approvers if a.expired)
+    who = ", ".join(approver_mention(a) for a in fresh) or "none yet"
+    expired = ", ".join(f"~{approver_mention(a)}~" for a in approvers if a.expired)
     return (f"*{label}* {len(fresh)}/{needed}: {who}"
             + (f"\n:hourglass_flowing_sand: expired, approve again: {expired}"
                if expired and waiting else ""))

@@ -18,6 +18,8 @@ from bot.engine.engine import Actor
 from bot.engine.follow_up_actions import act_on_follow_up, escalate
 from bot.slack.actions import ActionId, ButtonValue, FollowUpValue
 from bot.slack.background import Background
+from bot.slack.mrkdwn import escape
+from bot.slack.people import PeopleLookupFailed
 from bot.slack.served_targets import ServedTarget, ServedTargets
 
 BOARD_ESCALATION = "escalated from the status board"
@@ -40,6 +42,17 @@ class FollowUpListeners:
         return Actor(user["id"], name, Source.SLACK,
                      await target.engineers.is_authorised(user["id"]))
 
+    async def _clicker(self, client: AsyncWebClient, body: dict[str, Any],
+                       target: ServedTarget) -> Actor | None:
+        """Who clicked, or None once they were told that who may act could not be read (the
+        click is never left unanswered)."""
+        try:
+            return await self._actor(body["user"], target)
+        except PeopleLookupFailed as failed:
+            await self._tell(client, body, ":no_entry: Refused: who may approve could not be "
+                             f"checked. {escape(failed)}")
+            return None
+
     async def escalate_command(self, target: ServedTarget, actor: Actor, why: str, tell: Tell
                                ) -> None:
         """`/rollback-phase3 escalate [target] <why>` (the listener already checked the
@@ -60,7 +73,9 @@ class FollowUpListeners:
             await self._tell(client, body, "Refused: this button is not recognised.")
             return
         target = await self.targets.of_run(value.run_id) or self.targets.first
-        actor = await self._actor(body["user"], target)
+        actor = await self._clicker(client, body, target)
+        if actor is None:
+            return
         answer = await escalate(target.engine, actor, value.run_id, BOARD_ESCALATION)
         if not answer.accepted:
             await self._tell(client, body, f"Refused: {answer.message}")
@@ -81,7 +96,9 @@ class FollowUpListeners:
             await self._tell(client, body, "Refused: this button is not recognised.")
             return
         target = await self.targets.of_run(value.run_id) or self.targets.first
-        actor = await self._actor(body["user"], target)
+        actor = await self._clicker(client, body, target)
+        if actor is None:
+            return
         answer = await act_on_follow_up(target.engine, actor, value.run_id, value.item, action)
         if not answer.accepted:
             await self._tell(client, body, f"Refused: {answer.message}")

@@ -36,7 +36,12 @@ from bot.slack.command_text import CommandText, parse_command
 from bot.slack.follow_up_listeners import FollowUpListeners
 from bot.slack.modal import REJECT_MODAL_CALLBACK, Origin
 from bot.slack.mrkdwn import clip, escape
-from bot.slack.people import PeopleLookupFailed, Person, is_rollback_channel
+from bot.slack.people import (
+    PeopleLookupFailed,
+    Person,
+    is_channel_id,
+    is_rollback_channel,
+)
 from bot.slack.replies import Reply
 from bot.slack.served_targets import ServedTarget, ServedTargets
 
@@ -116,8 +121,9 @@ class Listeners:
             return
         if command.word not in ANYWHERE and not is_rollback_channel(
                 self.settings, body.get("channel_id", ""), body.get("channel_name", "")):
-            await ack(text=f"Rollbacks run only in #{self.settings.rollback_channel.lstrip('#')}.",
-                      response_type="ephemeral")
+            wanted = self.settings.rollback_channel.strip().lstrip("#")
+            where = f"<#{wanted}>" if is_channel_id(wanted) else f"#{wanted}"
+            await ack(text=f"Rollbacks run only in {where}.", response_type="ephemeral")
             return
         refusal = command.error or self._target_refusal(command)
         if refusal is not None:

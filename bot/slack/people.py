@@ -14,6 +14,7 @@ as a refusal, and `check` shows it as a line (`usergroup_check`).
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -147,6 +148,15 @@ async def usergroup_check(settings: Settings) -> tuple[bool, str, str] | None:
                   f"{len(settings.approver_user_ids)} engineers by id"), ""
 
 
+def is_channel_id(value: str) -> bool:
+    """Slack's channel ids (`C…`, `G…`) are upper case; channel names are always lower case."""
+    return bool(re.fullmatch(r"[CG][A-Z0-9_]{2,}", value))
+
+
 def is_rollback_channel(settings: Settings, channel_id: str, channel_name: str) -> bool:
+    """ROLLBACK_CHANNEL as an id matches that channel only: a channel deleted and created
+    again under the old name is another channel. A name (the default) matches by name."""
     wanted = settings.rollback_channel.strip().lstrip("#")
+    if is_channel_id(wanted):
+        return channel_id == wanted
     return wanted in (channel_id, channel_name)
