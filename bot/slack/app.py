@@ -93,7 +93,7 @@ def build_slack_front(engine: Engine | Sequence[Engine], settings: Settings, *, 
     app.use(person_middleware(targets.first.engineers))  # the acting user, once per request
     mirror = ThreadMirror(engines[0], client, settings.slack_write_interval_seconds)
     for other in engines[1:]:  # every target's runs, in their own threads
-        other.subscribe(mirror.notify)
+        mirror.serve(other)
     Listeners(targets, background, mirror.repost_board).register(app)
     return SlackFront(app=app, client=client, mirror=mirror, background=background,
                       notices=tuple(ThreadNotices(e, client, mirror.budget) for e in engines),

@@ -5,6 +5,7 @@ counted on them), and the modal's select decides where the run starts."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -14,14 +15,16 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import RollbackRun
-from bot.engine.engine import Engine
+from bot.domain.events import Source
+from bot.domain.states import RunStatus
+from bot.engine.engine import Actor, Engine
 from bot.settings import Settings
 from bot.slack.app import build_slack_front
 from bot.slack.command_text import CommandText, parse_command
 from bot.slack.http import build_web_app
 from bot.slack.modal import TARGET_BLOCK_ID
 from tests.engine.fake_steps import as_steps, scripted_steps
-from tests.slack.harness import SECRET, SlackBot
+from tests.slack.harness import CHANNEL, SECRET, SlackBot
 from tests.slackwire.fake_web_api import FakeSlack
 from tests.slackwire.serve import serve_on_free_port
 
@@ -144,3 +147,19 @@ async def test_each_target_asks_its_own_approvers_and_the_select_decides_where(
     bot.fake.calls_to("views.update")[-1].args["view"] = form
     await bot.submit_start("U_BOB", "db down", target="staging")
     assert await runs_by_target(bot) == {"staging": "U_BOB"}
+
+
+async def test_a_thread_nobody_can_write_stops_the_run_of_whichever_target(
+        bot: SlackBot) -> None:
+    """The mirror stops a run whose thread Slack refuses through the run's own target's engine
+    (production's here, not the first target's, which would refuse a run not its own)."""
+    bot.fake.workspace.remove_bot(CHANNEL)
+    production = bot.front.targets.get("production").engine
+    answer = await production.start_run(Actor("U_ALICE", "alice", Source.SLACK, True),
+                                        "Phase 3 broke auth", CHANNEL)
+    assert answer.run_id
+    deadline = asyncio.get_running_loop().time() + 30
+    while (await production.run_view(answer.run_id)).status is not RunStatus.ABORTED:
+        assert asyncio.get_running_loop().time() < deadline, "the run stayed active"
+        await asyncio.sleep(0.1)
+    assert await production.active_run_id() is None

@@ -170,6 +170,8 @@ async def test_two_targets_roll_back_at_once_through_one_front_each_in_its_own_t
     for target in bot.front.targets.served:
         assert await target.engine.active_run_id() is not None, "both active at once"
     await asyncio.gather(*(roll_back(bot, name, root) for name, root in roots.items()))
+    for target in bot.front.targets.served:
+        await target.engine.wait_idle()  # step 6, started by its second approval, ends
 
     async with bot.engine.sessions() as session:
         runs = {run.target: run for run in (await session.execute(select(RollbackRun)))
