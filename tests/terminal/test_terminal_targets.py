@@ -29,6 +29,8 @@ ENVIRON = {
     "PRODUCTION__TARGET_DATABASE_URL": "postgresql://prod@db-prod/api",
     "PRODUCTION__API_BASE_URL": "http://prod:8000",
     "PRODUCTION__APPROVER_USER_IDS": "U_DAVE,U_ERIN,U_FRANK",
+    # Break-glass approvals need each engineer's own TOTP secret (not the subject here).
+    "BREAK_GLASS_TOTP_SECRETS": "U_ERIN=JBSWY3DPEHPK3PXP,U_FRANK=KRSXG5CTMVRXEZLU",
 }
 
 
