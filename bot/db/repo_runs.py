@@ -66,6 +66,16 @@ async def create_run(
     return run
 
 
+async def run_exists(session: AsyncSession, run_id: str) -> bool:
+    """False too for what is not a run id at all (a forged button's)."""
+    try:
+        wanted = _uuid(run_id)
+    except ValueError:
+        return False
+    query = select(RollbackRun.id).where(RollbackRun.id == wanted)
+    return (await session.execute(query)).scalar() is not None
+
+
 async def get_run(
     session: AsyncSession, run_id: str | uuid.UUID, for_update: bool = False
 ) -> RollbackRun | None:

@@ -307,10 +307,13 @@ class Transitions:
     async def _record_refusal(
         self, run_id: str | None, actor: Actor, refusal: Refusal, step: StepName | None
     ) -> None:
-        if run_id is None:
-            log.info("refused %s (%s): %s", actor.user_name, actor.user_id, refusal.value)
-            return
+        """In the run's incident log; a refusal for no run, or a run that does not exist (a
+        forged or foreign button), has no log to go in and is only logged here."""
         async with self.journal.sessions() as session, session.begin():
+            if run_id is None or not await repo_runs.run_exists(session, run_id):
+                log.info("refused %s (%s) for no known run: %s", actor.user_name,
+                         actor.user_id, refusal.value)
+                return
             await repo_events.append_event(
                 session, run_id, actor.user_id, actor.source, EventKind.REFUSED, step,
                 {"why": refusal.value, "user_name": actor.user_name},

@@ -295,12 +295,18 @@ def log_head_text(run_id: str, head: LogHead) -> str:
             f"Check the stored log against it: `{verify_hint(run_id, head.hash)}`")
 
 
-def help_text() -> str:
+def help_text(targets: Sequence[str] = ()) -> str:
+    """`targets`: the configured target names, when they have names (TARGETS)."""
+    after = " <target>" if targets else ""
     return ("*/rollback-phase3* — the Phase 3 emergency rollback (LOSSY: every API key is lost)\n"
-            "• `/rollback-phase3 <reason>` start a rollback (opens a confirmation)\n"
-            "• `/rollback-phase3 plan` every step's plan with live facts; nothing changes\n"
-            "• `/rollback-phase3 status` the active rollback\n"
-            "• `/rollback-phase3 check` preflight of every dependency\n"
-            "• `/rollback-phase3 escalate <why>` mention the escalation group, page on-call\n"
+            f"• `/rollback-phase3{after} <reason>` start a rollback (opens a confirmation)\n"
+            f"• `/rollback-phase3 plan{after}` every step's plan with live facts; nothing "
+            "changes\n"
+            f"• `/rollback-phase3 status{after}` the active rollback\n"
+            f"• `/rollback-phase3 check{after}` preflight of every dependency\n"
+            f"• `/rollback-phase3 escalate{after} <why>` mention the escalation group, page "
+            "on-call\n"
             "• `/rollback-phase3 help` this text\n"
-            "Each step needs two engineers' approval; the thread is the incident log.")
+            + (f"Targets: {', '.join(escape(name) for name in targets)}; status and check "
+               "without one answer for each.\n" if targets else "")
+            + "Each step needs two engineers' approval; the thread is the incident log.")

@@ -44,7 +44,8 @@ class PeopleLookupFailed(Exception):
 
 
 class Engineers:
-    """`APPROVER_USER_IDS` plus the members of `APPROVER_USERGROUP_ID` (cached for a minute)."""
+    """`APPROVER_USER_IDS` plus the members of `APPROVER_USERGROUP_ID` (cached for a minute),
+    of one target: with several, each target has its own (`PRODUCTION__APPROVER_USER_IDS`)."""
 
     def __init__(self, client: AsyncWebClient, settings: Settings) -> None:
         self.client = client
@@ -83,21 +84,23 @@ class Engineers:
 
 @dataclass
 class Person:
-    """The user a request comes from; `actor()` adds whether they are authorised."""
+    """The user a request comes from; `actor()` adds whether they are authorised — on the
+    target whose `Engineers` are asked (each target has its own approvers)."""
 
     user_id: str
     user_name: str
-    engineers: Engineers
-    _actor: asyncio.Future[Actor] | None = field(default=None, repr=False)
+    engineers: Engineers  # the only target's, or the first one's
+    _actors: dict[int, asyncio.Future[Actor]] = field(default_factory=dict, repr=False)
 
-    async def actor(self) -> Actor:
-        """Authorisation is looked up once per request, however many times it is asked."""
-        if self._actor is None:
-            self._actor = asyncio.ensure_future(self._resolve())
-        return await asyncio.shield(self._actor)
+    async def actor(self, engineers: Engineers | None = None) -> Actor:
+        """Authorisation is looked up once per request and target, however often asked."""
+        asked = engineers or self.engineers
+        if id(asked) not in self._actors:
+            self._actors[id(asked)] = asyncio.ensure_future(self._resolve(asked))
+        return await asyncio.shield(self._actors[id(asked)])
 
-    async def _resolve(self) -> Actor:
-        authorised = await self.engineers.is_authorised(self.user_id)
+    async def _resolve(self, engineers: Engineers) -> Actor:
+        authorised = await engineers.is_authorised(self.user_id)
         return Actor(self.user_id, self.user_name, Source.SLACK, authorised)
 
 

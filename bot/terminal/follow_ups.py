@@ -34,12 +34,18 @@ def add_follow_up_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the item: its number (1-5) or name, e.g. root_cause")
     parser.add_argument("--as", dest="name", default=None, metavar="NAME",
                         help="who owns or closes it (recorded)")
+    parser.add_argument("--target", default=None, metavar="T",
+                        help="the target (TARGETS) whose runs these are; needed when there are "
+                        "several")
 
 
 def add_escalate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("why", nargs="+", help="why leadership is needed now")
     parser.add_argument("--as", dest="name", required=True, metavar="NAME",
                         help="who escalates (recorded)")
+    parser.add_argument("--target", default=None, metavar="T",
+                        help="the target (TARGETS) whose active rollback to escalate; needed "
+                        "when there are several")
 
 
 async def follow_ups(settings: Settings, action: str, item_word: str | None, name: str | None,
@@ -50,9 +56,10 @@ async def follow_ups(settings: Settings, action: str, item_word: str | None, nam
 
     async with open_engine(settings) as engine:
         async with engine.sessions() as session:
-            run = await latest_run(session)
+            run = await latest_run(session, engine.target)
         if run is None:
-            print("No rollback has run yet.", file=out)
+            print("No rollback has run yet" + ("" if engine.target == "default" else
+                                               f" on {engine.target}") + ".", file=out)
             return 1
         run_id = str(run.id)
         if action != "list":
@@ -97,9 +104,19 @@ async def escalate(settings: Settings, why: str, name: str, out: TextIO) -> int:
     return 0
 
 
+def target_of(args: argparse.Namespace, settings: Settings) -> Settings:
+    """The settings of the target `--target` names (the only one when there is one); an
+    unknown target names the known ones, a refused one says what is missing."""
+    from bot.targets import load_targets
+
+    return load_targets(settings).get(getattr(args, "target", None))
+
+
 def follow_ups_command(args: argparse.Namespace, settings: Settings) -> int:
-    return asyncio.run(follow_ups(settings, args.action, args.item, args.name, sys.stdout))
+    return asyncio.run(follow_ups(target_of(args, settings), args.action, args.item, args.name,
+                                  sys.stdout))
 
 
 def escalate_command(args: argparse.Namespace, settings: Settings) -> int:
-    return asyncio.run(escalate(settings, " ".join(args.why), args.name, sys.stdout))
+    return asyncio.run(escalate(target_of(args, settings), " ".join(args.why), args.name,
+                                sys.stdout))

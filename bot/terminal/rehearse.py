@@ -122,15 +122,17 @@ def check_break_glass(settings: Settings, approvers: list[str], initiator: str) 
     """The two-person rule at the terminal, as in Slack: only configured approvers, two
     distinct ones, never the initiator."""
     configured = set(settings.approver_user_ids)
+    where = "APPROVER_USER_IDS" if settings.target_name == "default" else \
+        f"APPROVER_USER_IDS of target {settings.target_name}"
     if not configured:
-        raise SettingsError("--real needs APPROVER_USER_IDS: the terminal accepts the same "
+        raise SettingsError(f"--real needs {where}: the terminal accepts the same "
                             "engineers as Slack, by user id")
     unknown = [name for name in approvers if name not in configured]
     if unknown:
-        raise SettingsError(f"not configured approvers (APPROVER_USER_IDS): {', '.join(unknown)}")
+        raise SettingsError(f"not configured approvers ({where}): {', '.join(unknown)}")
     if initiator not in configured:
         raise SettingsError(f"--initiator {initiator} is not a configured approver "
-                            "(APPROVER_USER_IDS); give your user id")
+                            f"({where}); give your user id")
     if approvers and len(set(approvers)) < 2:
         raise SettingsError("two different approvers are needed (--approver ID twice)")
     if initiator in approvers:
@@ -308,6 +310,9 @@ def add_rehearse_arguments(parser: argparse.ArgumentParser) -> None:
                         help="break-glass: run the rollback on the CONFIGURED target "
                         "(TARGET_DATABASE_URL) from this terminal, e.g. while Slack is down; "
                         "approvers and initiator are user ids from APPROVER_USER_IDS")
+    parser.add_argument("--target", default=None, metavar="T",
+                        help="with --real and TARGETS: the target to roll back; its own "
+                        "approvers (T__APPROVER_USER_IDS, else APPROVER_USER_IDS) apply")
     parser.add_argument("--take-over", default=None, metavar="REASON",
                         help="with --real: attach to a rollback started in Slack (recorded in "
                         "the incident log and shown in its thread)")
@@ -319,6 +324,12 @@ def _initiator(args: argparse.Namespace) -> str:
 
 
 def rehearse_command(args: argparse.Namespace, settings: Settings) -> int:
+    if getattr(args, "target", None) and not args.real:
+        raise SettingsError("--target goes with --real (sandboxes take --targets)")
+    if args.real and settings.targets:
+        from bot.targets import load_targets
+
+        settings = load_targets(settings).get(args.target)  # its own approvers, its database
     target_configured = "target_database_url" in settings.model_fields_set
     if args.sandbox and args.real:
         raise SettingsError("--sandbox and --real exclude each other")
