@@ -88,8 +88,7 @@ async def replicas(
     ) as bot:
         other = Engine(stalled_sessions, bot.engine.settings, as_steps(steps), replica_id="b")
         other_client = build_client(bot.engine.settings)
-        watchers = [bot.front.notices,
-                    ThreadNotices(other, other_client, WriteBudget(0.02))]
+        watchers = [*bot.front.notices, ThreadNotices(other, other_client, WriteBudget(0.02))]
         pagers = [PagerDutyEvents(ROUTING_KEY, fake_pagerduty.url, backoff_seconds=0)
                   for _ in range(2)]
         follows = [FollowThrough(engine, pager)
@@ -99,7 +98,7 @@ async def replicas(
         try:
             yield TwoReplicas(bot, fake_pagerduty)
         finally:
-            for watcher in (*follows, watchers[1]):
+            for watcher in (*follows, watchers[-1]):
                 await watcher.stop()
             for pager in pagers:
                 await pager.close()
