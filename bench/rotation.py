@@ -152,6 +152,59 @@ async def ours(url: str, txn_seconds: float, workers: int, writer: Writer | None
         await admin(f'DROP DATABASE IF EXISTS "{bot_db}" WITH (FORCE)')
 
 
+# After a kill and a resume: rows whose hash is not their key's sha256 (an old hash, or no
+# key), distinct keys against distinct hashes (one key per client), work tables left.
+REKEYED_SQL = """
+    WITH owned AS (SELECT owner_api_key AS k, owner_api_key_hash AS h FROM sessions
+                    WHERE owner_api_key_hash IS NOT NULL
+                   UNION ALL
+                   SELECT owner_api_key, owner_api_key_hash FROM assistants
+                    WHERE owner_api_key_hash IS NOT NULL)
+    SELECT count(*) FILTER (WHERE k IS NULL OR h <> encode(sha256(k::bytea), 'hex'))
+             AS old_hashes,
+           count(DISTINCT k) AS keys, count(DISTINCT h) AS hashes,
+           (SELECT count(*) FROM pg_tables WHERE schemaname = 'rollback_bot') AS work_tables
+      FROM owned"""
+
+
+async def killed_and_resumed(url: str, txn_seconds: float, workers: int, after_batches: int
+                             ) -> dict[str, float]:
+    """SIGKILL of the step's process after `after_batches` committed ranges, then the same
+    rotation run again to its end: what the target holds then."""
+    bot_db = f"bench_rot_bot_{uuid.uuid4().hex[:6]}"
+    await admin(f'CREATE DATABASE "{bot_db}"')
+    args = [sys.executable, "-m", "bench.rotation_worker", url, with_database(ADMIN, bot_db),
+            str(txn_seconds), str(workers)]
+    try:
+        proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.DEVNULL,
+                                                    stderr=asyncio.subprocess.PIPE)
+        assert proc.stderr is not None
+        run_id, batches = "", 0
+        async for line in proc.stderr:
+            if line.startswith(b"RUN "):
+                run_id = line.split()[1].decode()
+            batches += line.startswith(b"BATCH")
+            if batches >= after_batches:
+                proc.kill()
+                break
+        await proc.wait()
+        resumed = await asyncio.create_subprocess_exec(
+            *args, run_id, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        out, _ = await resumed.communicate()
+        if resumed.returncode != 0:
+            raise RuntimeError(f"the resume failed: {out.decode()[-2000:]}")
+        result: dict[str, float] = json.loads(out.decode().strip().splitlines()[-1])
+        conn = await asyncpg.connect(libpq_url(url))
+        try:
+            row = await conn.fetchrow(REKEYED_SQL)
+        finally:
+            await conn.close()
+        assert row is not None
+        return {**result, "killed_after": batches, **{k: float(v) for k, v in row.items()}}
+    finally:
+        await admin(f'DROP DATABASE IF EXISTS "{bot_db}" WITH (FORCE)')
+
+
 def writer_figures(writer: Writer, not_rekeyed: int) -> dict[str, float]:
     w = writer.writes
     return {"w_rate": w.rate(), "w_rows": len(w.ids), "w_not_rekeyed": not_rekeyed,
@@ -190,13 +243,34 @@ async def watched(database: str, contender: Callable[[], Awaitable[dict[str, flo
         finally:
             await conn.close()
 
+    before = await server_counters()
     watcher = asyncio.create_task(watch())
     try:
         result = await contender()
     finally:
         stop.set()
         await watcher
-    return {**result, "longest_tx": longest, "longest_writing_tx": writing}
+    after = await server_counters()
+    return {**result, "longest_tx": longest, "longest_writing_tx": writing,
+            **{k: after[k] - before[k] for k in after}}
+
+
+# The whole server's (other databases' work counts too): WAL written, checkpoints forced by WAL
+# volume (max_wal_size) rather than by time, buffers the backends had to write out themselves.
+SERVER_COUNTERS_SQL = """
+    SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0') / 1048576.0 AS wal_mb,
+           checkpoints_req::float AS checkpoints_req, buffers_backend::float AS buffers_backend
+      FROM pg_stat_bgwriter"""
+
+
+async def server_counters() -> dict[str, float]:
+    conn = await asyncpg.connect(libpq_url(ADMIN))
+    try:
+        row = await conn.fetchrow(SERVER_COUNTERS_SQL)
+    finally:
+        await conn.close()
+    assert row is not None
+    return {k: float(v) for k, v in row.items()}
 
 
 def table(rows: list[tuple[str, ...]]) -> str:
@@ -233,7 +307,8 @@ class Target:
 
 
 async def measure(target: Target, txn_seconds: float, workers: int, *, floor1: bool,
-                  writer_rate: float = 0.0, runbook: bool = True) -> dict[str, dict[str, float]]:
+                  writer_rate: float = 0.0, runbook: bool = True, kill_after: int = 0
+                  ) -> dict[str, dict[str, float]]:
     """Each contender on its own copy of one template; the template and copies dropped after."""
     template = f"bench_rot_{uuid.uuid4().hex[:6]}"
     created = [template]
@@ -263,42 +338,65 @@ async def measure(target: Target, txn_seconds: float, workers: int, *, floor1: b
             return await statements(url, await floor_statements(url, workers))
         await contender("floorN", spread)
         await contender("ours", lambda url: ours(url, txn_seconds, workers))
+        await contender("floorN_after", spread)  # the machine's drift across ours
+        results["floor"] = floor_of(results["floorN"], results["floorN_after"])
         if writer_rate:
             await contender("ours_writer", lambda url: ours(
                 url, txn_seconds, workers, Writer(url, target.clients, writer_rate)))
+        if kill_after:
+            await contender("killed", lambda url: killed_and_resumed(
+                url, txn_seconds, workers, kill_after))
         return results
     finally:
         for name in reversed(created):
             await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def floor_of(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """The floor ours is held to: the mean of the runs before and after it (the machine is
+    shared: its load drifts), and how far apart they were."""
+    return {"seconds": (before["seconds"] + after["seconds"]) / 2,
+            "drift": after["seconds"] / before["seconds"],
+            "longest_writing_tx": max(before["longest_writing_tx"], after["longest_writing_tx"]),
+            "longest_tx": max(before["longest_tx"], after["longest_tx"]),
+            **{k: (before[k] + after[k]) / 2 for k in ("wal_mb", "checkpoints_req",
+                                                        "buffers_backend")}}
+
+
 def contender_table(target: Target, results: dict[str, dict[str, float]], workers: int) -> str:
-    mine, floor = results["ours"], results["floorN"]
+    mine, floor = results["ours"], results["floor"]
 
     def row(label: str, result: dict[str, float]) -> tuple[str, ...]:
         return (label, f"{result['seconds']:.1f} s",
                 f"{result['seconds'] / floor['seconds']:.2f}",
-                f"{result['longest_writing_tx']:.2f} s", f"{result['longest_tx']:.2f} s")
+                f"{result['longest_writing_tx']:.2f} s", f"{result['longest_tx']:.2f} s",
+                f"{result['wal_mb']:,.0f} MB", f"{result['checkpoints_req']:.0f}",
+                f"{result['buffers_backend'] * 8 / 1024:,.0f} MB")
 
     rows = [("contender", "time", "ratio to the floor", "longest writing transaction",
-             "longest transaction")]
+             "longest transaction", "WAL (server)", "checkpoints forced",
+             "written by backends")]
     if "runbook" in results:
         rows.append(row("runbook SQL: a key per ROW (wrong), one UPDATE per table",
                         results["runbook"]))
     if "floor1" in results:
         rows.append(row("floor: a constant into every owned row, one UPDATE per table",
                         results["floor1"]))
-    rows += [row(f"floor: the same over {workers} connections, equal page shares", floor),
+    rows += [row(f"floor: the same over {workers} connections, equal page shares (before)",
+                 results["floorN"]),
+             row("floor: the same, after ours", results["floorN_after"]),
              row(f"rollback-bot: a key per client ({mine['clients']:,.0f}), "
                  f"{mine['batches']:,.0f} transactions", mine)]
     if "ours_writer" in results:
         rows.append(row("rollback-bot with the concurrent writer", results["ours_writer"]))
     text = (f"Key rotation: {target.label()}\n\n{table(rows)}\n\nours / floor over {workers} "
-            f"connections: {mine['seconds'] / floor['seconds']:.2f}; "
+            f"connections (mean of before and after, {floor['seconds']:.1f} s; after / before "
+            f"{floor['drift']:.2f}): {mine['seconds'] / floor['seconds']:.2f}; "
             f"{target.rows / mine['seconds']:,.0f} rows/s (floor "
             f"{target.rows / floor['seconds']:,.0f}); writing transactions as the step timed "
             f"them: p50 {mine['txn_p50_s']:.2f} s, p90 {mine['txn_p90_s']:.2f} s, p99 "
-            f"{mine['txn_p99_s']:.2f} s, max {mine['longest_batch_s']:.2f} s; ours by phase: "
+            f"{mine['txn_p99_s']:.2f} s, max {mine['longest_batch_s']:.2f} s, "
+            f"{mine['cut_short']:.0f} cut short at 1.8 x the target; ours by phase: "
             f"keys {mine['keys_s']:.1f} s, pages {mine['pages_s']:.1f} s, sweep and check "
             f"{mine['sweep_s']:.1f} s; bot peak memory (RSS): {mine['max_rss_mb']:.0f} MB "
             f"({mine['rss_before_mb']:.0f} MB before the step)")
@@ -312,20 +410,29 @@ def contender_table(target: Target, results: dict[str, dict[str, float]], worker
                  f"{w['w_rows']:,.0f} rows written, {w['w_not_rekeyed']:.0f} left with an old "
                  f"hash; step with the writer {w['seconds']:.1f} s, longest writing "
                  f"transaction {w['longest_writing_tx']:.2f} s")
+    if "killed" in results:
+        k = results["killed"]
+        text += (f"\n\nSIGKILL after {k['killed_after']:.0f} committed ranges, then resumed: "
+                 f"{k['clients']:,.0f} clients keyed by the resume in {k['seconds']:.1f} s; "
+                 f"{k['old_hashes']:.0f} rows left with an old hash or no key, "
+                 f"{k['keys']:,.0f} distinct keys for {k['hashes']:,.0f} distinct hashes "
+                 f"(clients), {k['work_tables']:.0f} work tables left")
     return text
 
 
 def curve_table(curve: list[tuple[Target, dict[str, dict[str, float]]]], workers: int) -> str:
     rows: list[tuple[str, ...]] = [
-        ("rows", "clients", "runbook", f"floor, {workers} connections", "rollback-bot",
+        ("rows", "clients", "runbook", f"floor, {workers} connections (before / after)",
+         "rollback-bot",
          "ours / floor", "rows/s", "txn p50 / p90 / p99", "longest writing transaction",
          "bot peak RSS")]
     for target, r in curve:
         mine = r["ours"]
         runbook = f"{r['runbook']['seconds']:.1f} s" if "runbook" in r else "—"
         rows.append((f"{target.rows:,}", f"{target.clients:,}", runbook,
-                     f"{r['floorN']['seconds']:.1f} s", f"{mine['seconds']:.1f} s",
-                     f"{mine['seconds'] / r['floorN']['seconds']:.2f}",
+                     f"{r['floorN']['seconds']:.1f} / {r['floorN_after']['seconds']:.1f} s",
+                     f"{mine['seconds']:.1f} s",
+                     f"{mine['seconds'] / r['floor']['seconds']:.2f}",
                      f"{target.rows / mine['seconds']:,.0f}",
                      f"{mine['txn_p50_s']:.2f} / {mine['txn_p90_s']:.2f} / "
                      f"{mine['txn_p99_s']:.2f} s",
@@ -347,6 +454,11 @@ async def main() -> None:
                         help="writes/s of the concurrent writer (0: none)")
     parser.add_argument("--writer-sizes", default="1.2M",
                         help="with --sizes: the sizes at which ours runs again with the writer")
+    parser.add_argument("--kill-sizes", default="",
+                        help="with --sizes: the sizes at which ours is also SIGKILLed mid-way "
+                             "and resumed")
+    parser.add_argument("--kill-after", type=int, default=40,
+                        help="committed ranges before the SIGKILL")
     parser.add_argument("--no-runbook-above", default="",
                         help="with --sizes: leave the runbook out above this many rows")
     args = parser.parse_args()
@@ -361,9 +473,11 @@ async def main() -> None:
         target = Target.of_rows(rows_of(size.strip()))
         writer = {rows_of(w.strip()) for w in args.writer_sizes.split(",") if w.strip()}
         limit = rows_of(args.no_runbook_above) if args.no_runbook_above else None
+        kills = {rows_of(k.strip()) for k in args.kill_sizes.split(",") if k.strip()}
         results = await measure(target, args.txn_seconds, args.workers, floor1=False,
                                 writer_rate=args.writer_rate if target.rows in writer else 0.0,
-                                runbook=limit is None or target.rows <= limit)
+                                runbook=limit is None or target.rows <= limit,
+                                kill_after=args.kill_after if target.rows in kills else 0)
         print(contender_table(target, results, args.workers) + "\n", flush=True)
         curve.append((target, results))
     print(f"Scaling ({args.workers} workers, {args.txn_seconds:g} s per transaction aimed at)"

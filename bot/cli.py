@@ -29,8 +29,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from bot.serve import serve
     from bot.targets import load_targets
 
-    target = load_targets(settings).serving(log)
-    asyncio.run(serve(target, http=args.http, host=args.host, port=args.port))
+    asyncio.run(serve(load_targets(settings), http=args.http, host=args.host, port=args.port))
     return 0
 
 

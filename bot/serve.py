@@ -21,21 +21,35 @@ from bot.paging.events_api import pager_from_settings
 from bot.settings import Settings
 from bot.slack.app import build_slack_front
 from bot.slack.http import build_web_app
-from bot.startup import open_engine
+from bot.startup import open_engines
+from bot.targets import Targets
 
 log = logging.getLogger(__name__)
 
 
-async def serve(settings: Settings, *, http: bool, host: str, port: int) -> None:
-    async with open_engine(settings) as engine:
-        front = build_slack_front(engine, settings, http=http)
-        await engine.recover()
+async def serve(targets: Targets | Settings, *, http: bool, host: str, port: int) -> None:
+    """Every usable target in one process, one engine each (a refused target is logged with
+    what is missing, and the others are served); `Settings`: the one target they are."""
+    served = (targets,) if isinstance(targets, Settings) else targets.serving(log)
+    refused = {} if isinstance(targets, Settings) else dict(targets.refused)
+    settings = served[0]
+    async with open_engines(served) as engines:
+        front = build_slack_front(engines, settings, http=http, refused=refused)
+        for engine in engines:
+            await engine.recover()
         front.start()
-        pager = pager_from_settings(settings)
-        log.info(paging_status(pager is not None, settings.page_on,
-                               settings.pagerduty_events_url))
-        follow = FollowThrough(engine, pager, approvers=front.engineers.authorised)
-        follow.start()
+        follows, pagers = [], []
+        for engine, target in zip(engines, front.targets.served, strict=True):
+            pager = pager_from_settings(engine.settings)
+            pagers.append(pager)
+            log.info("%s%s", f"target {engine.target}: " if len(engines) > 1 else "",
+                     paging_status(pager is not None, engine.settings.page_on,
+                                   engine.settings.pagerduty_events_url))
+            follow = FollowThrough(engine, pager, approvers=target.engineers.authorised)
+            follow.start()
+            follows.append(follow)
+        log.info("serving target%s %s", "s" if len(engines) > 1 else "",
+                 ", ".join(engine.target for engine in engines))
         stop = stop_on_signals()
         runner: web.AppRunner | None = None
         handler: AsyncSocketModeHandler | None = None
@@ -59,10 +73,12 @@ async def serve(settings: Settings, *, http: bool, host: str, port: int) -> None
                 await runner.cleanup()
             if handler is not None:
                 await handler.close_async()  # type: ignore[no-untyped-call]
-            await follow.stop()
+            for follow in follows:
+                await follow.stop()
             await front.close()
-            if pager is not None:
-                await pager.close()
+            for pager in pagers:
+                if pager is not None:
+                    await pager.close()
 
 
 def stop_on_signals() -> asyncio.Future[signal.Signals]:

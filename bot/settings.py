@@ -7,6 +7,8 @@ The environment names are a contract: other tooling drives the bot with them, an
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from enum import StrEnum
 from pathlib import Path
@@ -83,6 +85,10 @@ class Settings(BaseSettings):
     allow_self_approval: bool = False
     slack_write_interval_seconds: float = Field(default=1.0, ge=0)
     slack_reply_concurrency: int = Field(default=4, ge=1)
+    # Break-glass (`rehearse --real`, `escalate`, `follow-ups`): Slack user id -> base32 TOTP
+    # secret; each engineer at a terminal proves who they are with their own current code.
+    break_glass_totp_secrets: Annotated[dict[str, SecretStr], NoDecode] = Field(
+        default_factory=dict)
 
     # The bot's own state
     database_url: SecretStr | None = None
@@ -122,6 +128,10 @@ class Settings(BaseSettings):
     code_restore_workdir: Path = Path(".")
     restart_strategy: RestartStrategy = RestartStrategy.DOCKER
     restart_command: str = ""
+    # Secret environment for each configured command (JSON objects, redacted everywhere): a
+    # token a command needs goes here, never into its arguments.
+    restart_env: dict[str, str] = Field(default_factory=dict)
+    code_restore_env: dict[str, str] = Field(default_factory=dict)
     api_compose_project: str = ""
     api_compose_service: str = "api"
     api_container_name: str = ""
@@ -142,6 +152,7 @@ class Settings(BaseSettings):
     service_env_file: Path | None = None
     service_env_variable: str = "API_KEY"
     key_install_command: str = ""
+    key_install_env: dict[str, str] = Field(default_factory=dict)
 
     # Step 4: the service's Redis caches, emptied of entries holding old hashes
     redis_url: SecretStr | None = None
@@ -209,7 +220,31 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("downgrade_env", mode="before")
+    @field_validator("break_glass_totp_secrets", mode="before")
+    @classmethod
+    def _user_secrets(cls, value: Any) -> Any:
+        """`U1=BASE32,U2=BASE32` or a JSON object; each secret must be base32."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("{"):
+                value = json.loads(text)
+            else:
+                pairs = [part.partition("=") for part in text.split(",") if part.strip()]
+                if any(not sep for _, sep, _ in pairs):
+                    raise ValueError("expected USER_ID=BASE32_SECRET, comma-separated")
+                value = {k.strip(): v.strip() for k, _, v in pairs}
+        if isinstance(value, dict):
+            for user, secret in value.items():
+                raw = secret.get_secret_value() if isinstance(secret, SecretStr) else str(secret)
+                cleaned = raw.replace(" ", "").upper()
+                try:
+                    base64.b32decode(cleaned + "=" * (-len(cleaned) % 8))
+                except (binascii.Error, ValueError):
+                    raise ValueError(f"the secret of {user} is not base32") from None
+        return value
+
+    @field_validator("downgrade_env", "restart_env", "code_restore_env", "key_install_env",
+                     mode="before")
     @classmethod
     def _json_env(cls, value: Any) -> Any:
         if isinstance(value, str):

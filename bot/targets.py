@@ -79,19 +79,28 @@ class Targets:
         return self.settings[key]
 
 
-    def serving(self, log: logging.Logger) -> Settings:
-        """The target `serve` serves: each refused one is logged with what is missing (the
-        others keep working). Several usable targets need one engine each (not yet)."""
+    @property
+    def usable(self) -> tuple[Settings, ...]:
+        """The targets that can be served, in the order TARGETS names them."""
+        return tuple(self.settings[name] for name in self.names if name in self.settings)
+
+    def serving(self, log: logging.Logger) -> tuple[Settings, ...]:
+        """Every target `serve` serves, one engine each: each refused one is logged with what
+        is missing, and the others keep working."""
         for name, why in self.refused.items():
             log.error("target %s is refused and not served: %s", name, why)
-        usable = [name for name in self.names if name in self.settings]
-        if not usable:
+        if not self.usable:
             raise TargetRefused("no target can be served: " + "; ".join(
                 f"{name}: {why}" for name, why in self.refused.items()))
-        if len(usable) > 1:
-            raise SettingsError(f"serve: several targets ({', '.join(usable)}) cannot be served "
-                                "by one process yet; set TARGETS to the one to serve")
-        return self.settings[usable[0]]
+        return self.usable
+
+    def refusal(self, name: str) -> str | None:
+        """Why `name` cannot be used (unknown, or refused and why), or None when it can."""
+        try:
+            self.get(name)
+        except SettingsError as exc:
+            return str(exc)
+        return None
 
 
 def _prefixed(environ: Mapping[str, str], target: str) -> dict[str, str]:
@@ -126,6 +135,15 @@ def target_settings(base: Settings, target: str, environ: Mapping[str, str]) -> 
     return settings.for_target(target)
 
 
+def _refuse_shared_database(settings: Settings, earlier: Mapping[str, Settings]) -> None:
+    """Two targets on one database would roll one service back twice, under two names."""
+    url = settings.target_database_url.get_secret_value()
+    for name, other in earlier.items():
+        if other.target_database_url.get_secret_value() == url:
+            raise TargetRefused(f"{settings.target_name.upper()}{SEPARATOR}TARGET_DATABASE_URL "
+                                f"is {name}'s database too: each target is its own service")
+
+
 def load_targets(base: Settings, environ: Mapping[str, str] | None = None,
                  env_file: Path | None = Path(".env")) -> Targets:
     """The configured targets. `environ` beats `env_file`, as for the plain settings."""
@@ -147,6 +165,7 @@ def load_targets(base: Settings, environ: Mapping[str, str] | None = None,
     for name in names:
         try:
             settings = target_settings(base, name, source)
+            _refuse_shared_database(settings, usable)
             if not settings.rehearsal_target and REHEARSAL_DEFAULT in names \
                     and name != REHEARSAL_DEFAULT:
                 settings = settings.model_copy(update={"rehearsal_target": REHEARSAL_DEFAULT})

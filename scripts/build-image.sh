@@ -17,7 +17,9 @@ cd "$(dirname "$0")/.."
 
 TAG="${1:-rollback-bot:dev}"
 BASE_IMAGE="${BASE_IMAGE:-debian:trixie-slim}"
-log() { printf '[build-image] %s\n' "$*" >&2; }
+# Every log line masks a URL's password (an index URL with credentials, user:token@host).
+masked() { printf '%s' "$*" | sed -E 's#(://[^/:@[:space:]]*):[^/@[:space:]]*@#\1:***@#g'; }
+log() { printf '[build-image] %s\n' "$(masked "$*")" >&2; }
 
 buildkit_cli() {
   local candidate version

@@ -30,6 +30,7 @@ import re
 import shlex
 import stat
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,9 +211,10 @@ def install_in_env_file(path: Path, variable: str, key: DoorKey, run_id: str
             "previous_kept_as": str(kept)}
 
 
-async def install_by_command(command: str, key: DoorKey, emit: OutputSink) -> dict[str, Any]:
-    """Run KEY_INSTALL_COMMAND with the key (and a newline) on stdin; its output is shown with
-    the key masked."""
+async def install_by_command(command: str, key: DoorKey, emit: OutputSink,
+                             env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Run KEY_INSTALL_COMMAND with the key (and a newline) on stdin and KEY_INSTALL_ENV in
+    its environment; its output is shown with the key masked."""
     words = shlex.split(command)
     if not words:
         raise StepError("KEY_INSTALLER=command but KEY_INSTALL_COMMAND is empty")
@@ -222,7 +224,7 @@ async def install_by_command(command: str, key: DoorKey, emit: OutputSink) -> di
 
     emit(f"$ {command}  (the new key on its stdin)")
     result = await run_process(words, emit=lambda line: emit(masked(line)),
-                               stdin_data=(key.value + "\n").encode())
+                               stdin_data=(key.value + "\n").encode(), env=env)
     if result.returncode != 0:
         raise StepError(f"key install command failed (exit {result.returncode}): "
                         + " | ".join(masked(line) for line in result.tail[-3:]))
@@ -233,7 +235,8 @@ async def install_by_command(command: str, key: DoorKey, emit: OutputSink) -> di
 async def install_door_key(settings: Settings, key: DoorKey, run_id: str,
                            emit: OutputSink) -> dict[str, Any]:
     if settings.key_installer is KeyInstaller.COMMAND:
-        return await install_by_command(settings.key_install_command, key, emit)
+        return await install_by_command(settings.key_install_command, key, emit,
+                                        settings.key_install_env)
     if settings.service_env_file is None:
         raise StepError("KEY_INSTALLER=env-file but SERVICE_ENV_FILE is not set (the "
                         "service's .env, e.g. /srv/claude-agent-api/.env)")

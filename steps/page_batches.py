@@ -8,7 +8,9 @@ range is cut when a worker is ready for it, from what the last ranges of the sam
 - a speed-up counts by halves, and a range grows at most by half (or by one page) from the
   last one: the cost per page varies along a table (pages just rewritten, a checkpoint), and
   one lucky fast range must not make the next one long;
-- a range is never below one page nor above the configured most.
+- a range is never below one page nor above the configured most;
+- a range that ran too long anyway (the step cancels it, `steps.rotate_keys`) is given back:
+  its cost so far counts as a slow-down, and it is cut again by that cost before any new range.
 
 Pure: no I/O, no clock. `steps.rotate_keys` measures and reports; the tables of cases are in
 `tests/steps/test_page_batches.py`.
@@ -16,7 +18,8 @@ Pure: no I/O, no clock. `steps.rotate_keys` measures and reports; the tables of 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field, replace
 
 OPEN_END = 2**31 - 1  # a TID's page number past any real one
 
@@ -27,6 +30,7 @@ class PageRange:
     first: int
     end: int  # exclusive; OPEN_END takes whatever pages the table has gained since
     pages: int  # of the table when the range was cut
+    cancelled: int = 0  # how many times this range (or the one it was split from) was cut short
 
     @property
     def size(self) -> int:
@@ -78,12 +82,26 @@ class PageCursor:
     open_end: bool = False
     _table: int = 0
     _next: int = 0
+    _given_back: deque[PageRange] = field(default_factory=deque)
 
     @property
     def total(self) -> int:
         return sum(self.sizes.values())
 
+    def give_back(self, cut: PageRange, seconds: float) -> None:
+        """A range cut short after `seconds` (rolled back): it comes next, cut again by what
+        its table is now known to cost at least, per page."""
+        self.sizers[cut.table].observe(cut.size, seconds)
+        self._given_back.appendleft(replace(cut, cancelled=cut.cancelled + 1))
+
     def take(self) -> PageRange | None:
+        if self._given_back:
+            again = self._given_back.popleft()
+            wanted = self.sizers[again.table].pages()
+            if wanted >= again.size:
+                return again
+            self._given_back.appendleft(replace(again, first=again.first + wanted))
+            return replace(again, end=again.first + wanted)
         tables = list(self.sizes)
         while self._table < len(tables):
             table = tables[self._table]

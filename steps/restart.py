@@ -67,7 +67,8 @@ async def wait_healthy(
 async def restore_code(settings: Settings, emit: OutputSink) -> dict[str, Any]:
     command = settings.code_restore_command
     emit(f"$ {command}  (in {settings.code_restore_workdir})")
-    result = await run_process(shlex.split(command), emit=emit, cwd=settings.code_restore_workdir)
+    result = await run_process(shlex.split(command), emit=emit, cwd=settings.code_restore_workdir,
+                               env=settings.code_restore_env)
     if result.returncode != 0:
         raise StepError(f"code restore `{command}` failed (exit {result.returncode}): "
                         + " | ".join(result.tail[-3:]))
@@ -186,7 +187,7 @@ async def _restart_by_command(s: Settings, emit: OutputSink) -> dict[str, Any]:
     facts: dict[str, Any] = {"restarted_at": datetime.now(UTC).isoformat()}
     clock = time.monotonic()
     emit(f"$ {s.restart_command}")
-    result = await run_process(shlex.split(s.restart_command), emit=emit)
+    result = await run_process(shlex.split(s.restart_command), emit=emit, env=s.restart_env)
     facts["restart_command"] = {"command": s.restart_command, "exit": result.returncode}
     if result.returncode != 0:
         raise StepError(f"restart command failed (exit {result.returncode}): "

@@ -3,14 +3,15 @@ the thread when a run stops with the rotation still open.
 
 A rotation is keyed by the run that began it (`StepContext.rotation_id`); a later run continues
 it with the same keys and mails only the clients not yet mailed. Counts and hash-free words only:
-nothing here reads a key.
+nothing here reads a key. Both ledgers are read a page of the rotation at a time: a million
+clients' pairs and records never sit in the bot's memory.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.domain.ledgers import RotationProgress, continuing_line, rotation_progress
+from bot.domain.ledgers import RotationProgress, add_progress, continuing_line
 from bot.domain.step_protocol import StepContext
 from steps.target_db import connect
 from steps.target_sql import CLIENTS_STILL_PENDING_SQL, WORK_TABLE_EXISTS_SQL
@@ -23,13 +24,25 @@ class RotationReport:
     partly_keyed: int | None  # keyed clients that still own rows under their old key
 
 
+PAGE = 5_000  # clients per page of the ledgers
+
+
+async def progress_of(ctx: StepContext) -> RotationProgress:
+    progress = RotationProgress(keyed=0, mailed=0)
+    async for page in ctx.rotations.pages(ctx.rotation_id, PAGE):
+        statuses = await ctx.notifications.statuses(ctx.rotation_id, list(page))
+        progress = add_progress(progress, len(page), statuses.values())
+    return progress
+
+
 async def rotation_report(ctx: StepContext, work: str) -> RotationReport:
-    mapping = await ctx.rotations.mapping(ctx.rotation_id)
-    progress = rotation_progress(mapping, await ctx.notifications.records(ctx.rotation_id))
+    progress = await progress_of(ctx)
     try:
         async with connect(ctx.settings.target_database_url.get_secret_value()) as conn:
             exists = bool(await conn.fetchval(WORK_TABLE_EXISTS_SQL, work))
-            partly = int(await conn.fetchval(CLIENTS_STILL_PENDING_SQL, list(mapping)))
+            partly = 0
+            async for page in ctx.rotations.pages(ctx.rotation_id, PAGE):  # clients disjoint
+                partly += int(await conn.fetchval(CLIENTS_STILL_PENDING_SQL, list(page)))
     except Exception:  # the target is down or refuses: say so, never fail the stop over it
         return RotationReport(progress, None, None)
     return RotationReport(progress, exists, partly)
@@ -39,9 +52,7 @@ async def continuing(ctx: StepContext) -> tuple[str, ...]:
     """The plan line of a run that continues an earlier run's rotation (else none)."""
     if not ctx.continues_rotation:
         return ()
-    mapping = await ctx.rotations.mapping(ctx.rotation_id)
-    records = await ctx.notifications.records(ctx.rotation_id)
-    return (continuing_line(ctx.rotation_id, rotation_progress(mapping, records)),)
+    return (continuing_line(ctx.rotation_id, await progress_of(ctx)),)
 
 
 def left_behind_lines(ctx: StepContext, work: str, report: RotationReport) -> tuple[str, ...]:

@@ -6,7 +6,8 @@ preflight can never disagree with the rollback about what the target looks like.
 Every connection carries a lock timeout and a statement timeout, so a held lock or a stuck
 query on the production target fails a plan, a check or a step with a clear error instead of
 hanging it (`TARGET_LOCK_TIMEOUT_SECONDS`, `TARGET_STATEMENT_TIMEOUT_SECONDS`; `configure`
-applies the settings at startup).
+applies a target's settings at startup). One process may serve several targets, each with its
+own limits: they are kept by the target's database URL, which `connect` is always given.
 """
 
 from __future__ import annotations
@@ -44,13 +45,19 @@ class TargetLimits:
                 "statement_timeout": f"{int(self.statement_timeout_seconds * 1000)}ms"}
 
 
-LIMITS = TargetLimits()
+DEFAULT_LIMITS = TargetLimits()
+_LIMITS: dict[str, TargetLimits] = {}  # a target's database URL -> its limits
 
 
 def configure(settings: Settings) -> None:
-    global LIMITS
-    LIMITS = TargetLimits(settings.target_lock_timeout_seconds,
-                          settings.target_statement_timeout_seconds)
+    """The limits of the target `settings` are for, on every connection to its database."""
+    _LIMITS[settings.target_database_url.get_secret_value()] = TargetLimits(
+        settings.target_lock_timeout_seconds, settings.target_statement_timeout_seconds)
+
+
+def limits_for(url: str) -> TargetLimits:
+    """The limits configured for the target at `url` (the defaults for one not configured)."""
+    return _LIMITS.get(url, DEFAULT_LIMITS)
 
 
 @asynccontextmanager
@@ -59,7 +66,7 @@ async def connect(url: str, connect_seconds: float = CONNECT_TIMEOUT_SECONDS
     with plan_part(TARGET, target=True):  # a plan out of time here: "target busy"
         conn = await asyncpg.connect(libpq_url(url), password=password_of(url),
                                      timeout=connect_seconds,
-                                     server_settings=LIMITS.server_settings())
+                                     server_settings=limits_for(url).server_settings())
         try:
             yield conn
         finally:

@@ -140,3 +140,17 @@ def test_the_cli_names_the_known_targets_and_what_a_refused_one_lacks(tmp_path: 
         refused.stderr
     unnamed = run_command("plan", cwd=tmp_path, **env)
     assert unnamed.returncode == 2 and "name one of staging, production" in unnamed.stderr
+
+
+async def test_check_counts_the_two_person_rule_on_each_targets_own_approvers() -> None:
+    from bot.preflight import check_approvers
+
+    targets = load_targets(base(targets="staging,production", approver_user_ids="U_A,U_B"),
+                           environ={**STAGING, **PRODUCTION}, env_file=None)
+    staging = await check_approvers(targets.get("staging"))
+    production = await check_approvers(targets.get("production"))
+    assert staging is not None and staging.ok and "3 engineers by id" in staging.text()
+    assert production is not None and not production.ok and not production.blocking
+    assert ("warning approvers: only 2 engineers by id (PRODUCTION__APPROVER_USER_IDS (or "
+            "APPROVER_USER_IDS)): every step needs 2 approvals besides the initiator") \
+        in production.text()

@@ -12,7 +12,7 @@ write sees the takeover). A refused write raises `LeaseLost`: the step stops.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,6 +170,15 @@ class SqlNotificationLedger:
                 )
                 for row in rows
             }
+
+    async def statuses(self, run_id: str, client_hashes: Sequence[str]
+                       ) -> dict[str, NotificationStatus]:
+        async with self.sessions() as session:
+            rows = await session.execute(
+                select(Notification.client_hash, Notification.status)
+                .where(Notification.run_id == uuid.UUID(run_id),
+                       Notification.client_hash.in_(list(client_hashes))))
+            return {row.client_hash: NotificationStatus(row.status) for row in rows}
 
     async def save(self, run_id: str, *records: NotificationRecord) -> None:
         latest = {record.client_hash: record for record in records}  # one row per client

@@ -315,9 +315,8 @@ class FollowUp(Base):
 
 
 class EventDelivery(Base):
-    """An incident-log entry carried to an outside target (`pagerduty`, `slack`): the row is
-    written in the transaction that delivers it, so each replica skips what another holds and
-    a crash before the commit leaves it to be delivered again."""
+    """An incident-log entry carried to an outside target (`pagerduty`, `slack`): written after
+    the outside call, which a `delivery_claims` row held meanwhile (never a transaction)."""
 
     __tablename__ = "event_deliveries"
     __table_args__ = (CheckConstraint("target IN ('pagerduty', 'slack')", name="target"),)
@@ -328,3 +327,20 @@ class EventDelivery(Base):
     delivered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
                                                    server_default=func.now())
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+
+class DeliveryClaim(Base):
+    """A delivery in flight: claimed (committed) before the outside call, renewed while it
+    waits, removed when `event_deliveries` records it. `takes` above 1: a claim lapsed unrecorded
+    (its replica died or stalled), so the next one examines what went out before sending."""
+
+    __tablename__ = "delivery_claims"
+    __table_args__ = (CheckConstraint("target IN ('pagerduty', 'slack')", name="target"),)
+
+    event_id: Mapped[int] = mapped_column(ForeignKey("incident_events.id"), primary_key=True)
+    target: Mapped[str] = mapped_column(String(16), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
+                                                 server_default=func.now())
+    takes: Mapped[int] = mapped_column(Integer, server_default=text("1"))

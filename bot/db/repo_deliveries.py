@@ -1,8 +1,7 @@
 """Which incident-log entries have been carried to PagerDuty or to the thread. Never commits.
 
-A delivery is claimed with a transaction-scoped advisory lock (another replica skips it rather
-than waiting) and recorded in the same transaction, after the outside world took it: at least
-once, never twice at the same time.
+A delivery is recorded here once the outside world took it; while it is in flight it is held by
+a claim in `delivery_claims` (bot/db/repo_delivery_claims.py), never by an open transaction.
 """
 
 from __future__ import annotations
@@ -26,8 +25,6 @@ class Target(StrEnum):
     SLACK = "slack"
 
 
-_LOCK_SPACE = {Target.PAGERDUTY: 160201, Target.SLACK: 160202}
-
 
 def _uuid(value: str | uuid.UUID) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
@@ -44,17 +41,6 @@ async def pending(
                     IncidentEvent.kind.in_([k.value for k in kinds]), ~delivered)
              .order_by(IncidentEvent.id))
     return list((await session.execute(query)).scalars())
-
-
-async def claim(session: AsyncSession, event_id: int, target: Target) -> bool:
-    """True if this transaction may deliver the entry: nobody else is, and nobody has."""
-    locked = (await session.execute(select(func.pg_try_advisory_xact_lock(
-        _LOCK_SPACE[target], (event_id % 2147483647))))).scalar_one()
-    if not locked:
-        return False
-    done = (await session.execute(select(EventDelivery.event_id).where(
-        EventDelivery.event_id == event_id, EventDelivery.target == target.value))).scalar()
-    return done is None
 
 
 async def record(

@@ -241,6 +241,7 @@ class ApproverRow:
     approval_id: int = 0
     approved_at: datetime | None = None
     expired: bool = False  # older than the TTL by the database's clock: no longer counted
+    source: str = "slack"  # where it was given: `terminal` is break-glass (TOTP-proven)
 
 
 @dataclass(frozen=True)
@@ -271,9 +272,9 @@ async def approvers(
 ) -> list[ApproverRow]:
     """Everyone who approved, oldest first; with a TTL, those past it are marked expired."""
     query = (select(Approval.user_id, Approval.user_name, Approval.id, Approval.created_at,
-                    _older_than(ttl_seconds).label("expired"))
+                    _older_than(ttl_seconds).label("expired"), Approval.source)
              .where(Approval.step_execution_id == _uuid(execution_id)).order_by(Approval.id))
-    return [ApproverRow(r.user_id, r.user_name, r.id, r.created_at, bool(r.expired))
+    return [ApproverRow(r.user_id, r.user_name, r.id, r.created_at, bool(r.expired), r.source)
             for r in await session.execute(query)]
 
 

@@ -29,6 +29,7 @@ class Refusal(StrEnum):
     TARGET_BUSY = "target_busy"  # the plan's deadline ran out while it waited on the target
     PLAN_TOO_SLOW = "plan_too_slow"  # ... while it did something else (`SlowPlan` says what)
     NOTHING_TO_RESEND = "nothing_to_resend"  # a Resend once every email is confirmed
+    OTHER_TARGET = "other_target"  # a click on another target's run, sent to this one's engine
 
 
 REFUSAL_TEXT: dict[Refusal, str] = {
@@ -45,6 +46,7 @@ REFUSAL_TEXT: dict[Refusal, str] = {
                            "again in a moment",
     Refusal.NOTHING_TO_RESEND: "every client's email is recorded sent: nothing is left to "
                                "resend",
+    Refusal.OTHER_TARGET: "this button belongs to a rollback on another target",
 }
 
 

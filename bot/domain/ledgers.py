@@ -12,7 +12,7 @@ has its own rotation, and finds what the closed one did through `RotationLedger.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -66,6 +66,12 @@ class RotationLedger(Protocol):
 class NotificationLedger(Protocol):
     async def records(self, run_id: str) -> dict[str, NotificationRecord]: ...
 
+    async def statuses(self, run_id: str, client_hashes: Sequence[str]
+                       ) -> dict[str, NotificationStatus]:
+        """The status of those clients that have a record: for one page of the rotation
+        ledger at a time (a million clients' records are never in memory at once)."""
+        ...
+
     async def save(self, run_id: str, *records: NotificationRecord) -> None:
         """Stores the records in one transaction (the latest per client wins)."""
         ...
@@ -93,6 +99,17 @@ class ClosedRotationRecord:
     closed_in_run: str  # the run whose step 5 was done
     closed_at: datetime
     progress: RotationProgress  # the counts at closure
+
+
+def add_progress(progress: RotationProgress, keyed: int,
+                 statuses: Iterable[NotificationStatus]) -> RotationProgress:
+    """`progress` and one more page of the rotation: `keyed` clients, these statuses."""
+    counted = list(statuses)
+    return RotationProgress(
+        keyed=progress.keyed + keyed,
+        mailed=progress.mailed + counted.count(NotificationStatus.SENT),
+        no_contact=progress.no_contact + counted.count(NotificationStatus.NO_CONTACT),
+        uncertain=progress.uncertain + counted.count(NotificationStatus.SENDING))
 
 
 def rotation_progress(mapping: Mapping[str, str],

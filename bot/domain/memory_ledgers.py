@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 
-from bot.domain.ledgers import ClosedRotationRecord, NotificationRecord
+from bot.domain.ledgers import ClosedRotationRecord, NotificationRecord, NotificationStatus
 
 
 class MemoryRotationLedger:
@@ -43,6 +43,11 @@ class MemoryNotificationLedger:
 
     async def records(self, run_id: str) -> dict[str, NotificationRecord]:
         return dict(self._records.get(run_id, {}))
+
+    async def statuses(self, run_id: str, client_hashes: Sequence[str]
+                       ) -> dict[str, NotificationStatus]:
+        records = self._records.get(run_id, {})
+        return {h: records[h].status for h in client_hashes if h in records}
 
     async def save(self, run_id: str, *records: NotificationRecord) -> None:
         for record in records:

@@ -1,15 +1,18 @@
-"""One redactor for everything that leaves a step: output lines, error messages, summaries,
-facts, plans, check reasons and the log lines the engine writes about them.
+"""One redactor for everything that leaves a step: output lines, error messages, summaries, facts,
+plans, check reasons and the log lines the engine writes about them.
 
 It knows the secrets by value (every secret setting, the passwords inside the bot's and the
-target's URLs — in the user info or the query's `password` / `sslpassword` —, and the values
-of `DOWNGRADE_ENV`), each in every spelling a library makes of it (as is, percent-encoded in
-full, keeping `/`, or as SQLAlchemy renders a user info: `p%40ss word`; form-encoded with `+`
-for a space), and by shape: any `scheme://user:password@` URL, any `password=` /
-`sslpassword=` query parameter, and the shape of the keys step 4 generates (`KEY_FORMAT`: a
-uuid4, or a 43-character URL-safe token). Short `DOWNGRADE_ENV` values (under 8 characters,
-such as `true`) are masked only when their name says they are secret (KEY, SECRET, TOKEN,
-PASS…): masking every `true` in a program's output would hide more than it protects.
+target's URLs — in the user info or the query's `password` / `sslpassword` —, and the values of
+`DOWNGRADE_ENV`, and every value of `RESTART_ENV`, `CODE_RESTORE_ENV`, `KEY_INSTALL_ENV`), each
+in every spelling a library makes of it (as is, percent-encoded in full, keeping `/`, or as
+SQLAlchemy renders a user info: `p%40ss word`; form-encoded with `+` for a space), and by
+shape: any `scheme://user:password@` URL, any `password=` / `sslpassword=` query parameter, a
+secret written into a command line (`--token=…`, `--password …`, `API_TOKEN=…`, `Bearer …`: how
+a command setting leaks in plans and facts), and the shape of the keys step 4 generates
+(`KEY_FORMAT`: a uuid4, or a 43-character URL-safe token). Short `DOWNGRADE_ENV` values (under
+8 characters, such as `true`) are masked only when their name says they are secret (KEY,
+SECRET, TOKEN, PASS…): masking every `true` in a program's output would hide more than it
+protects.
 """
 
 from __future__ import annotations
@@ -30,6 +33,14 @@ SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASS|AUTH|CRED|PRIVATE", re.IGNORECA
 URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)[^\s@/]+(?=@)")
 QUERY_PASSWORD = re.compile(r"(?P<head>[?&;](?:ssl)?password=)[^&\s#]+", re.IGNORECASE)
 USER_INFO = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^:/]*:(?P<password>[^@]*)@")
+# A secret written into a command line: `--token=…`/`--password …`, `API_TOKEN=…`, a bearer.
+SECRET_OPTION = re.compile(
+    r"(?P<head>--?[A-Za-z0-9-]*(?:token|secret|passw(?:or)?d|pass|auth|cred|private|api-?key)"
+    r"[A-Za-z0-9-]*(?:=|\s+))(?!\*\*\*)[^\s'\"]+", re.IGNORECASE)
+SECRET_ASSIGNMENT = re.compile(
+    r"(?P<head>\b[A-Z][A-Z0-9_]*(?:KEY|SECRET|TOKEN|PASS|PASSWORD|AUTH|CRED|CREDENTIALS)=)"
+    r"(?!\*\*\*)[^\s'\"]+")
+BEARER = re.compile(r"(?P<head>\b(?:Bearer|Basic|token)\s+)(?!\*\*\*)[A-Za-z0-9._~+/=-]{8,}")
 KEY_SHAPES: dict[KeyFormat, re.Pattern[str]] = {
     KeyFormat.UUID4: re.compile(
         r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-"
@@ -86,6 +97,9 @@ class Redactor:
                     secrets += url_passwords(raw)
                 else:
                     secrets.append(raw)
+        secrets += [v.get_secret_value() for v in settings.break_glass_totp_secrets.values()]
+        for env in (settings.restart_env, settings.code_restore_env, settings.key_install_env):
+            secrets += env.values()  # secret environment by definition: every value masked
         for name, value in settings.downgrade_env.items():
             if len(value) >= MIN_PLAIN_ENV_VALUE or SECRET_NAME.search(name):
                 secrets.append(value)
@@ -96,6 +110,8 @@ class Redactor:
             text = self._values.sub(MASK, text)
         text = URL_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
         text = QUERY_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
+        for shape in (SECRET_OPTION, SECRET_ASSIGNMENT, BEARER):
+            text = shape.sub(lambda m: m.group("head") + MASK, text)
         for shape in self._shapes:
             text = shape.sub(MASK, text)
         return text

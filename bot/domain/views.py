@@ -20,6 +20,7 @@ class ApproverView:
     user_id: str
     user_name: str
     expired: bool = False  # older than APPROVAL_TTL_MINUTES: shown, no longer counted
+    source: str = "slack"  # `terminal`: given at break-glass, proven by the engineer's code
 
 
 @dataclass(frozen=True)

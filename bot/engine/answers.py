@@ -15,6 +15,13 @@ class Actor:
     user_name: str
     source: Source
     authorised: bool
+    # Break-glass at a terminal: the TOTP time step of the code this engineer typed; written
+    # into the log entry of what they did, where the next use of the same code is refused.
+    totp_step: int | None = None
+
+    def proof(self) -> dict[str, object]:
+        """What the log entry records of how this person was identified."""
+        return {} if self.totp_step is None else {"proof": "totp", "totp_step": self.totp_step}
 
 
 @dataclass(frozen=True)

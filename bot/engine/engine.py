@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db import repo_inbox, repo_runs
+from bot.domain.approvals import Refusal
 from bot.domain.events import Source
 from bot.domain.redaction import Redactor
 from bot.domain.step_protocol import Plan, Step
@@ -153,6 +154,16 @@ class Engine:
         async with self.sessions() as session:
             return await build_run_view(session, run_id)
 
+    async def run_target(self, run_id: str) -> str | None:
+        """The target a run belongs to; None when there is no such run."""
+        try:
+            run_uuid = uuid.UUID(run_id)
+        except ValueError:
+            return None
+        async with self.sessions() as session:
+            run = await repo_runs.get_run(session, run_uuid)
+            return run.target if run else None
+
     async def active_run_id(self) -> str | None:
         async with self.sessions() as session:
             run = await repo_runs.get_active_run(session, self.target)
@@ -172,23 +183,32 @@ class Engine:
         return await self.transitions.start_run(actor, reason, channel_id)
 
     async def approve(self, click: Click) -> Answer:
-        return await self.transitions.approve(click)
+        return await self._foreign(click) or await self.transitions.approve(click)
 
     async def reject(self, click: Click, reason: str) -> Answer:
-        return await self.transitions.reject(click, reason)
+        return await self._foreign(click) or await self.transitions.reject(click, reason)
 
     async def abort(self, click: Click, reason: str) -> Answer:
-        return await self.transitions.abort(click, reason)
+        return await self._foreign(click) or await self.transitions.abort(click, reason)
 
     async def retry(self, click: Click) -> Answer:
-        return await self.transitions.retry(click)
+        return await self._foreign(click) or await self.transitions.retry(click)
+
+    async def _foreign(self, click: Click) -> Answer | None:
+        """A click on another target's run is refused here, whoever routed it: this engine's
+        settings, steps and approvers are its own target's only."""
+        target = await self.run_target(click.run_id)
+        if target is None or target == self.target:
+            return None
+        return Answer.refused(Refusal.OTHER_TARGET, run_id=click.run_id, message=(
+            f"this button belongs to the rollback on {target}, not on {self.target}"))
 
     async def take_over(self, run_id: str, actor: Actor, reason: str) -> Answer:
         return await self.transitions.take_over(run_id, actor, reason)
 
     async def resend(self, click: Click) -> Answer:
         """One approval of resending step 5's unconfirmed emails (two start it)."""
-        return await self.transitions.resends.resend(click)
+        return await self._foreign(click) or await self.transitions.resends.resend(click)
 
     async def run_source(self, run_id: str) -> Source | None:
         """Which front started the run (a take-over is needed to attach another one)."""

@@ -9,7 +9,8 @@ changes: a step waits), it looks at the runs concerned:
    waiting for approval (of any run that may still resend, ended or not): the same reminders,
    overdue page (on an alert of its own, resolved when the resend finishes) and expiry;
 2. the log entries that page (paging_policy.PAGE_WORTHY_KINDS) not yet delivered to PagerDuty:
-   each is sent through the `Pager`, and the outcome is itself an entry (`page_sent` or
+   each is claimed, sent through the `Pager` with no transaction open, and recorded
+   (bot/engine/delivery_claims.py); the outcome is itself an entry (`page_sent` or
    `page_failed`), which the thread shows. A page that fails after its retries is recorded and
    left: a paging outage never holds up a step.
 
@@ -28,8 +29,16 @@ from bot.db import repo_deliveries, repo_events, repo_resends
 from bot.db.repo_deliveries import Target
 from bot.db.repo_follow_ups import latest_run
 from bot.domain.events import EventKind, Source
-from bot.domain.paging_policy import PAGE_WORTHY_KINDS, PageAction, Pager, pages_for_event
+from bot.domain.paging_policy import (
+    PAGE_WORTHY_KINDS,
+    PageAction,
+    Pager,
+    PageRequest,
+    PageResult,
+    pages_for_event,
+)
 from bot.engine.approval_watch import ApproverSource, watch_waiting_resend, watch_waiting_step
+from bot.engine.delivery_claims import Claimed, DeliveryClaims
 from bot.engine.run_watcher import RunWatcher
 from bot.engine.view_builder import build_run_view
 
@@ -49,6 +58,8 @@ class FollowThrough(RunWatcher):
         self.pager = pager
         self.approvers = approvers
         self._first = True
+        self.claims = DeliveryClaims(engine.sessions, engine.replica_id,
+                                     engine.settings.step_lease_seconds)
 
     async def pass_over(self, runs: set[str]) -> None:
         await self.pass_once(runs, include_latest=self._first)
@@ -88,39 +99,63 @@ class FollowThrough(RunWatcher):
 
     async def _deliver(self, run_id: str, event_id: int, kind: EventKind, step: str | None,
                        data: dict[str, object]) -> int:
+        """Claim, page with no transaction open, record (bot/engine/delivery_claims.py)."""
         assert self.pager is not None
-        async with self.engine.sessions() as claim, claim.begin():
-            if not await repo_deliveries.claim(claim, event_id, Target.PAGERDUTY):
+        async with self.claims.held(event_id, Target.PAGERDUTY) as claimed:
+            if claimed is None:
                 return 0  # another replica is on it, or it is done
-            view = await build_run_view(claim, run_id)
-            triggered = await triggered_keys(claim, run_id)
+            async with self.engine.sessions() as session:
+                view = await build_run_view(session, run_id)
+                triggered = await triggered_keys(session, run_id)
+                logged = await logged_outcomes(session, run_id, event_id) \
+                    if claimed.retaken else set()
             requests = pages_for_event(kind, step, data, view, self.engine.settings.page_on,
                                        triggered)
             outcomes = []
             for request in requests:
-                result = await self.pager.send(request)
+                if (request.action.value, request.dedup_key) in logged:
+                    outcomes.append(True)  # sent and logged under the claim that lapsed
+                    continue
+                result = await self.pager.send(request)  # a resent trigger: same dedup_key
                 outcomes.append(result.accepted)
-                # Its own short transaction: the outcome is in the log at once, in order.
-                async with self.engine.sessions() as session, session.begin():
-                    await repo_events.append_event(
-                        session, run_id, "bot", Source.BOT,
-                        EventKind.PAGE_SENT if result.accepted else EventKind.PAGE_FAILED, step,
-                        {"for_event": event_id, "for_kind": kind.value,
-                         "action": request.action.value, "trigger": request.trigger.value,
-                         "dedup_key": result.dedup_key or request.dedup_key,
-                         "severity": request.severity.value if request.action is
-                         PageAction.TRIGGER else None,
-                         "summary": request.summary, "attempts": result.attempts,
-                         "status": result.status, "error": result.error},
-                    )
-                if not result.accepted:
-                    log.warning("page for %s of run %s failed: %s", kind.value, run_id,
-                                result.error)
-            await repo_deliveries.record(claim, event_id, run_id, Target.PAGERDUTY,
-                                         {"pages": len(requests), "accepted": outcomes})
+                await self._log_outcome(claimed, run_id, kind, step, request, result)
+            await self.claims.record(claimed, run_id,
+                                     {"pages": len(requests), "accepted": outcomes})
         if requests:
             self.engine.changed(run_id)
         return len(requests)
+
+    async def _log_outcome(self, claimed: Claimed, run_id: str, kind: EventKind,
+                           step: str | None, request: PageRequest, result: PageResult) -> None:
+        """Its own short transaction: the outcome is in the log at once, in order — unless
+        the claim lapsed meanwhile and its new holder logs it."""
+        async with self.engine.sessions() as session, session.begin():
+            if not await self.claims.still_mine(session, claimed):
+                log.warning("page for %s of run %s sent after its claim lapsed; its new holder "
+                            "logs it", kind.value, run_id)
+                return
+            await repo_events.append_event(
+                session, run_id, "bot", Source.BOT,
+                EventKind.PAGE_SENT if result.accepted else EventKind.PAGE_FAILED, step,
+                {"for_event": claimed.event_id, "for_kind": kind.value,
+                 "action": request.action.value, "trigger": request.trigger.value,
+                 "dedup_key": result.dedup_key or request.dedup_key,
+                 "severity": request.severity.value if request.action is
+                 PageAction.TRIGGER else None,
+                 "summary": request.summary, "attempts": result.attempts,
+                 "status": result.status, "error": result.error},
+            )
+        if not result.accepted:
+            log.warning("page for %s of run %s failed: %s", kind.value, run_id, result.error)
+
+
+async def logged_outcomes(session: AsyncSession, run_id: str, event_id: int
+                          ) -> set[tuple[str, str]]:
+    """(action, dedup_key) of the pages already logged for this entry."""
+    return {(str(e.data.get("action")), str(e.data.get("dedup_key"))) for e in
+            await repo_deliveries.events_of(session, run_id,
+                                            (EventKind.PAGE_SENT, EventKind.PAGE_FAILED))
+            if e.data.get("for_event") == event_id}
 
 
 async def triggered_keys(session: AsyncSession, run_id: str) -> set[str]:

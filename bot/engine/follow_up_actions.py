@@ -49,7 +49,7 @@ async def escalate(engine: Engine, actor: Actor, run_id: str | None, why: str) -
                                "usergroup_id": engine.settings.escalation_usergroup_id,
                                "current_step": run.current_step,
                                "current_step_number": step_number_of(run.current_step),
-                               "state": view_state},
+                               "state": view_state, **actor.proof()},
         )
     engine.changed(run_id)
     group = engine.settings.escalation_usergroup_id
@@ -90,7 +90,7 @@ async def act_on_follow_up(
             EventKind.FOLLOW_UP_OWNED if action is FollowUpAction.OWN
             else EventKind.FOLLOW_UP_DONE, None,
             {"item": item.value, "title": current.title, "user_name": actor.user_name,
-             "previous_owner": current.owner_name},
+             "previous_owner": current.owner_name, **actor.proof()},
         )
     engine.changed(run_id)
     verb = "you own" if action is FollowUpAction.OWN else "done:"

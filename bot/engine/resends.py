@@ -143,7 +143,8 @@ class Resends:
             await repo_events.append_event(
                 session, click.run_id, click.actor.user_id, click.actor.source,
                 EventKind.APPROVAL_GIVEN, EMAIL, {**data, "user_name": click.actor.user_name,
-                                                  "count": len(result.fresh)})
+                                                  "count": len(result.fresh),
+                                                  **click.actor.proof()})
         if result.started:  # leased in the same transaction, as a step is
             await repo_runs.claim_lease(session, str(waiting.id), self.replica_id,
                                         self.settings.step_lease_seconds)

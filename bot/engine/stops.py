@@ -54,7 +54,8 @@ class Stops:
             await repo_runs.set_execution_status(session, execution.id, new_status)
             await repo_runs.finish_run(session, click.run_id, RunStatus.ABORTED, reason)
             data: dict[str, object] = {"execution_id": click.execution_id, "reason": reason,
-                                       "user_name": click.actor.user_name}
+                                       "user_name": click.actor.user_name,
+                                       **click.actor.proof()}
             if left:
                 data["left_behind"] = list(left)
             await repo_events.append_event(session, click.run_id, click.actor.user_id,

@@ -220,7 +220,7 @@ class Transitions:
                         session, run_id, click.actor.user_id, click.actor.source,
                         EventKind.APPROVAL_GIVEN, step,
                         {"execution_id": click.execution_id, "user_name": click.actor.user_name,
-                         "count": len(result.fresh)},
+                         "count": len(result.fresh), **click.actor.proof()},
                     )
                 if result.started:
                     # Leased in the same transaction, so no watcher ever sees it orphaned.

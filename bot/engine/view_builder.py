@@ -55,7 +55,8 @@ async def build_run_view(session: AsyncSession, run_id: str) -> RunView:
                     warnings=tuple(plan.get("warnings", ())),
                     fingerprint=execution.plan_fingerprint,
                 ),
-                approvers=tuple(ApproverView(a.user_id, a.user_name, a.approval_id in expired)
+                approvers=tuple(ApproverView(a.user_id, a.user_name, a.approval_id in expired,
+                                             a.source)
                                 for a in approvers),
                 approvals_needed=APPROVALS_NEEDED,
                 started_at=execution.started_at,
@@ -117,7 +118,8 @@ async def resend_view(session: AsyncSession, run: RollbackRun) -> ResendView:
         offered=bool(clients) and status is not StepStatus.RUNNING
         and RunStatus(run.status) in RESENDABLE_RUN_STATUSES,
         execution_id=str(latest.id) if latest is not None else None, status=status,
-        approvers=tuple(ApproverView(a.user_id, a.user_name, a.approval_id in expired)
+        approvers=tuple(ApproverView(a.user_id, a.user_name, a.approval_id in expired,
+                                             a.source)
                         for a in approvers),
         summary=latest.summary if latest is not None else None)
 

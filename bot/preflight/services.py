@@ -40,12 +40,32 @@ async def check_slack(settings: Settings) -> CheckLine | None:
 
 
 async def check_approvers(settings: Settings) -> CheckLine | None:
-    """APPROVER_USERGROUP_ID can be read (else every command and click is refused)."""
+    """APPROVER_USERGROUP_ID can be read (else every command and click is refused); without
+    a group, the target's approvers by id leave two besides any initiator (the two-person rule,
+    counted on this target's own list)."""
     found = await usergroup_check(settings)
     if found is None:
-        return None
+        return _approvers_by_id(settings)
     ok, detail, fix = found
     return CheckLine("approvers", ok, detail, fix)
+
+
+def _approvers_by_id(settings: Settings) -> CheckLine | None:
+    from bot.domain.approvals import APPROVALS_NEEDED
+
+    ids = settings.approver_user_ids
+    if not ids or settings.approver_usergroup_id:
+        return None  # none: a sandbox rehearsal's names; a group: asked of Slack above
+    needed = APPROVALS_NEEDED + (0 if settings.allow_self_approval else 1)
+    where = "APPROVER_USER_IDS" if settings.target_name == "default" else \
+        f"{settings.target_name.upper()}__APPROVER_USER_IDS (or APPROVER_USER_IDS)"
+    if len(ids) >= needed:
+        return CheckLine("approvers", True, f"{len(ids)} engineers by id ({where})")
+    return CheckLine("approvers", False,
+                     f"only {len(ids)} engineers by id ({where}): every step needs "
+                     f"{APPROVALS_NEEDED} approvals besides the initiator, so every start in "
+                     "Slack is refused", f"list at least {needed} engineers in {where}",
+                     blocking=False)
 
 
 async def check_bot_db(settings: Settings) -> CheckLine:

@@ -3,10 +3,15 @@
 The Web API client keeps one HTTP session (pooled keep-alive connections): without it, every
 call would open and close a connection of its own, which under a burst of clicks cost more
 than the rest of the request. `SlackFront.close()` stops the mirror and closes that session.
+
+One front serves every target: one Bolt app, one Web API client and one thread mirror (the
+channel's write budget is Slack's, whatever the target), each target with its own engine and
+its own approvers (`ServedTargets`), its own follow-through notices.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -21,6 +26,7 @@ from bot.slack.follow_up_notices import ThreadNotices
 from bot.slack.listeners import Listeners
 from bot.slack.mirror import ThreadMirror
 from bot.slack.people import Engineers, person_middleware
+from bot.slack.served_targets import ServedTarget, ServedTargets
 
 
 @dataclass
@@ -29,16 +35,22 @@ class SlackFront:
     client: AsyncWebClient
     mirror: ThreadMirror
     background: Background
-    notices: ThreadNotices  # the follow-through's messages, on the mirror's write budget
-    engineers: Engineers
+    notices: tuple[ThreadNotices, ...]  # each target's follow-through messages, on the
+    # mirror's write budget
+    targets: ServedTargets
 
     def start(self) -> None:
         self.mirror.start()
-        self.notices.start()
+        self.start_notices()
+
+    def start_notices(self) -> None:
+        for notices in self.notices:
+            notices.start()
 
     async def close(self) -> None:
         await self.background.drain(within=30)
-        await self.notices.stop()
+        for notices in self.notices:
+            await notices.stop()
         await self.mirror.stop()
         if self.client.session is not None:
             await self.client.session.close()
@@ -55,8 +67,12 @@ def build_client(settings: Settings) -> AsyncWebClient:
     return client
 
 
-def build_slack_front(engine: Engine, settings: Settings, *, http: bool) -> SlackFront:
-    """HTTP mode verifies request signatures; Socket Mode authenticates with the app token."""
+def build_slack_front(engine: Engine | Sequence[Engine], settings: Settings, *, http: bool,
+                      refused: Mapping[str, str] | None = None) -> SlackFront:
+    """HTTP mode verifies request signatures; Socket Mode authenticates with the app token.
+    `engine`: one per target served (`settings` holds the bot-wide ones: Slack, the channel);
+    `refused`: targets configured but not served, and why."""
+    engines = (engine,) if isinstance(engine, Engine) else tuple(engine)
     if http:
         settings.require("slack_bot_token", "slack_signing_secret")
     else:
@@ -72,9 +88,13 @@ def build_slack_front(engine: Engine, settings: Settings, *, http: bool) -> Slac
         process_before_response=True,
     )
     background = Background(settings.slack_reply_concurrency)
-    engineers = Engineers(client, settings)
-    app.use(person_middleware(engineers))  # the acting user, once per request
-    mirror = ThreadMirror(engine, client, settings.slack_write_interval_seconds)
-    Listeners(engine, engineers, settings, background, mirror.repost_board).register(app)
+    targets = ServedTargets([ServedTarget(e, Engineers(client, e.settings)) for e in engines],
+                            dict(refused or {}))
+    app.use(person_middleware(targets.first.engineers))  # the acting user, once per request
+    mirror = ThreadMirror(engines[0], client, settings.slack_write_interval_seconds)
+    for other in engines[1:]:  # every target's runs, in their own threads
+        mirror.serve(other)
+    Listeners(targets, background, mirror.repost_board).register(app)
     return SlackFront(app=app, client=client, mirror=mirror, background=background,
-                      notices=ThreadNotices(engine, client, mirror.budget), engineers=engineers)
+                      notices=tuple(ThreadNotices(e, client, mirror.budget) for e in engines),
+                      targets=targets)

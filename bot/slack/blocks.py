@@ -151,14 +151,24 @@ def facts_text(facts: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+TERMINAL_MARK = " (terminal, TOTP)"
+
+
+def approver_mention(approver: ApproverView) -> str:
+    """An approval given at a terminal (break-glass, where each engineer proves who they are
+    with their own TOTP code) says so: it was not clicked in Slack."""
+    return mention(approver.user_id, approver.user_name) + (
+        TERMINAL_MARK if approver.source == "terminal" else "")
+
+
 def approvals_text(label: str, approvers: Sequence[ApproverView], needed: int,
                    waiting: bool) -> str:
     """`*label* n/needed: who`, counting only fresh approvals; while the approvals are still
     wanted (`waiting`), the expired ones struck through: "expired, approve again". A step's
     and a resend's alike."""
     fresh = [a for a in approvers if not a.expired]
-    who = ", ".join(mention(a.user_id, a.user_name) for a in fresh) or "none yet"
-    expired = ", ".join(f"~{mention(a.user_id, a.user_name)}~" for a in approvers if a.expired)
+    who = ", ".join(approver_mention(a) for a in fresh) or "none yet"
+    expired = ", ".join(f"~{approver_mention(a)}~" for a in approvers if a.expired)
     return (f"*{label}* {len(fresh)}/{needed}: {who}"
             + (f"\n:hourglass_flowing_sand: expired, approve again: {expired}"
                if expired and waiting else ""))
@@ -295,12 +305,18 @@ def log_head_text(run_id: str, head: LogHead) -> str:
             f"Check the stored log against it: `{verify_hint(run_id, head.hash)}`")
 
 
-def help_text() -> str:
+def help_text(targets: Sequence[str] = ()) -> str:
+    """`targets`: the configured target names, when they have names (TARGETS)."""
+    after = " <target>" if targets else ""
     return ("*/rollback-phase3* — the Phase 3 emergency rollback (LOSSY: every API key is lost)\n"
-            "• `/rollback-phase3 <reason>` start a rollback (opens a confirmation)\n"
-            "• `/rollback-phase3 plan` every step's plan with live facts; nothing changes\n"
-            "• `/rollback-phase3 status` the active rollback\n"
-            "• `/rollback-phase3 check` preflight of every dependency\n"
-            "• `/rollback-phase3 escalate <why>` mention the escalation group, page on-call\n"
+            f"• `/rollback-phase3{after} <reason>` start a rollback (opens a confirmation)\n"
+            f"• `/rollback-phase3 plan{after}` every step's plan with live facts; nothing "
+            "changes\n"
+            f"• `/rollback-phase3 status{after}` the active rollback\n"
+            f"• `/rollback-phase3 check{after}` preflight of every dependency\n"
+            f"• `/rollback-phase3 escalate{after} <why>` mention the escalation group, page "
+            "on-call\n"
             "• `/rollback-phase3 help` this text\n"
-            "Each step needs two engineers' approval; the thread is the incident log.")
+            + (f"Targets: {', '.join(escape(name) for name in targets)}; status and check "
+               "without one answer for each.\n" if targets else "")
+            + "Each step needs two engineers' approval; the thread is the incident log.")

@@ -7,6 +7,10 @@ in the ack itself; everything later goes by the request's `response_url` (`Reply
 reaches the person in DMs and in channels the bot is not in, where `chat.postEphemeral` fails.
 The start modal opens first of all, before any check, within the `trigger_id`'s 3 seconds.
 No step work happens here. The acting user comes from `person_middleware` (people.py).
+
+One front serves every target (`served_targets.py`): a command names its target, a click is
+routed to the engine of its run's target, and whether the person may act is asked of that
+target's approvers.
 """
 
 from __future__ import annotations
@@ -22,17 +26,24 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.domain.approvals import APPROVALS_NEEDED, Refusal, eligible_approvers
 from bot.domain.events import Source
 from bot.engine.dry_run import dry_run_text
-from bot.engine.engine import Actor, Answer, ClickAction, Engine, ReceivedClick
+from bot.engine.engine import Actor, Answer, ClickAction, ReceivedClick
 from bot.engine.reports import status_text
-from bot.settings import Settings
+from bot.settings import SettingsError
 from bot.slack import blocks, modal
 from bot.slack.actions import START_MODAL_CALLBACK, ActionId, ButtonValue
 from bot.slack.background import Background
+from bot.slack.command_text import CommandText, parse_command
 from bot.slack.follow_up_listeners import FollowUpListeners
 from bot.slack.modal import REJECT_MODAL_CALLBACK, Origin
 from bot.slack.mrkdwn import clip, escape
-from bot.slack.people import Engineers, PeopleLookupFailed, Person, is_rollback_channel
+from bot.slack.people import (
+    PeopleLookupFailed,
+    Person,
+    is_channel_id,
+    is_rollback_channel,
+)
 from bot.slack.replies import Reply
+from bot.slack.served_targets import ServedTarget, ServedTargets
 
 log = logging.getLogger(__name__)
 
@@ -51,25 +62,27 @@ def thread_link(channel_id: str | None, ts: str | None) -> str:
 
 
 class Listeners:
-    def __init__(self, engine: Engine, engineers: Engineers, settings: Settings,
-                 background: Background,
+    def __init__(self, targets: ServedTargets, background: Background,
                  redraw_board: Callable[[str], Awaitable[None]] | None = None) -> None:
-        self.engine = engine
+        self.targets = targets
         # `status` draws the board again and re-homes a lost thread (the mirror's job).
         self.redraw_board = redraw_board
-        self.engineers = engineers
-        self.settings = settings
+        self.settings = targets.first.settings  # bot-wide settings (the channel) are shared
         self.background = background
-        engine.authorise_with(self._authorised_or_refused)  # for clicks after a restart
-        self.follow_ups = FollowUpListeners(engine, engineers, background)
+        for target in targets.served:  # for clicks after a restart, each its own approvers
+            target.engine.authorise_with(self._authorised_or_refused(target))
+        self.follow_ups = FollowUpListeners(targets, background)
 
-    async def _authorised_or_refused(self, user_id: str) -> bool:
+    @staticmethod
+    def _authorised_or_refused(target: ServedTarget) -> Callable[[str], Awaitable[bool]]:
         """A click processed after a restart, when who may approve cannot be read: refused."""
-        try:
-            return await self.engineers.is_authorised(user_id)
-        except PeopleLookupFailed as failed:
-            log.warning("click of %s refused: %s", user_id, failed)
-            return False
+        async def authorised(user_id: str) -> bool:
+            try:
+                return await target.engineers.is_authorised(user_id)
+            except PeopleLookupFailed as failed:
+                log.warning("click of %s refused: %s", user_id, failed)
+                return False
+        return authorised
 
     def register(self, app: AsyncApp) -> None:
         app.command(COMMAND)(self.on_command)
@@ -85,10 +98,12 @@ class Listeners:
     def _reply(self, url: str | None, client: AsyncWebClient) -> Reply:
         return Reply(url, client.session)
 
-    async def _actor(self, person: Person, reply: Reply) -> Actor | None:
-        """The authorised actor, or None once the person has been told why not."""
+    async def _actor(self, person: Person, reply: Reply, target: ServedTarget
+                     ) -> Actor | None:
+        """The actor, authorised or not on `target`, or None once the person has been told
+        that it could not be checked."""
         try:
-            return await person.actor()
+            return await person.actor(target.engineers)
         except PeopleLookupFailed as failed:
             await reply(f":no_entry: Refused: who may approve could not be checked. "
                         f"{escape(failed)}")
@@ -98,52 +113,92 @@ class Listeners:
 
     async def on_command(self, ack: Any, body: dict[str, Any], context: dict[str, Any],
                          client: AsyncWebClient) -> None:
-        text = (body.get("text") or "").strip()
-        word = text.split(maxsplit=1)[0].lower() if text else "help"
-        if word == "help":
-            await ack(text=blocks.help_text(), response_type="ephemeral")
-            return
-        if word not in ANYWHERE and not is_rollback_channel(
-                self.settings, body.get("channel_id", ""), body.get("channel_name", "")):
-            await ack(text=f"Rollbacks run only in #{self.settings.rollback_channel.lstrip('#')}.",
+        command = parse_command(body.get("text") or "", self.targets.names,
+                                self.targets.named)
+        if command.word == "help":
+            await ack(text=blocks.help_text(self.targets.names if self.targets.named else ()),
                       response_type="ephemeral")
+            return
+        if command.word not in ANYWHERE and not is_rollback_channel(
+                self.settings, body.get("channel_id", ""), body.get("channel_name", "")):
+            wanted = self.settings.rollback_channel.strip().lstrip("#")
+            where = f"<#{wanted}>" if is_channel_id(wanted) else f"#{wanted}"
+            await ack(text=f"Rollbacks run only in {where}.", response_type="ephemeral")
+            return
+        refusal = command.error or self._target_refusal(command)
+        if refusal is not None:
+            await ack(text=f":no_entry: {refusal}", response_type="ephemeral")
             return
         await ack()
         person: Person = context["person"]
         reply = self._reply(body.get("response_url"), client)
-        if word in ("status", "plan", "check", "escalate"):
-            why = text[len(word):].strip()
-            self.background.spawn(self._report(word, person, reply, why), f"{COMMAND} {word}",
-                                  reply)
+        if command.word == "start":
+            self.background.start_now(
+                self._open_start_modal(body, command, person, reply, client),
+                f"{COMMAND} start", reply)
         else:
-            self.background.start_now(self._open_start_modal(body, person, reply, client),
-                                      f"{COMMAND} start", reply)
+            self.background.spawn(self._report(command, person, reply),
+                                  f"{COMMAND} {command.word}", reply)
 
-    async def _report(self, word: str, person: Person, reply: Reply, why: str = "") -> None:
-        actor = await self._actor(person, reply)
-        if actor is None:
-            return
-        if not actor.authorised:
-            await reply(NOT_AUTHORISED)
-            return
+    def _target_refusal(self, command: CommandText) -> str | None:
+        """Why the target named (or the only one) cannot be used: unknown, or refused for its
+        settings (what is missing); None for status and check over every target."""
+        if command.target is None and command.word in ("status", "check") \
+                and self.targets.several:
+            return None
+        try:
+            self.targets.get(command.target)
+        except SettingsError as exc:
+            return escape(str(exc))
+        return None
+
+    def _targets_asked(self, command: CommandText) -> tuple[ServedTarget, ...]:
+        if command.target is None and self.targets.several:
+            return tuple(self.targets.served)
+        return (self.targets.get(command.target),)
+
+    async def _report(self, command: CommandText, person: Person, reply: Reply) -> None:
+        parts = []
+        for target in self._targets_asked(command):
+            actor = await self._actor(person, reply, target)
+            if actor is None:
+                return
+            if not actor.authorised:
+                parts.append(self._not_authorised(target))
+                continue
+            if command.word == "escalate":
+                await self.follow_ups.escalate_command(target, actor, command.rest, reply)
+                return
+            parts.append(await self._report_on(command.word, target))
+        if command.target is None and self.targets.several:
+            parts += [f"target {name} is refused: {why}"
+                      for name, why in self.targets.refused.items()]
+        await reply(clip("\n\n".join(parts), REPLY_LIMIT))
+
+    def _not_authorised(self, target: ServedTarget) -> str:
+        if not self.targets.named:
+            return NOT_AUTHORISED
+        return (f"You are not an authorised engineer for rollbacks on {target.name} "
+                f"({target.name.upper()}__APPROVER_USER_IDS / APPROVER_USERGROUP_ID).")
+
+    async def _report_on(self, word: str, target: ServedTarget) -> str:
+        engine = target.engine
+        heading = f"*{target.name}*\n" if self.targets.several else ""
         if word == "status":
-            text = escape(await status_text(self.engine))
-            active = await self.engine.active_run_id()
+            text = await status_text(engine)
+            active = await engine.active_run_id()
             if active is not None and self.redraw_board is not None:
                 await self.redraw_board(active)
         elif word == "plan":
-            text = escape(dry_run_text(self.settings, await self.engine.dry_run_report()))
-        elif word == "escalate":
-            await self.follow_ups.escalate_command(actor, why, reply)
-            return
+            text = dry_run_text(target.settings, await engine.dry_run_report())
         else:
             from bot.preflight import preflight_text
 
-            text = escape(await preflight_text(self.settings))
-        await reply(clip(text, REPLY_LIMIT))
+            text = await preflight_text(target.settings)
+        return heading + escape(text)
 
-    async def _open_start_modal(self, body: dict[str, Any], person: Person, reply: Reply,
-                                client: AsyncWebClient) -> None:
+    async def _open_start_modal(self, body: dict[str, Any], command: CommandText,
+                                person: Person, reply: Reply, client: AsyncWebClient) -> None:
         """Open the modal first (a loading view), then check, then show the form or why not."""
         try:
             opened = await client.views_open(trigger_id=body["trigger_id"],
@@ -156,106 +211,141 @@ class Listeners:
                         "command again.")
             return
         view_id, view_hash = opened["view"]["id"], opened["view"].get("hash")
-        refusal = await self._start_refusal(person)
+        target = self.targets.get(command.target)
+        refusal = await self._start_refusal(person, target)
         if refusal is not None:
             view = modal.refusal_modal(refusal)
         else:
-            origin = Origin(body.get("channel_id", ""), body.get("response_url"))
-            view = modal.start_modal((body.get("text") or "").strip(), origin)
+            origin = Origin(body.get("channel_id", ""), body.get("response_url"),
+                            target.name if self.targets.named else None)
+            choices = tuple(t.name for t in self.targets.served) if self.targets.several \
+                else ()
+            view = modal.start_modal(command.rest, origin, choices)
         await client.views_update(view_id=view_id, hash=view_hash, view=view)
 
-    async def _start_refusal(self, person: Person) -> str | None:
-        """Why this person may not start a rollback now (mrkdwn), or None."""
+    async def _start_refusal(self, person: Person, target: ServedTarget) -> str | None:
+        """Why this person may not start a rollback on `target` now (mrkdwn), or None."""
+        refusal = await self._two_person_refusal(person, target)
+        if refusal is not None:
+            return refusal
+        active = await target.engine.active_run_id()
+        if active is not None:
+            view = await target.engine.run_view(active)
+            return f"A rollback{target.label} is already active: " + thread_link(
+                view.channel_id, view.thread_ts)
+        return None
+
+    async def _two_person_refusal(self, person: Person, target: ServedTarget) -> str | None:
+        """The two-person rule on the target's own approvers: the person is one of them, and
+        two others could approve."""
         try:
-            actor = await person.actor()
-            authorised = await self.engineers.authorised()
+            actor = await person.actor(target.engineers)
+            authorised = await target.engineers.authorised()
         except PeopleLookupFailed as failed:
             return f"Refused: who may approve could not be checked. {escape(failed)}"
         if not actor.authorised:
-            return NOT_AUTHORISED
-        active = await self.engine.active_run_id()
-        if active is not None:
-            view = await self.engine.run_view(active)
-            return "A rollback is already active: " + thread_link(view.channel_id,
-                                                                   view.thread_ts)
-        eligible = eligible_approvers(authorised, actor.user_id, self.settings.allow_self_approval)
+            return self._not_authorised(target)
+        eligible = eligible_approvers(authorised, actor.user_id,
+                                      target.settings.allow_self_approval)
         if len(eligible) < APPROVALS_NEEDED:
-            return (f"Refused: every step needs {APPROVALS_NEEDED} approvals from engineers "
-                    f"other than you, and only {len(eligible)} are authorised.")
+            return (f"Refused: every step{target.label} needs {APPROVALS_NEEDED} approvals "
+                    f"from engineers other than you, and only {len(eligible)} are "
+                    f"authorised{' there' if target.label else ''}.")
         return None
 
     async def on_start_submission(self, ack: Any, body: dict[str, Any], view: dict[str, Any],
                                   context: dict[str, Any], client: AsyncWebClient) -> None:
-        reason, acknowledged = modal.parse_start_submission(view["state"]["values"])
-        if not acknowledged or not reason:
-            errors = {}
-            if not acknowledged:
-                errors[modal.ACK_BLOCK_ID] = "Acknowledge that this rollback is LOSSY."
-            if not reason:
-                errors[modal.REASON_BLOCK_ID] = "Say why you are rolling back."
+        values = view["state"]["values"]
+        reason, acknowledged = modal.parse_start_submission(values)
+        origin = Origin.parse(view.get("private_metadata") or "")
+        chosen = modal.parse_target_choice(values)
+        target: ServedTarget | None = None
+        errors = {}
+        try:
+            target = self.targets.get(chosen if chosen is not None else origin.target)
+        except SettingsError as exc:
+            errors[modal.TARGET_BLOCK_ID if chosen is not None else modal.REASON_BLOCK_ID] = \
+                clip(str(exc), 2000)
+        if not acknowledged:
+            errors[modal.ACK_BLOCK_ID] = "Acknowledge that this rollback is LOSSY."
+        if not reason:
+            errors[modal.REASON_BLOCK_ID] = "Say why you are rolling back."
+        if errors or target is None:
             await ack(response_action="errors", errors=errors)
             return
         await ack()
-        origin = Origin.parse(view.get("private_metadata") or "")
         reply = self._reply(origin.response_url, client)
-        self.background.spawn(self._start(context["person"], origin, reason, reply),
+        self.background.spawn(self._start(context["person"], origin, target, reason, reply),
                               "start submission", reply)
 
-    async def _start(self, person: Person, origin: Origin, reason: str, reply: Reply) -> None:
-        actor = await self._actor(person, reply)
+    async def _start(self, person: Person, origin: Origin, target: ServedTarget, reason: str,
+                     reply: Reply) -> None:
+        """The two-person rule is asked again of the target submitted: the select may name
+        another target than the command did."""
+        refusal = await self._two_person_refusal(person, target)
+        if refusal is not None:
+            await reply(f":no_entry: {refusal}")
+            return
+        actor = await self._actor(person, reply, target)
         if actor is None:
             return
         channel_id = origin.subject or self.settings.rollback_channel
-        answer = await self.engine.start_run(actor, reason, channel_id)
+        answer = await target.engine.start_run(actor, reason, channel_id)
         if not answer.accepted:
-            await self._refuse(reply, answer)
+            await self._refuse(reply, answer, target)
 
     # --- buttons ----------------------------------------------------------------------------
 
-    async def _refuse(self, reply: Reply, answer: Answer) -> None:
-        text = f":no_entry: Refused: {escape(answer.message)}"
+    async def _refuse(self, reply: Reply, answer: Answer, target: ServedTarget) -> None:
+        text = f":no_entry: Refused{target.label}: {escape(answer.message)}"
         if answer.run_id and answer.refusal is Refusal.ANOTHER_RUN_ACTIVE:
-            view = await self.engine.run_view(answer.run_id)
+            view = await target.engine.run_view(answer.run_id)
             text += " " + thread_link(view.channel_id, view.thread_ts)
         await reply(text)
 
     async def _receive(self, person: Person, action: str, value: str,
-                       reason: str | None = None) -> int | None:
+                       reason: str | None = None) -> tuple[int, str] | None:
         """Record the click in the engine's inbox — before Slack is told OK, so an
-        acknowledged click survives a crash right after the ack. None: not a button of ours."""
+        acknowledged click survives a crash right after the ack; (inbox id, its run). None:
+        not a button of ours."""
         try:
             button = ButtonValue.parse(value)
         except ValueError:
             return None
-        return await self.engine.accept_click(ReceivedClick(
+        inbox_id = await self.targets.first.engine.accept_click(ReceivedClick(
             ClickAction(action), person.user_id, person.user_name, Source.SLACK,
             button.run_id, button.execution_id, button.fingerprint, reason))
+        return inbox_id, button.run_id
 
-    async def _process(self, inbox_id: int | None, person: Person, reply: Reply) -> None:
-        """Do the recorded click and tell the clicker if it was refused."""
-        if inbox_id is None:
+    async def _process(self, received: tuple[int, str] | None, person: Person, reply: Reply
+                       ) -> None:
+        """Do the recorded click on its run's target — that target's engine, whether the
+        person may approve there — and tell the clicker if it was refused."""
+        if received is None:
             await reply(":no_entry: Refused: this button is not recognised.")
             return
+        inbox_id, run_id = received
+        target = await self.targets.of_run(run_id) or self.targets.first
         try:
-            authorised = (await person.actor()).authorised
+            authorised = (await person.actor(target.engineers)).authorised
         except PeopleLookupFailed as failed:
             # Consumed as refused, so it is not done later without the person knowing.
-            await self.engine.process_click(inbox_id, False)
+            await target.engine.process_click(inbox_id, False)
             await reply(f":no_entry: Refused: who may approve could not be checked. "
                         f"{escape(failed)}")
             return
-        answer = await self.engine.process_click(inbox_id, authorised)
+        answer = await target.engine.process_click(inbox_id, authorised)
         if answer is not None and not answer.accepted:  # None: another replica did it
-            await self._refuse(reply, answer)
+            await self._refuse(reply, answer, target)
 
     async def _handle(self, ack: Any, body: dict[str, Any], context: dict[str, Any],
                       client: AsyncWebClient, action: str) -> None:
         person: Person = context["person"]
         actions = body.get("actions") or [{}]
-        inbox_id = await self._receive(person, action, str(actions[0].get("value", "")))
+        received = await self._receive(person, action, str(actions[0].get("value", "")))
         await ack()
         reply = self._reply(body.get("response_url"), client)
-        self.background.spawn(self._process(inbox_id, person, reply), f"{action} click", reply)
+        self.background.spawn(self._process(received, person, reply), f"{action} click", reply)
 
     async def on_approve(self, ack: Any, body: dict[str, Any], context: dict[str, Any],
                          client: AsyncWebClient) -> None:
@@ -299,8 +389,8 @@ class Listeners:
             return
         origin = Origin.parse(view.get("private_metadata") or "")
         person: Person = context["person"]
-        inbox_id = await self._receive(person, "reject", origin.subject, reason)
+        received = await self._receive(person, "reject", origin.subject, reason)
         await ack()
         reply = self._reply(origin.response_url, client)
-        self.background.spawn(self._process(inbox_id, person, reply), "reject submission",
+        self.background.spawn(self._process(received, person, reply), "reject submission",
                               reply)

@@ -95,7 +95,18 @@ class ThreadMirror:
         self.moved_from: dict[str, str | None] = {}  # run -> link to the thread it left
         self.unwritable: dict[str, str] = {}  # run -> why its thread cannot be written
         self._task: asyncio.Task[None] | None = None
+        self._engines: dict[str, Engine] = {}
+        self.serve(engine)
+
+    def serve(self, engine: Engine) -> None:
+        """Mirror this target's runs too (one mirror, one channel budget, every target)."""
+        self._engines[engine.target] = engine
         engine.subscribe(self.notify)
+
+    def engine_for(self, target: str) -> Engine:
+        """The engine of a run's target: what the mirror asks of a run (stopping it) only
+        that target's engine may do."""
+        return self._engines.get(target, self.engine)
 
     def notify(self, run_id: str) -> None:
         self._dirty.add(run_id)

@@ -121,7 +121,7 @@ class Refusals:
             return True  # a step is running: the engine never waits on Slack
         reason = (f"stopped by the bot: Slack refused its thread "
                   f"({self.mirror.unwritable.get(run_id, 'refused')})")
-        answer = await self.engine.abort(
+        answer = await self.mirror.engine_for(view.target).abort(
             Click(BOT, run_id, waiting.execution_id,
                   waiting.plan.fingerprint if waiting.plan else ""), reason)
         if answer.accepted:

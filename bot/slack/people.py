@@ -14,6 +14,7 @@ as a refusal, and `check` shows it as a line (`usergroup_check`).
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -44,7 +45,8 @@ class PeopleLookupFailed(Exception):
 
 
 class Engineers:
-    """`APPROVER_USER_IDS` plus the members of `APPROVER_USERGROUP_ID` (cached for a minute)."""
+    """`APPROVER_USER_IDS` plus the members of `APPROVER_USERGROUP_ID` (cached for a minute),
+    of one target: with several, each target has its own (`PRODUCTION__APPROVER_USER_IDS`)."""
 
     def __init__(self, client: AsyncWebClient, settings: Settings) -> None:
         self.client = client
@@ -83,21 +85,23 @@ class Engineers:
 
 @dataclass
 class Person:
-    """The user a request comes from; `actor()` adds whether they are authorised."""
+    """The user a request comes from; `actor()` adds whether they are authorised — on the
+    target whose `Engineers` are asked (each target has its own approvers)."""
 
     user_id: str
     user_name: str
-    engineers: Engineers
-    _actor: asyncio.Future[Actor] | None = field(default=None, repr=False)
+    engineers: Engineers  # the only target's, or the first one's
+    _actors: dict[int, asyncio.Future[Actor]] = field(default_factory=dict, repr=False)
 
-    async def actor(self) -> Actor:
-        """Authorisation is looked up once per request, however many times it is asked."""
-        if self._actor is None:
-            self._actor = asyncio.ensure_future(self._resolve())
-        return await asyncio.shield(self._actor)
+    async def actor(self, engineers: Engineers | None = None) -> Actor:
+        """Authorisation is looked up once per request and target, however often asked."""
+        asked = engineers or self.engineers
+        if id(asked) not in self._actors:
+            self._actors[id(asked)] = asyncio.ensure_future(self._resolve(asked))
+        return await asyncio.shield(self._actors[id(asked)])
 
-    async def _resolve(self) -> Actor:
-        authorised = await self.engineers.is_authorised(self.user_id)
+    async def _resolve(self, engineers: Engineers) -> Actor:
+        authorised = await engineers.is_authorised(self.user_id)
         return Actor(self.user_id, self.user_name, Source.SLACK, authorised)
 
 
@@ -144,6 +148,15 @@ async def usergroup_check(settings: Settings) -> tuple[bool, str, str] | None:
                   f"{len(settings.approver_user_ids)} engineers by id"), ""
 
 
+def is_channel_id(value: str) -> bool:
+    """Slack's channel ids (`C…`, `G…`) are upper case; channel names are always lower case."""
+    return bool(re.fullmatch(r"[CG][A-Z0-9_]{2,}", value))
+
+
 def is_rollback_channel(settings: Settings, channel_id: str, channel_name: str) -> bool:
+    """ROLLBACK_CHANNEL as an id matches that channel only: a channel deleted and created
+    again under the old name is another channel. A name (the default) matches by name."""
     wanted = settings.rollback_channel.strip().lstrip("#")
+    if is_channel_id(wanted):
+        return channel_id == wanted
     return wanted in (channel_id, channel_name)

@@ -5,7 +5,10 @@ Every message the bot posts carries its identity as Slack message metadata
 thread it has not read since it took the run over, or after any post of that run failed or went
 unanswered, the writer reads the thread (`conversations.replies`, or the channel's history for
 the root, `include_all_metadata=true`) and adopts what it finds instead of posting again.
-Uploads are recognised by their file name and title.
+Uploads are recognised by their file name and title. Only the bot's own are adopted: a
+message whose `bot_id` is the bot's (from `auth.test`), a file uploaded by the bot's user; a
+message another app or a person posted with the same metadata or file name is not ours, and
+the bot posts its own.
 """
 
 from __future__ import annotations
@@ -42,6 +45,21 @@ class Identity:
                         str(payload.get("step") or ""), int(payload.get("attempt") or 0))
 
 
+@dataclass(frozen=True)
+class BotSelf:
+    """Who the bot is in Slack (auth.test): its messages carry `bot_id`, its files `user`."""
+
+    bot_id: str
+    user_id: str
+
+    def posted(self, message: dict[str, Any]) -> bool:
+        return bool(self.bot_id) and message.get("bot_id") == self.bot_id
+
+    def uploaded(self, shared: dict[str, Any], message: dict[str, Any]) -> bool:
+        uploader = shared.get("user") or message.get("user")
+        return bool(self.user_id) and uploader == self.user_id
+
+
 @dataclass
 class ThreadContents:
     """What a read of the thread found: our messages by identity, files by (name, title)."""
@@ -49,27 +67,38 @@ class ThreadContents:
     messages: dict[Identity, str] = field(default_factory=dict)
     files: set[tuple[str, str]] = field(default_factory=set)
 
-    def add(self, message: dict[str, Any]) -> None:
+    def add(self, message: dict[str, Any], own: BotSelf) -> None:
         identity = Identity.of(message)
-        if identity is not None and identity not in self.messages:
+        if identity is not None and identity not in self.messages and own.posted(message):
             self.messages[identity] = str(message["ts"])
         for shared in message.get("files") or []:
-            self.files.add((str(shared.get("name", "")), str(shared.get("title", ""))))
+            if own.uploaded(shared, message):
+                self.files.add((str(shared.get("name", "")), str(shared.get("title", ""))))
 
 
 class ThreadReader:
     def __init__(self, client: AsyncWebClient) -> None:
         self.client = client
+        self._self: BotSelf | None = None
+
+    async def own(self) -> BotSelf:
+        """The bot's own ids, asked once (auth.test)."""
+        if self._self is None:
+            answer = await self.client.auth_test()
+            self._self = BotSelf(str(answer.get("bot_id") or ""),
+                                 str(answer.get("user_id") or ""))
+        return self._self
 
     async def thread(self, channel: str, thread_ts: str) -> ThreadContents:
         contents = ThreadContents()
+        own = await self.own()
         cursor: str | None = None
         while True:
             answer = await self.client.conversations_replies(
                 channel=channel, ts=thread_ts, include_all_metadata=True, limit=PAGE,
                 cursor=cursor)
             for message in answer.get("messages") or []:
-                contents.add(message)
+                contents.add(message, own)
             cursor = (answer.get("response_metadata") or {}).get("next_cursor") or None
             if not cursor or not answer.get("has_more", True):
                 return contents
@@ -78,10 +107,11 @@ class ThreadReader:
         """The channel's newest root messages (newest first: a run's root is among the last
         posted; one page is enough)."""
         contents = ThreadContents()
+        own = await self.own()
         answer = await self.client.conversations_history(
             channel=channel, include_all_metadata=True, limit=PAGE)
         for message in answer.get("messages") or []:
-            contents.add(message)
+            contents.add(message, own)
         return contents
 
 

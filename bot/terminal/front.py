@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
-from typing import TextIO
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TextIO
 
 from bot.db import repo_events
 from bot.domain.approvals import Refusal
@@ -20,9 +20,12 @@ from bot.domain.events import Source
 from bot.domain.states import FINAL_RUN_STATUSES, RETRYABLE_STEP_STATUSES, StepStatus
 from bot.domain.steps import StepName
 from bot.domain.views import RunView, StepView
-from bot.engine.engine import Actor, Click, Engine
+from bot.engine.engine import Actor, Answer, Click, Engine
 from bot.terminal.decisions import ApprovalSource, FrontError
 from bot.terminal.render import entry_of, render_entry, status_board, step_heading
+
+if TYPE_CHECKING:
+    from bot.terminal.identity import TotpIdentity
 
 POLL_SECONDS = 1.0  # a safety net only: the engine's change notice normally wakes us first
 
@@ -46,8 +49,10 @@ def configured_actor(approver_ids: tuple[str, ...]) -> ActorFor:
 
 class TerminalFront:
     def __init__(self, engine: Engine, out: TextIO, approvals: ApprovalSource,
-                 actor_for: ActorFor = terminal_actor, operator: str | None = None) -> None:
+                 actor_for: ActorFor = terminal_actor, operator: str | None = None,
+                 identity: TotpIdentity | None = None) -> None:
         self.engine = engine
+        self.identity = identity  # break-glass: every approval proven by its engineer's code
         self.out = out
         self.approvals = approvals
         self.actor_for = actor_for
@@ -113,14 +118,26 @@ class TerminalFront:
             self._decided.add(key)
             verdict = await self.approvals.verdict(view, step)
             if verdict.reject_reason is not None:
-                actor = self.actor_for(verdict.approvers[0] if verdict.approvers else "terminal")
-                await self.engine.reject(self._click(actor, view, step), verdict.reject_reason)
+                name = verdict.approvers[0] if verdict.approvers else "terminal"
+                reason = verdict.reject_reason
+                refused = await self._as(name, f"reject {step_heading(step.step)}",
+                                         lambda actor: self.engine.reject(
+                                             self._click(actor, view, step), reason))
+                if refused is not None:
+                    self._decided.discard(key)
                 return True
             already = {a.user_id for a in step.approvers if not a.expired}  # one person
             for name in verdict.approvers:
                 if self.actor_for(name).user_id in already:
                     continue
-                answer = await self.engine.approve(self._click(self.actor_for(name), view, step))
+                answer = await self._as(name, f"approve {step_heading(step.step)}",
+                                        lambda actor: self.engine.approve(
+                                            self._click(actor, view, step)))
+                if answer is None:  # the code was wrong or used: nothing was recorded
+                    if not self.approvals.interactive:
+                        raise FrontError(f"approval by {name} refused: no valid code")
+                    self._decided.discard(key)
+                    break
                 if not answer.accepted:
                     self.say(f"  {name}: {answer.message}")
                     if answer.refusal is Refusal.PLAN_CHANGED:
@@ -158,13 +175,33 @@ class TerminalFront:
             return False
         self._decided.add((resend.fingerprint, "resend"))
         names = await self.approvals.resend(view, step)
+        execution_id = step.execution_id
         for name in names:
-            answer = await self.engine.resend(Click(self.actor_for(name), view.run_id,
-                                                    step.execution_id, resend.fingerprint))
+            answer = await self._as(name, "resend", lambda actor: self.engine.resend(
+                Click(actor, view.run_id, execution_id, resend.fingerprint)))
+            if answer is None:
+                return False
             if not answer.accepted:
                 self.say(f"  {name}: {answer.message}")
                 return False
         return bool(names)
+
+    async def _as(self, name: str, what: str,
+                  act: Callable[[Actor], Awaitable[Answer]]) -> Answer | None:
+        """Do `act` as `name`: at break-glass only once they typed their own unused code (None
+        when they did not: said here, nothing recorded)."""
+        if self.identity is None:
+            return await act(self.actor_for(name))
+        from bot.terminal.identity import IdentityRefused
+
+        try:
+            async with self.identity.proven(name, what) as proven:
+                actor = self.actor_for(name)
+                return await act(Actor(actor.user_id, actor.user_name, actor.source,
+                                       actor.authorised, totp_step=proven.totp_step))
+        except IdentityRefused as exc:
+            self.say(f"  ✖ {exc}")
+            return None
 
     @staticmethod
     def _click(actor: Actor, view: RunView, step: StepView) -> Click:

@@ -12,12 +12,15 @@ import asyncio
 import getpass
 import logging
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
+
+from pydantic import SecretStr
 
 from bot.charts.timeline_png import render_png
 from bot.domain.states import RunStatus
@@ -28,6 +31,7 @@ from bot.settings import KeyModel, Settings, SettingsError
 from bot.terminal.approvals import NamedApprovers, PromptApprovers
 from bot.terminal.decisions import ApprovalSource, FrontError
 from bot.terminal.exit_codes import EXIT_CODES_HELP, EXIT_NOT_COMPLETED, exit_code
+from bot.terminal.identity import AskCode, Clock, TotpIdentity, read_code
 from bot.terminal.summary import summary_text
 
 if TYPE_CHECKING:
@@ -116,25 +120,40 @@ class BreakGlass:
 
     approver_ids: tuple[str, ...]
     take_over: str | None = None
+    # Each engineer's TOTP secret (BREAK_GLASS_TOTP_SECRETS): with it, every approval waits
+    # for its engineer's own code (bot/terminal/identity.py).
+    secrets: Mapping[str, SecretStr] | None = None
+    ask_code: AskCode = read_code
+    clock: Clock = time.time
 
 
 def check_break_glass(settings: Settings, approvers: list[str], initiator: str) -> None:
     """The two-person rule at the terminal, as in Slack: only configured approvers, two
     distinct ones, never the initiator."""
     configured = set(settings.approver_user_ids)
+    where = "APPROVER_USER_IDS" if settings.target_name == "default" else \
+        f"APPROVER_USER_IDS of target {settings.target_name}"
     if not configured:
-        raise SettingsError("--real needs APPROVER_USER_IDS: the terminal accepts the same "
+        raise SettingsError(f"--real needs {where}: the terminal accepts the same "
                             "engineers as Slack, by user id")
     unknown = [name for name in approvers if name not in configured]
     if unknown:
-        raise SettingsError(f"not configured approvers (APPROVER_USER_IDS): {', '.join(unknown)}")
+        raise SettingsError(f"not configured approvers ({where}): {', '.join(unknown)}")
     if initiator not in configured:
         raise SettingsError(f"--initiator {initiator} is not a configured approver "
-                            "(APPROVER_USER_IDS); give your user id")
+                            f"({where}); give your user id")
     if approvers and len(set(approvers)) < 2:
         raise SettingsError("two different approvers are needed (--approver ID twice)")
     if initiator in approvers:
         raise SettingsError(f"{initiator} starts or operates this rollback and cannot approve it")
+    secrets = settings.break_glass_totp_secrets
+    if not secrets:
+        raise SettingsError("--real needs BREAK_GLASS_TOTP_SECRETS (Slack user id = base32 "
+                            "secret): each approver proves who they are with their own code")
+    missing = [name for name in approvers if name not in secrets]
+    if missing:
+        raise SettingsError(f"no TOTP secret for {', '.join(missing)} "
+                            "(BREAK_GLASS_TOTP_SECRETS): they cannot approve from a terminal")
 
 
 async def drive(settings: Settings, out: TextIO, approvals: ApprovalSource, initiator: str,
@@ -156,7 +175,11 @@ async def follow_or_start(engine: Engine, out: TextIO, approvals: ApprovalSource
     from bot.terminal.front import TerminalFront, configured_actor, terminal_actor
 
     actor_for = configured_actor(glass.approver_ids) if glass else terminal_actor
-    front = TerminalFront(engine, out, approvals, actor_for, operator=initiator)
+    identity = None if glass is None or glass.secrets is None else \
+        TotpIdentity(glass.secrets, engine.sessions, out, glass.ask_code,
+                     glass.clock)
+    front = TerminalFront(engine, out, approvals, actor_for, operator=initiator,
+                          identity=identity)
     active = await engine.active_run_id()
     if active is None:
         return await _closing(front, follow, await front.run(initiator, reason))
@@ -308,6 +331,9 @@ def add_rehearse_arguments(parser: argparse.ArgumentParser) -> None:
                         help="break-glass: run the rollback on the CONFIGURED target "
                         "(TARGET_DATABASE_URL) from this terminal, e.g. while Slack is down; "
                         "approvers and initiator are user ids from APPROVER_USER_IDS")
+    parser.add_argument("--target", default=None, metavar="T",
+                        help="with --real and TARGETS: the target to roll back; its own "
+                        "approvers (T__APPROVER_USER_IDS, else APPROVER_USER_IDS) apply")
     parser.add_argument("--take-over", default=None, metavar="REASON",
                         help="with --real: attach to a rollback started in Slack (recorded in "
                         "the incident log and shown in its thread)")
@@ -319,6 +345,12 @@ def _initiator(args: argparse.Namespace) -> str:
 
 
 def rehearse_command(args: argparse.Namespace, settings: Settings) -> int:
+    if getattr(args, "target", None) and not args.real:
+        raise SettingsError("--target goes with --real (sandboxes take --targets)")
+    if args.real and settings.targets:
+        from bot.targets import load_targets
+
+        settings = load_targets(settings).get(args.target)  # its own approvers, its database
     target_configured = "target_database_url" in settings.model_fields_set
     if args.sandbox and args.real:
         raise SettingsError("--sandbox and --real exclude each other")
@@ -348,7 +380,8 @@ def rehearse_command(args: argparse.Namespace, settings: Settings) -> int:
         if args.real:
             print("⚠ LOSSY ROLLBACK of the configured target, from the terminal.")
             timeline = Path.cwd() / f"rollback-{datetime.now():%Y%m%d-%H%M%S}-timeline.md"
-            glass = BreakGlass(tuple(settings.approver_user_ids), args.take_over)
+            glass = BreakGlass(tuple(settings.approver_user_ids), args.take_over,
+                               settings.break_glass_totp_secrets)
             view = asyncio.run(_real(settings, approvals, args.initiator or getpass.getuser(),
                                      args.reason, timeline, glass))
             return exit_code(view)

@@ -48,5 +48,5 @@ def follow_up_checklist(view: RunView) -> list[str]:
         return []
     return ["", f"Post-rollback actions ({done_count(view.follow_ups)}/{len(view.follow_ups)} "
             "done):", *(f"  {follow_up_line(item)}" for item in view.follow_ups),
-            "  own one:   rollback-bot follow-ups own N --as NAME",
-            "  close one: rollback-bot follow-ups done N --as NAME"]
+            "  own one:   rollback-bot follow-ups own N --as USER_ID",
+            "  close one: rollback-bot follow-ups done N --as USER_ID"]

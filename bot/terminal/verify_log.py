@@ -33,16 +33,22 @@ def add_verify_log_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a head hash kept outside the database (the summary message, the "
                         "exported timeline; its first 16 characters suffice): the log must "
                         "pass through it")
+    parser.add_argument("--target", default=None, metavar="T",
+                        help="the last run of this target (TARGETS); with RUN, the run must be "
+                        "this target's")
 
 
-async def _resolve_run(session: AsyncSession, word: str | None) -> str:
-    from bot.db import repo_events
+async def _resolve_run(session: AsyncSession, word: str | None,
+                       target: str | None = None) -> str:
+    """The run `word` names (the last one when None), of `target` when one is given."""
+    from bot.db import repo_events, repo_runs
     from bot.db.repo_follow_ups import latest_run
 
     if word is None:
-        run = await latest_run(session)
+        run = await latest_run(session, target)
         if run is None:
-            raise SettingsError("no rollback has run yet: nothing to verify")
+            raise SettingsError("no rollback has run yet" + (f" on {target}" if target else "")
+                                + ": nothing to verify")
         return str(run.id)
     matches = await repo_events.runs_matching(session, word)
     if not matches:
@@ -50,6 +56,10 @@ async def _resolve_run(session: AsyncSession, word: str | None) -> str:
     if len(matches) > 1:
         raise SettingsError(f"{word!r} names several runs ({', '.join(m[:8] for m in matches)}"
                             "): give more of the id")
+    found = await repo_runs.get_run(session, matches[0])
+    if target is not None and found is not None and found.target != target:
+        raise SettingsError(f"run {matches[0][:8]} is a rollback on {found.target}, not on "
+                            f"{target}")
     return matches[0]
 
 
@@ -63,7 +73,7 @@ def head_position(verdict: ChainVerdict, head: str) -> int | None:
 
 
 async def verify_log(settings: Settings, run_word: str | None, head: str | None,
-                     out: TextIO) -> int:
+                     out: TextIO, target: str | None = None) -> int:
     from bot.db import repo_events
     from bot.db.session import make_engine, make_sessionmaker
 
@@ -74,7 +84,7 @@ async def verify_log(settings: Settings, run_word: str | None, head: str | None,
     db = make_engine(settings.database_url.get_secret_value())
     try:
         async with make_sessionmaker(db)() as session:
-            run_id = await _resolve_run(session, run_word)
+            run_id = await _resolve_run(session, run_word, target)
             events = await repo_events.chained_events(session, run_id)
             stored_head = await repo_events.chain_head(session, run_id)
     finally:
@@ -99,4 +109,9 @@ async def verify_log(settings: Settings, run_word: str | None, head: str | None,
 
 
 def verify_log_command(args: argparse.Namespace, settings: Settings) -> int:
-    return asyncio.run(verify_log(settings, args.run, args.head, sys.stdout))
+    target = None
+    if args.target is not None:
+        from bot.targets import load_targets
+
+        target = load_targets(settings).get(args.target).target_name  # known, or named
+    return asyncio.run(verify_log(settings, args.run, args.head, sys.stdout, target))

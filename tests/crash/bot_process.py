@@ -44,6 +44,7 @@ class Bot:
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
         self.process = subprocess.Popen(
             [str(BIN), "serve", "--http", "--host", "127.0.0.1", "--port", str(self.port)],
             env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
@@ -75,6 +76,12 @@ async def bots() -> AsyncIterator[list[Bot]]:
     for bot in started:
         if bot.process.poll() is None:
             bot.kill()
+    # Shown only when the test failed (pytest keeps captured output for failures): what the
+    # processes said is the first thing anyone needs to read a failure that load made.
+    for log in dict.fromkeys(bot.log for bot in started):
+        if log.exists():
+            print(f"--- tail of {log} ---", *log.read_text(errors="replace").splitlines()[-80:],
+                  sep="\n")
 
 
 async def revision(url: str) -> str:

@@ -1,7 +1,9 @@
 """A TCP proxy in front of PostgreSQL that a test can pause: a bot database that stalls.
 
 While paused, connections stay open and nothing they send arrives (nor any answer): what a
-replica sees during a failover, a network partition or a database stuck on I/O.
+replica sees during a failover, a network partition or a database stuck on I/O. With
+`hold_when`, only a connection whose client sends those bytes (a program naming itself as
+`application_name` in its startup packet, say) is held, for good, and `held` is set.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from sqlalchemy.engine import make_url
 
 
 class PausableProxy:
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+    def __init__(self, upstream_host: str, upstream_port: int,
+                 hold_when: bytes | None = None) -> None:
         self.upstream = (upstream_host, upstream_port)
+        self.hold_when = hold_when
+        self.held = asyncio.Event()
         self._open = asyncio.Event()
         self._open.set()
         self._server: asyncio.Server | None = None
@@ -22,14 +27,21 @@ class PausableProxy:
         self.port = 0
 
     @classmethod
-    def for_url(cls, url: str) -> PausableProxy:
+    def for_url(cls, url: str, hold_when: bytes | None = None) -> PausableProxy:
         parsed = make_url(url)
-        return cls(parsed.host or "127.0.0.1", parsed.port or 5432)
+        return cls(parsed.host or "127.0.0.1", parsed.port or 5432, hold_when)
 
     def url_through(self, url: str) -> str:
         """`url` with host and port pointing at this proxy."""
         return make_url(url).set(host="127.0.0.1", port=self.port) \
             .render_as_string(hide_password=False)
+
+    async def __aenter__(self) -> PausableProxy:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -55,14 +67,19 @@ class PausableProxy:
         except OSError:
             writer.close()
             return
-        for pipe in (self._pipe(reader, up_writer), self._pipe(up_reader, writer)):
+        for pipe in (self._pipe(reader, up_writer, self.hold_when),
+                     self._pipe(up_reader, writer, None)):
             task = asyncio.create_task(pipe)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    hold_when: bytes | None) -> None:
         try:
             while data := await reader.read(65536):
+                if hold_when is not None and hold_when in data:
+                    self.held.set()
+                    await asyncio.Event().wait()  # this connection never gets through
                 await self._open.wait()
                 writer.write(data)
                 await writer.drain()

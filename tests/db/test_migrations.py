@@ -21,7 +21,7 @@ from bot.urls import libpq_url
 TABLES = {"rollback_runs", "step_executions", "approvals", "incident_events", "slack_outbox",
           "notifications", "key_rotations", "mirror_claims", "slack_refusals",
           "engine_inbox", "follow_ups", "event_deliveries", "closed_rotations",
-          "incident_chain_heads"}
+          "incident_chain_heads", "delivery_claims"}
 
 
 async def table_names(url: str) -> set[str]:

@@ -1,4 +1,5 @@
-"""The rotation ledger read a page at a time: every pair exactly once, in old-hash order."""
+"""The rotation ledger read a page at a time: every pair exactly once, in old-hash order; the
+notification ledger asked for one page of clients at a time."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db import repo_runs
-from bot.db.ledgers import SqlRotationLedger
+from bot.db.ledgers import SqlNotificationLedger, SqlRotationLedger
+from bot.domain.ledgers import NotificationRecord, NotificationStatus
 from bot.domain.states import RunStatus
 
 
@@ -61,3 +63,19 @@ async def test_recording_a_pair_again_unchanged_leaves_it_untouched(
     assert after[h("a")] == before[h("a")]
     assert after[h("b")] > before[h("b")]
     assert await ledger.mapping(run_id) == {h("a"): h("a2"), h("b"): h("b3")}
+
+
+async def test_statuses_of_a_page_of_clients_only_theirs_only_this_rotation(
+    bot_sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    ledger = SqlNotificationLedger(bot_sessionmaker)
+    run_id, other = await new_run(bot_sessionmaker), await new_run(bot_sessionmaker)
+    await ledger.save(run_id, NotificationRecord(h("a"), NotificationStatus.SENT, "a@x.io"),
+                      NotificationRecord(h("b"), NotificationStatus.NO_CONTACT),
+                      NotificationRecord(h("c"), NotificationStatus.SENDING, "c@x.io"))
+    await ledger.save(other, NotificationRecord(h("d"), NotificationStatus.SENT, "d@x.io"))
+
+    page = [h("a"), h("b"), h("d"), h("never mailed")]
+    assert await ledger.statuses(run_id, page) == {
+        h("a"): NotificationStatus.SENT, h("b"): NotificationStatus.NO_CONTACT}
+    assert await ledger.statuses(run_id, []) == {}

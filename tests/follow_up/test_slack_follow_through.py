@@ -62,9 +62,10 @@ async def paged(
         escalation_usergroup_id="S_LEADS", approval_reminder_minutes=15,
         approval_page_minutes=30, follow_through_interval_seconds=0.2,
     ) as bot:
-        bot.front.notices.start()
+        bot.front.start_notices()
         pager = PagerDutyEvents(ROUTING_KEY, fake_pagerduty.url, backoff_seconds=0)
-        follow = FollowThrough(bot.engine, pager, approvers=bot.front.engineers.authorised)
+        follow = FollowThrough(bot.engine, pager,
+                               approvers=bot.front.targets.first.engineers.authorised)
         follow.start()
         try:
             yield PagedBot(bot, follow)

@@ -3,13 +3,16 @@ database, and what `check` says about paging."""
 
 from __future__ import annotations
 
+import base64
 import io
 import re
+import time
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.session import make_engine, make_sessionmaker
+from bot.domain.totp import code_at, decode_secret, time_step
 from bot.engine.engine import Engine
 from bot.preflight import check_paging
 from bot.settings import Settings
@@ -20,9 +23,27 @@ from tests.follow_up.test_follow_through import approve_step
 from tests.pagerwire.fake_events_api import FakeEventsApi
 from tests.pagerwire.fixtures import ROUTING_KEY
 
+SECRETS = {"U_DAVE": base64.b32encode(b"dave's secret").decode(),
+           "U_ERIN": base64.b32encode(b"erin's secret").decode()}
+
 
 def settings_for(url: str, **overrides: Any) -> Settings:
-    return Settings(_env_file=None, database_url=url, **overrides)  # type: ignore[call-arg]
+    return Settings(_env_file=None, database_url=url,  # type: ignore[call-arg]
+                    break_glass_totp_secrets=SECRETS, **overrides)
+
+
+class Authenticators:
+    """Dave and Erin type their own code at the prompt; a later use the next step's code (a
+    code spent once is refused)."""
+
+    def __init__(self) -> None:
+        self.uses: dict[str, int] = {}
+
+    def __call__(self, prompt: str) -> str:
+        user = prompt.split(",")[0].strip()
+        offset = self.uses.get(user, 0)
+        self.uses[user] = offset + 1
+        return code_at(decode_secret(SECRETS[user]), time_step(time.time()) + offset)
 
 
 async def finished_run(url: str) -> str:
@@ -47,8 +68,10 @@ async def test_follow_ups_are_listed_owned_and_closed_from_the_terminal(bot_db_u
     assert "No rollback" in out.getvalue()
     await finished_run(bot_db_url)
     out = io.StringIO()
-    assert await follow_ups(settings_for(bot_db_url), "own", "1", "dave", out) == 0
-    assert await follow_ups(settings_for(bot_db_url), "done", "root_cause", "erin", out) == 0
+    codes = Authenticators()
+    assert await follow_ups(settings_for(bot_db_url), "own", "1", "U_DAVE", out, codes) == 0
+    assert await follow_ups(settings_for(bot_db_url), "done", "root_cause", "U_ERIN", out,
+                            codes) == 0
     text = out.getvalue()
     assert "1/5 done, 4 open" in text
     table = text.splitlines()[-7:]  # the listing after the close: header, rule, five items
@@ -57,14 +80,15 @@ async def test_follow_ups_are_listed_owned_and_closed_from_the_terminal(bot_db_u
     first = table[2]
     assert first.lstrip().startswith("1  Root cause analysis: identify why Phase 3 failed")
     when = r"\d{4}-\d\d-\d\d \d\d:\d\d"
-    assert re.search(rf"\s{{2,}}done\s+dave\s+{when}\s+erin\s+{when}$", first), first
+    assert re.search(rf"\s{{2,}}done\s+U_DAVE\s+{when}\s+U_ERIN\s+{when}$", first), first
     assert re.search(r"^  2  Fix the issues.*\s{2,}open$", table[3]), table[3]
     # The columns line up: each item's status starts where the header's does.
     column = table[0].index("status")
     assert all(row[column:column + 4] in ("done", "open") for row in table[2:])
     again = io.StringIO()
-    assert await follow_ups(settings_for(bot_db_url), "done", "1", "dave", again) == 1
-    assert "already done by erin" in again.getvalue()
+    assert await follow_ups(settings_for(bot_db_url), "done", "1", "U_DAVE", again,
+                            codes) == 1
+    assert "already done by U_ERIN" in again.getvalue()
 
 
 async def test_escalating_with_no_active_run_is_refused(
@@ -74,7 +98,7 @@ async def test_escalating_with_no_active_run_is_refused(
     out = io.StringIO()
     settings = settings_for(bot_db_url, pagerduty_routing_key=ROUTING_KEY,
                             pagerduty_events_url=fake_pagerduty.url)
-    assert await escalate(settings, "help", "dave", out) == 1
+    assert await escalate(settings, "help", "U_DAVE", out, Authenticators()) == 1
     assert "no active rollback" in out.getvalue()
     assert fake_pagerduty.requests == []
 

@@ -24,6 +24,8 @@ from bot.slack.modal import (
     ACK_VALUE,
     REASON_ACTION_ID,
     REASON_BLOCK_ID,
+    TARGET_ACTION_ID,
+    TARGET_BLOCK_ID,
 )
 from tests.slackwire.fake_web_api import FakeSlack, Message
 from tests.slackwire.requests import (
@@ -77,15 +79,24 @@ class SlackBot:
                 if c.method in ("views.open", "views.update") and c.error is None]
 
     async def submit_start(self, user: str, reason: str, acknowledged: bool = True,
-                           channel: str = CHANNEL) -> tuple[int, str]:
+                           channel: str = CHANNEL, target: str | None = None
+                           ) -> tuple[int, str]:
         """Submit the start form the bot showed (its private_metadata), or one naming
-        `channel` when none was shown (a replayed or forged submission)."""
-        values = {
+        `channel` when none was shown (a replayed or forged submission). A form with a target
+        select sends what Slack sends: the option chosen (`target`), else its initial one."""
+        values: dict[str, Any] = {
             REASON_BLOCK_ID: {REASON_ACTION_ID: {"type": "plain_text_input", "value": reason}},
             ACK_BLOCK_ID: {ACK_ACTION_ID: {"type": "checkboxes", "selected_options": (
                 [{"value": ACK_VALUE}] if acknowledged else [])}},
         }
         form = self.start_form()
+        select = next((b["element"] for b in (form or {}).get("blocks", [])
+                       if b.get("block_id") == TARGET_BLOCK_ID), None)
+        if select is not None:
+            chosen = next((o for o in select["options"] if o["value"] == target),
+                          select.get("initial_option"))
+            values[TARGET_BLOCK_ID] = {TARGET_ACTION_ID: {"type": "static_select",
+                                                          "selected_option": chosen}}
         metadata = form["private_metadata"] if form else channel
         return await self.post(view_submission(user, START_MODAL_CALLBACK, metadata, values))
 

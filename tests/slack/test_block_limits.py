@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -69,3 +70,33 @@ def test_an_update_with_new_content_gets_new_block_ids() -> None:
         assert kept is None or kept == block, "a block_id kept for new content"
     again = blocks.step_message(before, before.steps[0], NOW)[1]
     assert [b["block_id"] for b in again] == [b["block_id"] for b in old]  # same content
+
+
+def test_the_target_select_is_valid_with_the_named_target_chosen_and_caps_at_100() -> None:
+    origin = modal.Origin("C_ONCALL", None, "production")
+    view = modal.start_modal("db broken", origin, ("staging", "production"))
+    assert view_errors(view) == [], view
+    select = next(b for b in view["blocks"] if b.get("block_id") == modal.TARGET_BLOCK_ID)
+    assert select["element"]["initial_option"]["value"] == "production"
+    many = tuple(f"target_{n:03d}" for n in range(150))
+    crowded = modal.start_modal("", modal.Origin("C_ONCALL", None, "target_149"), many)
+    assert view_errors(crowded) == [], "at most 100 options; a target past them is not chosen"
+
+
+@pytest.mark.parametrize(("change", "error"), [
+    (lambda e: e.update(options=e["options"] * 51), "no more than 100 items"),
+    (lambda e: e.update(initial_option={"text": {"type": "plain_text", "text": "qa"},
+                                        "value": "qa"}), "initial_option must exactly match"),
+    (lambda e: e["options"][0].update(text={"type": "mrkdwn", "text": "*staging*"}),
+     "plain_text"),
+    (lambda e: e["options"][0].update(value="v" * 151), "less than 151"),
+    (lambda e: e.update(placeholder={"type": "plain_text", "text": "p" * 151}), "less than 151"),
+    (lambda e: e["options"].append(dict(e["options"][0])), "option values must be unique"),
+])
+def test_the_fake_refuses_a_select_slack_would_refuse(change: Any, error: str) -> None:
+    view = modal.start_modal("", modal.Origin("C_ONCALL", None, "staging"),
+                             ("staging", "production"))
+    element = next(b for b in view["blocks"]
+                   if b.get("block_id") == modal.TARGET_BLOCK_ID)["element"]
+    change(element)
+    assert any(error in problem for problem in view_errors(view)), view_errors(view)

@@ -23,6 +23,9 @@ BUTTON_TEXT, BUTTON_VALUE, BUTTON_URL = 75, 2000, 3000
 ID_LENGTH = 255  # action_id, block_id, callback_id
 CONFIRM_TITLE, CONFIRM_TEXT, CONFIRM_BUTTON = 100, 300, 30
 OPTION_TEXT, OPTION_VALUE = 75, 150
+CHOICE_OPTIONS = 10  # checkboxes, radio buttons
+SELECT_OPTIONS = 100  # a static_select's options (or option groups)
+PLACEHOLDER = 150
 INPUT_LABEL, INPUT_HINT = 2000, 2000
 PLAIN_INPUT_INITIAL = 3000
 VIEW_TITLE = VIEW_BUTTON = 24
@@ -93,13 +96,31 @@ def _element(p: Problems, element: Any, at: str, action_ids: set[str]) -> None:
     elif kind == "plain_text_input":
         p.length(element.get("initial_value"), f"{at}/initial_value", PLAIN_INPUT_INITIAL)
     elif kind in ("checkboxes", "radio_buttons", "static_select"):
+        select = kind == "static_select"
         options = element.get("options") or []
+        if select and "option_groups" in element:
+            p.add("options and option_groups exclude each other" if options else
+                  "option_groups are not modelled here", f"{at}/option_groups")
         if not options:
             p.add("must have at least 1 option", f"{at}/options")
+        most = SELECT_OPTIONS if select else CHOICE_OPTIONS
+        if len(options) > most:
+            p.add(f"must have no more than {most} items", f"{at}/options")
         for n, option in enumerate(options):
-            p.text(option.get("text"), f"{at}/options/{n}/text", OPTION_TEXT)
+            # A select menu's options are plain_text only.
+            p.text(option.get("text"), f"{at}/options/{n}/text", OPTION_TEXT,
+                   ("plain_text",) if select else ("plain_text", "mrkdwn"))
             p.length(option.get("value"), f"{at}/options/{n}/value", OPTION_VALUE,
                      required=True)
+        values = [o.get("value") for o in options if isinstance(o, dict)]
+        if len(set(values)) != len(values):
+            p.add("option values must be unique", f"{at}/options")
+        if select:
+            if "placeholder" in element:
+                p.text(element["placeholder"], f"{at}/placeholder", PLACEHOLDER, ("plain_text",))
+            if "initial_option" in element and element["initial_option"] not in options:
+                p.add("initial_option must exactly match one of the options",
+                      f"{at}/initial_option")
     else:
         p.add(f"unsupported element type {kind!r}", f"{at}/type")
 

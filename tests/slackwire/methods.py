@@ -12,7 +12,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tests.slackwire.block_kit import MESSAGE_TEXT, message_block_errors, units, view_errors
-from tests.slackwire.workspace import BOT_ID, BOT_USER, TEAM_DOMAIN, TEAM_ID, Message, SlackError
+from tests.slackwire.workspace import (
+    APP_ID,
+    BOT_ID,
+    BOT_USER,
+    TEAM_DOMAIN,
+    TEAM_ID,
+    Message,
+    SlackError,
+)
 
 if TYPE_CHECKING:
     from tests.slackwire.fake_web_api import FakeSlack
@@ -323,9 +331,12 @@ def shared_files(fake: FakeSlack, channel: str, thread_ts: str
     """Files shared into a thread, as the thread's messages Slack lists them among (added for
     the mirror, which recognises an upload it already made by the file's name and title)."""
     return [(u["share_ts"], {"type": "message", "ts": u["share_ts"], "thread_ts": thread_ts,
-                             "user": BOT_USER, "bot_id": BOT_ID, "text": "",
+                             "user": u.get("user", BOT_USER), "text": "",
+                             **({"bot_id": BOT_ID, "app_id": APP_ID}
+                                if u.get("user", BOT_USER) == BOT_USER else {}),
                              "files": [{"id": file_id, "name": u.get("filename"),
-                                        "title": u.get("title")}]})
+                                        "title": u.get("title"),
+                                        "user": u.get("user", BOT_USER)}]})
             for file_id, u in fake.uploads.items()
             if u.get("share_ts") and u.get("channel") == channel
             and u.get("thread_ts") == thread_ts]

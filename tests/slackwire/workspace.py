@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 BOT_USER, BOT_ID, TEAM_ID, TEAM_DOMAIN = "UBOT", "BBOT", "T1", "acme"
+APP_ID = "A1"  # the app's id, as slash commands and clicks carry it (`api_app_id`)
 
 
 class SlackError(Exception):
@@ -45,12 +46,17 @@ class Message:
     user: str = BOT_USER
     metadata: dict[str, Any] | None = None
     reply_count: int = 0
+    # Who posted it, as Slack shows it: our bot's messages carry its bot_id and app_id;
+    # another app's carry theirs (set both to forge one), a person's neither.
+    bot_id: str | None = None
+    app_id: str | None = None
 
     def as_slack(self, with_metadata: bool) -> dict[str, Any]:
         shown: dict[str, Any] = {"type": "message", "ts": self.ts, "text": self.text,
                                  "user": self.user, "blocks": self.blocks}
-        if self.user == BOT_USER:
-            shown["bot_id"] = BOT_ID
+        if self.bot_id is not None or self.user == BOT_USER:
+            shown["bot_id"] = self.bot_id or BOT_ID
+            shown["app_id"] = self.app_id or APP_ID
         if self.thread_ts:
             shown["thread_ts"] = self.thread_ts
         if self.reply_count:

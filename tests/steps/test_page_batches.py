@@ -97,3 +97,36 @@ def test_transaction_seconds_are_reported_by_nearest_rank() -> None:
                                             "txn_p99_s": 0.9, "longest_batch_s": 4.0}
     assert transaction_seconds([]) == dict.fromkeys(
         ("txn_p50_s", "txn_p90_s", "txn_p99_s", "longest_batch_s"), 0.0)
+
+
+def test_a_range_cut_short_is_cut_again_by_its_cost_before_any_new_range() -> None:
+    cursor = PageCursor({"sessions": 100}, {"sessions": BatchSizer(TARGET, 40, 100)})
+    first = cursor.take()
+    assert first == PageRange("sessions", 0, 40, 100)
+    cursor.give_back(first, 0.9)  # cancelled at 0.9 s: 22.5 ms a page at least: 22 pages
+    assert cursor.take() == PageRange("sessions", 0, 22, 100, cancelled=1)
+    assert cursor.take() == PageRange("sessions", 22, 40, 100, cancelled=1), "the rest of it"
+    assert cursor.take() == PageRange("sessions", 40, 62, 100), "then new ranges, same cost"
+
+
+def test_a_cut_short_open_end_keeps_its_open_end() -> None:
+    cursor = PageCursor({"sessions": 100}, {"sessions": BatchSizer(TARGET, 40, 100)},
+                        open_end=True)
+    cursor.take(), cursor.take()
+    last = cursor.take()
+    assert last == PageRange("sessions", 80, OPEN_END, 100)
+    cursor.give_back(last, 0.9)
+    assert cursor.take() == PageRange("sessions", 80, 91, 100, cancelled=1)
+    assert cursor.take() == PageRange("sessions", 91, OPEN_END, 100, cancelled=1)
+    assert cursor.take() is None
+
+
+def test_one_page_cut_short_comes_back_whole_counting_its_cancels() -> None:
+    cursor = PageCursor({"sessions": 5}, {"sessions": BatchSizer(TARGET, 1, 100)})
+    page = cursor.take()
+    assert page is not None
+    for _ in range(3):
+        cursor.give_back(page, 0.9)
+        page = cursor.take()
+        assert page is not None
+    assert page == PageRange("sessions", 0, 1, 5, cancelled=3)

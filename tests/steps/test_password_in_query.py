@@ -1,7 +1,7 @@
 """A password in a database URL's query (`?password=…`, `?sslpassword=…`, both libpq-valid)
 never reaches a program's argv: read from `/proc/<pid>/cmdline` of a real `pg_dump`, held
-connecting by a proxy that stalls whatever `pg_dump` sends (it names itself in its startup
-packet as `application_name`)."""
+connecting by a proxy that holds the connection of whatever names itself `pg_dump` in its
+startup packet (`application_name`)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from urllib.parse import quote
 from sqlalchemy.engine import make_url
 
 from steps.backup import BackupStep
+from tests.crash.db_proxy import PausableProxy
 from tests.steps.step_context import settings_for, step_context
 from tests.steps.test_backup import small_db
 
@@ -21,52 +22,6 @@ __all__ = ["small_db"]
 
 PASSWORD = "q pw@:%#/é-27"
 SSL_PASSWORD = "key phrase/27#"
-
-
-class PgDumpStaller:
-    """A TCP proxy to PostgreSQL that forwards everything but a `pg_dump` connection, which it
-    holds once the program has said who it is."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.held = asyncio.Event()
-
-    async def __aenter__(self) -> PgDumpStaller:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-        for pipe in (self._pipe(reader, up_writer, True), self._pipe(up_reader, writer, False)):
-            task = asyncio.create_task(pipe)
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    from_client: bool) -> None:
-        try:
-            while data := await reader.read(65536):
-                if from_client and b"pg_dump" in data:
-                    self.held.set()
-                    await asyncio.Event().wait()  # held: the dump never starts
-                writer.write(data)
-                await writer.drain()
-        except (OSError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            with contextlib.suppress(OSError, RuntimeError):
-                writer.close()
 
 
 def pg_dump_children() -> list[int]:
@@ -85,7 +40,7 @@ async def test_query_passwords_reach_pg_dump_only_through_its_environment(
     small_db: str, tmp_path: Path,
 ) -> None:
     target = make_url(small_db)
-    async with PgDumpStaller((target.host or "127.0.0.1", target.port or 5432)) as proxy:
+    async with PausableProxy.for_url(small_db, hold_when=b"pg_dump") as proxy:
         url = (f"postgresql://{target.username}@127.0.0.1:{proxy.port}/{target.database}"
                f"?password={quote(PASSWORD, safe='')}&sslpassword={quote(SSL_PASSWORD)}")
         settings = settings_for(target_database_url=url, backup_dir=tmp_path / "b")

@@ -348,8 +348,9 @@ async def test_a_target_still_at_phase3_is_refused_in_one_sentence(
 async def test_a_target_slow_to_write_gets_short_transactions(
     phase2_target_url: str, tmp_path: Path,
 ) -> None:
-    """Every row of the target costs 20 ms to write (a trigger sleeps): after the first range
-    has shown it, each range is cut to what the target time allows. Sleeping only adds time, so
+    """Every row of the target costs 20 ms to write (a trigger sleeps): the first range runs
+    past 1.8 times the target and is cut short (rolled back); after that each range is cut to
+    what the target time allows. Sleeping only adds time, so
     the sizes are bounded whatever the machine's speed: no timing is asserted."""
     await add_padded_clients(phase2_target_url, clients=6, rows_each=20)
     conn = await asyncpg.connect(libpq_url(phase2_target_url))
@@ -374,9 +375,49 @@ async def test_a_target_slow_to_write_gets_short_transactions(
     lines: list[str] = []
     await RotateKeysStep().run(ctx, lines.append)
 
-    sizes = [int(last.replace(",", "")) - int(first.replace(",", "")) + 1 for first, last in
-             re.findall(r": sessions pages ([\d,]+)-([\d,]+) of", "\n".join(lines))]
-    assert sizes[0] == 8, "the first range: ROTATION_BATCH_PAGES, nothing measured yet"
-    assert len(sizes) >= 4 and all(size <= most for size in sizes[1:]), sizes
+    def sizes(kind: str) -> list[int]:
+        return [int(last.replace(",", "")) - int(first.replace(",", "")) + 1
+                for first, last in re.findall(kind + r": sessions pages ([\d,]+)-([\d,]+) of",
+                                              "\n".join(lines))]
+
+    cut_short, done = sizes(r"cut short after \d+\.\d\d s"), sizes(r"batch \d+")
+    assert cut_short[0] == 8, "the first range: ROTATION_BATCH_PAGES, too long: cut short"
+    assert all(size < 8 for size in cut_short[1:]), "cut again by what it cost"
+    assert len(done) >= 4 and all(size <= most for size in done), done
+    clients = keys_by_old_hash(before, await owned_rows(phase2_target_url))
+    assert_one_key_per_client(clients, await ctx.rotations.mapping(ctx.run_id))
+
+
+async def test_a_row_lock_held_by_the_service_cuts_ranges_short_until_it_goes(
+    phase2_target_url: str, tmp_path: Path,
+) -> None:
+    """The live service holds one row: the range that waits for it is cancelled at 1.8 times
+    the target (its row locks released) and retried in smaller ranges until one page waits;
+    once the service lets go, every client ends with one key."""
+    await add_padded_clients(phase2_target_url)
+    holder = await asyncpg.connect(libpq_url(phase2_target_url))
+    hold = holder.transaction()
+    await hold.start()
+    await holder.execute("SELECT 1 FROM sessions WHERE owner_api_key_hash IS NOT NULL "
+                         "ORDER BY ctid DESC LIMIT 1 FOR UPDATE")
+    ctx = memory_context(sandbox_settings(phase2_target_url, tmp_path,
+                                          rotation_target_txn_seconds=0.1, rotation_workers=1))
+    before = await owned_rows(phase2_target_url)
+    lines: list[str] = []
+    run = asyncio.create_task(RotateKeysStep().run(ctx, lines.append))
+    try:
+        for _ in range(600):  # a deadline, polled
+            if sum("cut short" in line for line in lines) >= 3:
+                break
+            await asyncio.sleep(0.05)
+        assert sum("cut short" in line for line in lines) >= 3, lines
+        assert not run.done(), "still waiting for the row"
+    finally:
+        await hold.rollback()
+        await holder.close()
+    outcome = await run
+    assert outcome.facts["transactions_cut_short"] >= 3
+    assert all(line.endswith("rolled back, retried in smaller ranges")
+               for line in lines if line.startswith("cut short"))
     clients = keys_by_old_hash(before, await owned_rows(phase2_target_url))
     assert_one_key_per_client(clients, await ctx.rotations.mapping(ctx.run_id))
