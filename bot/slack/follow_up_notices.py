@@ -34,7 +34,7 @@ from bot.engine.engine import Engine
 from bot.engine.run_watcher import RunWatcher
 from bot.slack.follow_up_blocks import checklist, notice
 from bot.slack.mirror import WriteBudget
-from bot.slack.thread_writer import PAGE
+from bot.slack.thread_writer import thread_messages
 
 log = logging.getLogger(__name__)
 
@@ -157,17 +157,10 @@ class ThreadNotices(RunWatcher):
     async def _posted_already(self, channel: str, thread_ts: str, run_id: str,
                               event_id: int) -> str | None:
         """The ts of this entry's notice if the thread holds it (read by its metadata)."""
-        cursor: str | None = None
-        while True:
-            answer = await self.client.conversations_replies(
-                channel=channel, ts=thread_ts, include_all_metadata=True, limit=PAGE,
-                cursor=cursor)
-            for message in answer.get("messages") or []:
-                if notice_of(message) == (run_id, event_id):
-                    return str(message["ts"])
-            cursor = (answer.get("response_metadata") or {}).get("next_cursor") or None
-            if not cursor or not answer.get("has_more", True):
-                return None
+        async for message in thread_messages(self.client, channel, thread_ts):
+            if notice_of(message) == (run_id, event_id):
+                return str(message["ts"])
+        return None
 
     async def drain(self) -> None:
         """Deliver until nothing is pending (tests, shutdown); callers bound it."""

@@ -13,6 +13,7 @@ the bot posts its own.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,16 +93,9 @@ class ThreadReader:
     async def thread(self, channel: str, thread_ts: str) -> ThreadContents:
         contents = ThreadContents()
         own = await self.own()
-        cursor: str | None = None
-        while True:
-            answer = await self.client.conversations_replies(
-                channel=channel, ts=thread_ts, include_all_metadata=True, limit=PAGE,
-                cursor=cursor)
-            for message in answer.get("messages") or []:
-                contents.add(message, own)
-            cursor = (answer.get("response_metadata") or {}).get("next_cursor") or None
-            if not cursor or not answer.get("has_more", True):
-                return contents
+        async for message in thread_messages(self.client, channel, thread_ts):
+            contents.add(message, own)
+        return contents
 
     async def channel_roots(self, channel: str) -> ThreadContents:
         """The channel's newest root messages (newest first: a run's root is among the last
@@ -113,6 +107,21 @@ class ThreadReader:
         for message in answer.get("messages") or []:
             contents.add(message, own)
         return contents
+
+
+async def thread_messages(client: AsyncWebClient, channel: str, thread_ts: str
+                          ) -> AsyncIterator[dict[str, Any]]:
+    """Every message of a thread, metadata included, a page of `conversations.replies` at a
+    time."""
+    cursor: str | None = None
+    while True:
+        answer = await client.conversations_replies(
+            channel=channel, ts=thread_ts, include_all_metadata=True, limit=PAGE, cursor=cursor)
+        for message in answer.get("messages") or []:
+            yield message
+        cursor = (answer.get("response_metadata") or {}).get("next_cursor") or None
+        if not cursor or not answer.get("has_more", True):
+            return
 
 
 def permalink(channel: str, ts: str) -> str:
