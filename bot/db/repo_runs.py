@@ -94,11 +94,16 @@ async def get_active_run(session: AsyncSession, target: str | None = None
     return (await session.execute(query.order_by(RollbackRun.created_at).limit(1))).scalar()
 
 
-async def set_run_thread(
+async def record_run_thread(
     session: AsyncSession, run_id: str, channel_id: str, thread_ts: str
-) -> None:
-    await session.execute(update(RollbackRun).where(RollbackRun.id == _uuid(run_id))
+) -> str | None:
+    """The run's thread is `thread_ts` unless one was recorded first (by another replica);
+    the one recorded now (None: no such run)."""
+    await session.execute(update(RollbackRun)
+                          .where(RollbackRun.id == _uuid(run_id), RollbackRun.thread_ts.is_(None))
                           .values(channel_id=channel_id, thread_ts=thread_ts))
+    query = select(RollbackRun.thread_ts).where(RollbackRun.id == _uuid(run_id))
+    return (await session.execute(query)).scalar()
 
 
 async def set_current_step(session: AsyncSession, run_id: str, step: StepName) -> None:
@@ -221,9 +226,16 @@ async def finish_execution(
     return result.scalar() is not None
 
 
-async def set_execution_message(session: AsyncSession, execution_id: str, ts: str) -> None:
-    await session.execute(update(StepExecution).where(StepExecution.id == _uuid(execution_id))
+async def record_execution_message(session: AsyncSession, execution_id: str, ts: str
+                                   ) -> str | None:
+    """The step's message is `ts` unless one was recorded first (by another replica); the one
+    recorded now (None: no such execution)."""
+    await session.execute(update(StepExecution)
+                          .where(StepExecution.id == _uuid(execution_id),
+                                 StepExecution.message_ts.is_(None))
                           .values(message_ts=ts))
+    query = select(StepExecution.message_ts).where(StepExecution.id == _uuid(execution_id))
+    return (await session.execute(query)).scalar()
 
 
 async def executions_for_run(session: AsyncSession, run_id: str) -> list[StepExecution]:

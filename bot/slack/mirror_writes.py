@@ -82,34 +82,60 @@ class ThreadWrites:
     async def post_root(self, view: RunView, channel: str, write: NextWrite,
                         plain: bool = False) -> bool:
         """True if posted now with `write`'s drawing; False if adopted, or if another
-        replica posted it meanwhile."""
+        replica posted it meanwhile. Slack is called with no transaction open: a slow or
+        rate-limited post holds no lock on the run (clicks go on) and outlives no database
+        timeout; the post is recorded after, unless another replica's was recorded first."""
         assert write.message is not None
+        async with self.sessions() as session:
+            run = await repo_runs.get_run(session, view.run_id)
+        if run is not None and run.thread_ts:
+            return False
+        identity = Identity(view.run_id, "board")
+        posted_channel, ts, posted = await self._post(
+            view, channel, identity, None, write.message.text,
+            None if plain else write.message.blocks)
         async with self.sessions() as session, session.begin():
-            run = await repo_runs.get_run(session, view.run_id, for_update=True)
-            if run is not None and run.thread_ts:
-                return False
-            posted_channel, ts, posted = await self._post(
-                view, channel, Identity(view.run_id, "board"), None, write.message.text,
-                None if plain else write.message.blocks)
-            await repo_runs.set_run_thread(session, view.run_id, posted_channel, ts)
-        self.known[view.run_id] = ThreadContents({Identity(view.run_id, "board"): ts})
+            recorded = await repo_runs.record_run_thread(session, view.run_id, posted_channel,
+                                                         ts)
+        if recorded not in (None, ts):
+            await self._withdraw(view.run_id, posted_channel, ts, identity)
+            return False
+        self.known[view.run_id] = ThreadContents({identity: ts})
         return posted
 
     async def post_step(self, view: RunView, channel: str, write: NextWrite,
                         plain: bool = False) -> bool:
+        """As `post_root`, for a step's message in the thread."""
         assert write.step is not None and write.step.execution_id is not None
         assert write.message is not None and view.thread_ts is not None
         identity = Identity(view.run_id, "step", write.step.step.value, write.step.attempt)
+        async with self.sessions() as session:
+            execution = await repo_runs.get_execution(session, write.step.execution_id)
+        if execution is None or execution.message_ts:
+            return False
+        posted_channel, ts, posted = await self._post(
+            view, channel, identity, view.thread_ts, write.message.text,
+            None if plain else write.message.blocks)
         async with self.sessions() as session, session.begin():
-            execution = await repo_runs.get_execution(session, write.step.execution_id,
-                                                      for_update=True)
-            if execution is None or execution.message_ts:
-                return False
-            _, ts, posted = await self._post(view, channel, identity, view.thread_ts,
-                                             write.message.text,
-                                             None if plain else write.message.blocks)
-            await repo_runs.set_execution_message(session, write.step.execution_id, ts)
+            recorded = await repo_runs.record_execution_message(
+                session, write.step.execution_id, ts)
+        if recorded not in (None, ts):
+            await self._withdraw(view.run_id, posted_channel, ts, identity)
+            return False
         return posted
+
+    async def _withdraw(self, run_id: str, channel: str, ts: str, identity: Identity) -> None:
+        """Another replica's copy of the message was recorded while ours was being posted
+        (our claim lapsed mid-post): ours is a duplicate nobody will update, so it goes."""
+        log.warning("run %s: another replica recorded %s first; deleting the copy at %s",
+                    run_id, identity, ts)
+        self.forget(run_id)
+        await self.budget.take(channel)
+        try:
+            await self.client.chat_delete(channel=channel, ts=ts)
+        except SlackApiError as exc:  # the recorded copy is the one drawn: this one only stays
+            log.warning("run %s: the duplicate at %s could not be deleted (%s)", run_id, ts,
+                        error_code(exc))
 
     async def update(self, channel: str, write: NextWrite, plain: bool = False) -> None:
         assert write.message is not None and write.ts

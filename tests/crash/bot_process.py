@@ -92,6 +92,21 @@ async def revision(url: str) -> str:
         await conn.close()
 
 
+async def wait_for_ledger(url: str, client_hash: str, status: str, within: float = 60) -> None:
+    """Until the bot's notification ledger records `status` for the client."""
+    conn = await asyncpg.connect(libpq_url(url))
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                now = await conn.fetchval(
+                    "SELECT status FROM notifications WHERE client_hash = $1", client_hash)
+                if now == status:
+                    return
+                await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+
+
 async def step_message(fake: FakeSlack, number: int, action: ActionId) -> Message:
     def find() -> Message | None:
         for message in reversed(list(fake.messages.values())):
