@@ -1,9 +1,13 @@
 """`rollback-bot serve`: check the bot's schema, recover interrupted work, then serve Slack.
 
-SIGTERM (`docker stop`, systemd, Kubernetes) and SIGINT stop it cleanly: a running step is
-cancelled and the programs it runs are killed with their process group — never left running
-orphaned for a second copy to race after the restart — and its lease is left to lapse, so the
-next replica (or this one, restarted) examines it as after a crash.
+SIGTERM (`docker stop`, systemd, Kubernetes) and SIGINT stop it cleanly, within
+SHUTDOWN_SECONDS and a little: `/ready` answers 503 at once (a load balancer stops sending), the
+listener closes and the requests in flight are answered; acked work (a click's processing, a
+reply) then gets what is left of SHUTDOWN_SECONDS, and what has not finished is handed over: a
+click's inbox row is committed before its ack, so the next replica's inbox watcher does it.
+A running step is cancelled and the programs it runs are killed with their process group —
+never left running orphaned for a second copy to race after the restart — and its lease is
+left to lapse, so the next replica (or this one, restarted) examines it as after a crash.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from bot.domain.paging_policy import paging_status
 from bot.engine.follow_through import FollowThrough
 from bot.paging.events_api import pager_from_settings
+from bot.readiness import Readiness
 from bot.settings import Settings
 from bot.slack.app import build_slack_front
 from bot.slack.http import build_web_app
@@ -51,11 +56,15 @@ async def serve(targets: Targets | Settings, *, http: bool, host: str, port: int
         log.info("serving target%s %s", "s" if len(engines) > 1 else "",
                  ", ".join(engine.target for engine in engines))
         stop = stop_on_signals()
+        readiness = Readiness(engines[0].sessions)
         runner: web.AppRunner | None = None
         handler: AsyncSocketModeHandler | None = None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.shutdown_seconds  # reset when the signal comes
         try:
             if http:
-                runner = web.AppRunner(build_web_app(front.app))
+                runner = web.AppRunner(build_web_app(front.app, readiness.refusal),
+                                       shutdown_timeout=min(3.0, settings.shutdown_seconds))
                 await runner.setup()
                 await web.TCPSite(runner, host, port).start()
                 log.info("serving Slack over HTTP on %s:%d/slack/events", host, port)
@@ -66,16 +75,21 @@ async def serve(targets: Targets | Settings, *, http: bool, host: str, port: int
                 log.info("connecting to Slack over Socket Mode")
                 await handler.connect_async()  # type: ignore[no-untyped-call]
             received = await stop
-            log.info("%s: stopping; a running step is stopped with its programs, and its "
-                     "lease left to lapse for the next replica to examine", received.name)
+            readiness.draining = True
+            deadline = loop.time() + settings.shutdown_seconds
+            log.info("%s: stopping; acked work gets %.0f s, then is handed over; a running "
+                     "step is stopped with its programs, and its lease left to lapse for the "
+                     "next replica to examine", received.name, settings.shutdown_seconds)
         finally:
+            readiness.draining = True
             if runner is not None:
-                await runner.cleanup()
+                await runner.cleanup()  # closes the listener, answers the requests in flight
             if handler is not None:
                 await handler.close_async()  # type: ignore[no-untyped-call]
+            await front.background.drain(max(0.0, deadline - loop.time()))
             for follow in follows:
                 await follow.stop()
-            await front.close()
+            await front.close(within=0)
             for pager in pagers:
                 if pager is not None:
                     await pager.close()

@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     allow_self_approval: bool = False
     slack_write_interval_seconds: float = Field(default=1.0, ge=0)
     slack_reply_concurrency: int = Field(default=4, ge=1)
+    # SIGTERM: how long acked work may still run before the rest is handed over (bot/serve.py)
+    shutdown_seconds: float = Field(default=6.0, gt=0)
     # Break-glass (`rehearse --real`, `escalate`, `follow-ups`): Slack user id -> base32 TOTP
     # secret; each engineer at a terminal proves who they are with their own current code.
     break_glass_totp_secrets: Annotated[dict[str, SecretStr], NoDecode] = Field(

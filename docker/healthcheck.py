@@ -4,6 +4,7 @@ The address comes from the serving process's own command line (`--host`, `--port
 chosen at `docker run` needs no second setting. In Socket Mode the bot serves no endpoint: the
 check then only reports that (healthy while the process lives; Docker restarts a dead one by its
 restart policy). Any other command (`check`, `migrate`) has nothing to probe either.
+`--ready` probes GET /ready instead: 503 while draining or while the schema is behind.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def main() -> int:
         print("Socket Mode: no HTTP endpoint to probe; the process is running")
         return 0
     host = "127.0.0.1" if options.host in ("0.0.0.0", "", "::") else options.host
-    url = f"http://{'[' + host + ']' if ':' in host else host}:{options.port}/health"
+    path = "/ready" if "--ready" in sys.argv[1:] else "/health"
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{options.port}{path}"
     try:
         with urllib.request.urlopen(url, timeout=4) as answer:
             print(f"{url}: {answer.status}")

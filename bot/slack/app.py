@@ -47,8 +47,9 @@ class SlackFront:
         for notices in self.notices:
             notices.start()
 
-    async def close(self) -> None:
-        await self.background.drain(within=30)
+    async def close(self, within: float = 30) -> None:
+        """Acked work gets `within` s (`Background.drain`), then the rest is stopped."""
+        await self.background.drain(within)
         for notices in self.notices:
             await notices.stop()
         await self.mirror.stop()

@@ -64,6 +64,7 @@ def project_folder(tmp_path: Path, env_lines: list[str]) -> Path:
     folder = tmp_path / "deploy"
     folder.mkdir()
     shutil.copy(REPO_ROOT / "docker-compose.yml", folder / "docker-compose.yml")
+    shutil.copy(REPO_ROOT / "docker-compose.replicas.yml", folder / "docker-compose.replicas.yml")
     shutil.copy(HERE / "compose.host-network.yml", folder / "compose.host-network.yml")
     example = (REPO_ROOT / ".env.example").read_text()
     (folder / ".env").write_text(example + "\n" + "\n".join(env_lines) + "\n")
@@ -94,6 +95,28 @@ async def test_the_example_with_the_documented_env_is_a_valid_compose_file(
     missing.write_text(missing.read_text().replace("BOT_DB_PASSWORD=s3cret", ""))
     refused = await project.compose("config")
     assert refused.code != 0 and "BOT_DB_PASSWORD" in refused.output
+
+
+async def test_the_two_replica_example_serves_http_probes_ready_and_drains_in_time(
+    compose_cli: tuple[str, ...], tmp_path: Path,
+) -> None:
+    folder = project_folder(tmp_path, ["BOT_DB_PASSWORD=s3cret", "DOCKER_GID=999"])
+    project = Project(folder, compose_cli, "rbtreplicas",
+                      ("docker-compose.yml", "docker-compose.replicas.yml"))
+    shown = await project.compose("config")
+    assert shown.code == 0, shown.output
+    config = yaml.safe_load(shown.output)
+    assert set(config["services"]) == {"db", "migrate", "bot"}
+    bot = config["services"]["bot"]
+    assert bot["scale"] == 2
+    assert bot["command"] == ["serve", "--http"]
+    assert bot["healthcheck"]["test"][-1] == "--ready"
+    assert bot["environment"]["DATABASE_URL"] == \
+        "postgresql://rollback_bot:s3cret@db:5432/rollback_bot", "both on the one bot database"
+    shutdown = float(bot["environment"]["SHUTDOWN_SECONDS"])
+    grace = bot["stop_grace_period"]
+    assert grace.endswith("s") and float(grace[:-1]) > shutdown + 2, \
+        "docker stop waits longer than the bot's drain"
 
 
 @pytest.fixture(scope="session")
