@@ -2,9 +2,11 @@
 
 `BREAK_GLASS_TOTP_SECRETS` maps each Slack user id to a base32 secret only that engineer's
 authenticator holds. Naming an approver is not enough: the code typed must be theirs, for now
-(one step of drift), and not used before. A used code is remembered where every process sees it
-(the incident log: the entry of what that code did records the engineer and the code's time
-step, and that pair is never accepted again), and the check and
+(one step of drift), and newer than any code of theirs accepted before (RFC 6238 5.2: a code
+is never accepted at or before the time step of one already accepted, so a newer code spends
+the older ones still within the drift too). Accepted codes are remembered where every process
+sees them (the incident log: the entry of what a code did records the engineer and the code's
+time step), and the check and
 the use are serialised per engineer by a PostgreSQL advisory lock, so neither a second prompt
 nor a second process can replay it. One login naming two approvers therefore needs both
 engineers' codes: two people.
@@ -31,11 +33,11 @@ from bot.engine.answers import Actor
 AskCode = Callable[[str], str]
 Clock = Callable[[], float]
 
-# Every log entry a code has been spent on, by the engineer it proved.
+# A log entry that spent a code of the engineer's of this time step or a later one.
 USED_STEP = text("""
     SELECT 1 FROM incident_events
     WHERE actor = :user AND source = 'terminal' AND data ? 'totp_step'
-      AND (data->>'totp_step')::bigint = :step
+      AND (data->>'totp_step')::bigint >= :step
     LIMIT 1""")
 
 
@@ -87,8 +89,8 @@ class TotpIdentity:
             try:
                 used = await lock.execute(USED_STEP, {"user": user_id, "step": step})
                 if used.first() is not None:
-                    raise IdentityRefused(f"that code of {user_id} was already used: wait for "
-                                          "the next one")
+                    raise IdentityRefused(f"that code of {user_id} was already used (or a "
+                                          "newer one was): wait for the next one")
                 yield Actor(user_id, user_id, Source.TERMINAL, True, totp_step=step)
             finally:
                 await lock.execute(text("SELECT pg_advisory_unlock(hashtext(:key))"), key)

@@ -175,6 +175,27 @@ async def test_escalate_as_someone_needs_their_own_unused_code(bot_db_url: str) 
         [("U_BOB", "terminal", "totp")], "only the proven escalation is in the log"
 
 
+async def test_a_code_older_than_one_accepted_is_refused(bot_db_url: str) -> None:
+    """RFC 6238 5.2: once a code is accepted, none of its time step or before is. Bob's next
+    code (accepted: one step of drift) spends the current one too, unused as it is."""
+    db = make_engine(bot_db_url)
+    engine = Engine(make_sessionmaker(db), settings_for(bot_db_url),
+                    as_steps(scripted_steps()))
+    try:
+        started = await engine.start_run(Actor("U_ALICE", "alice", Source.SLACK, True),
+                                         "Phase 3 broke auth", "C_ONCALL")
+        assert started.run_id
+    finally:
+        await engine.shutdown()
+        await db.dispose()
+    newer, older = code_of("U_BOB", 1), code_of("U_BOB")
+    why = ("escalate", "customers", "locked", "out", "--as", "U_BOB")
+    first = cli(bot_db_url, *why, typed=newer + "\n")
+    assert first.returncode == 0, first.stdout + first.stderr
+    behind = cli(bot_db_url, *why, typed=older + "\n")
+    assert behind.returncode == 1 and "already used" in behind.stdout, behind.stdout
+
+
 def test_the_secrets_are_masked_wherever_the_redactor_goes() -> None:
     from bot.domain.redaction import Redactor
 
