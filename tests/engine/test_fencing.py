@@ -58,7 +58,13 @@ async def test_a_stalled_replica_stops_its_step_before_the_takeover(
         proxy.pause()  # replica a's database stalls: its renewals go unanswered
         await until(lambda: steps[StepName.BACKUP].stopped == 1)
         await until(lambda: len(steps[StepName.BACKUP].running_at_check) == 2)
-        assert (await second.run_view(run_id)).steps[0].status is StepStatus.INTERRUPTED
+        # The verdict is written after the check: wait for it, not for the check alone.
+        for _ in range(400):
+            status = (await second.run_view(run_id)).steps[0].status
+            if status is StepStatus.INTERRUPTED:
+                break
+            await asyncio.sleep(0.05)
+        assert status is StepStatus.INTERRUPTED, "the replica that took over decided"
         proxy.resume()  # a is back: its copy of the step ended; it must not overwrite b's verdict
         await asyncio.wait_for(first.wait_idle(), 20)
         view = await second.run_view(run_id)
