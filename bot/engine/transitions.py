@@ -87,7 +87,7 @@ class Transitions:
             await repo_events.append_event(
                 session, run_id, actor.user_id, actor.source, EventKind.RUN_STARTED, None,
                 {"reason": reason, "initiator_name": actor.user_name,
-                 "code_revision": code_revision(),
+                 "code_revision": code_revision(), **actor.proof(),
                  **({"continues_rotation_of": rotation_id} if rotation_id != run_id else {})},
             )
         self.journal.changed(run_id)
@@ -279,7 +279,7 @@ class Transitions:
                 session, click.run_id, click.actor.user_id, click.actor.source,
                 EventKind.RETRY_REQUESTED, step,
                 {"execution_id": click.execution_id, "user_name": click.actor.user_name,
-                 "next_attempt": attempt},
+                 "next_attempt": attempt, **click.actor.proof()},
             )
         await self.prepare_step(click.run_id, step, attempt)
         return Answer(True, f"retry of attempt {attempt - 1} needs two fresh approvals",
@@ -299,7 +299,8 @@ class Transitions:
                 return Answer.refused(Refusal.NOT_WAITING, run_id=run_id)
             await repo_events.append_event(
                 session, run_id, actor.user_id, actor.source, EventKind.TAKEN_OVER, None,
-                {"reason": reason, "user_name": actor.user_name, "started_from": run.source},
+                {"reason": reason, "user_name": actor.user_name, "started_from": run.source,
+                 **actor.proof()},
             )
         self.journal.changed(run_id)
         return Answer(True, "taken over", run_id=run_id)

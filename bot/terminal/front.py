@@ -70,8 +70,12 @@ class TerminalFront:
             print(line, file=self.out, flush=True)
 
     async def run(self, initiator: str, reason: str, channel_id: str | None = None) -> RunView:
-        """Start a rollback and drive it to its end; returns the final view."""
-        answer = await self.engine.start_run(self.actor_for(initiator), reason, channel_id)
+        """Start a rollback and drive it to its end; returns the final view. At break-glass
+        the initiator types their own code first."""
+        answer = await self.act_as(initiator, "start the rollback",
+                                   lambda actor: self.engine.start_run(actor, reason, channel_id))
+        if answer is None:
+            raise FrontError(f"start by {initiator} refused: no valid code")
         if not answer.accepted or answer.run_id is None:
             raise FrontError(answer.message)
         return await self.follow(answer.run_id)
@@ -120,7 +124,7 @@ class TerminalFront:
             if verdict.reject_reason is not None:
                 name = verdict.approvers[0] if verdict.approvers else "terminal"
                 reason = verdict.reject_reason
-                refused = await self._as(name, f"reject {step_heading(step.step)}",
+                refused = await self.act_as(name, f"reject {step_heading(step.step)}",
                                          lambda actor: self.engine.reject(
                                              self._click(actor, view, step), reason))
                 if refused is not None:
@@ -130,7 +134,7 @@ class TerminalFront:
             for name in verdict.approvers:
                 if self.actor_for(name).user_id in already:
                     continue
-                answer = await self._as(name, f"approve {step_heading(step.step)}",
+                answer = await self.act_as(name, f"approve {step_heading(step.step)}",
                                         lambda actor: self.engine.approve(
                                             self._click(actor, view, step)))
                 if answer is None:  # the code was wrong or used: nothing was recorded
@@ -152,14 +156,23 @@ class TerminalFront:
             if key in self._decided:
                 return False
             self._decided.add(key)
-            actor = self.actor_for(self.operator or view.initiator_name)
-            if await self.approvals.after_failure(view, step):
-                answer = await self.engine.retry(self._click(actor, view, step))
-            else:
-                answer = await self.engine.abort(
-                    self._click(actor, view, step),
-                    f"{step_heading(step.step)} {step.status.value if step.status else ''}; "
-                    "aborted at the terminal")
+            name = self.operator or view.initiator_name
+            heading = step_heading(step.step)
+            retry = await self.approvals.after_failure(view, step)
+            what = f"retry {heading}" if retry else f"abort at {heading}"
+            why = f"{heading} {step.status.value if step.status else ''}; aborted at the terminal"
+
+            async def act(actor: Actor) -> Answer:
+                click = self._click(actor, view, step)
+                return await (self.engine.retry(click) if retry else
+                              self.engine.abort(click, why))
+
+            answer = await self.act_as(name, what, act)
+            if answer is None:  # the code was wrong or used: nothing was done
+                if not self.approvals.interactive:
+                    raise FrontError(f"{what} by {name} refused: no valid code")
+                self._decided.discard(key)  # asked again
+                return True
             if not answer.accepted:
                 self.say(f"  {answer.message}")
             return True
@@ -177,7 +190,7 @@ class TerminalFront:
         names = await self.approvals.resend(view, step)
         execution_id = step.execution_id
         for name in names:
-            answer = await self._as(name, "resend", lambda actor: self.engine.resend(
+            answer = await self.act_as(name, "resend", lambda actor: self.engine.resend(
                 Click(actor, view.run_id, execution_id, resend.fingerprint)))
             if answer is None:
                 return False
@@ -186,7 +199,7 @@ class TerminalFront:
                 return False
         return bool(names)
 
-    async def _as(self, name: str, what: str,
+    async def act_as(self, name: str, what: str,
                   act: Callable[[Actor], Awaitable[Answer]]) -> Answer | None:
         """Do `act` as `name`: at break-glass only once they typed their own unused code (None
         when they did not: said here, nothing recorded)."""

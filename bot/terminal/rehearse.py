@@ -149,11 +149,12 @@ def check_break_glass(settings: Settings, approvers: list[str], initiator: str) 
     secrets = settings.break_glass_totp_secrets
     if not secrets:
         raise SettingsError("--real needs BREAK_GLASS_TOTP_SECRETS (Slack user id = base32 "
-                            "secret): each approver proves who they are with their own code")
-    missing = [name for name in approvers if name not in secrets]
+                            "secret): each engineer proves who they are with their own code")
+    # The initiator too: starting, taking over, retrying and aborting are acts of theirs.
+    missing = [name for name in dict.fromkeys([initiator, *approvers]) if name not in secrets]
     if missing:
         raise SettingsError(f"no TOTP secret for {', '.join(missing)} "
-                            "(BREAK_GLASS_TOTP_SECRETS): they cannot approve from a terminal")
+                            "(BREAK_GLASS_TOTP_SECRETS): they cannot act from a terminal")
 
 
 async def drive(settings: Settings, out: TextIO, approvals: ApprovalSource, initiator: str,
@@ -187,7 +188,12 @@ async def follow_or_start(engine: Engine, out: TextIO, approvals: ApprovalSource
         if not glass.take_over:
             raise FrontError(f"the active rollback {active} was started in Slack: attach to it "
                              "from the terminal only with --take-over <reason>")
-        answer = await engine.take_over(active, actor_for(initiator), glass.take_over)
+        reason = glass.take_over
+        taken = await front.act_as(initiator, "take over the rollback",
+                                   lambda actor: engine.take_over(active, actor, reason))
+        if taken is None:
+            raise FrontError(f"take-over by {initiator} refused: no valid code")
+        answer = taken
         if not answer.accepted:
             raise FrontError(f"take-over refused: {answer.message}")
         print(f"Took over the active rollback {active}: {glass.take_over}", file=out)

@@ -30,7 +30,8 @@ ENVIRON = {
     "PRODUCTION__API_BASE_URL": "http://prod:8000",
     "PRODUCTION__APPROVER_USER_IDS": "U_DAVE,U_ERIN,U_FRANK",
     # Break-glass approvals need each engineer's own TOTP secret (not the subject here).
-    "BREAK_GLASS_TOTP_SECRETS": "U_ERIN=JBSWY3DPEHPK3PXP,U_FRANK=KRSXG5CTMVRXEZLU",
+    "BREAK_GLASS_TOTP_SECRETS": "U_DAVE=MFRGGZDFMZTWQ2LK,U_ERIN=JBSWY3DPEHPK3PXP,"
+                                "U_FRANK=KRSXG5CTMVRXEZLU",
 }
 
 

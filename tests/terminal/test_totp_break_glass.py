@@ -21,18 +21,21 @@ from bot.db import repo_events
 from bot.db.session import make_engine, make_sessionmaker
 from bot.domain.events import EventKind, Source
 from bot.domain.states import RunStatus
-from bot.domain.steps import STEP_ORDER
+from bot.domain.steps import STEP_ORDER, StepName
 from bot.domain.totp import code_at, decode_secret, time_step
 from bot.engine.engine import Actor, Engine
 from bot.settings import Settings, SettingsError
 from bot.slack.blocks import step_message
-from bot.terminal.approvals import PromptApprovers
+from bot.terminal.approvals import NamedApprovers, PromptApprovers
+from bot.terminal.decisions import FrontError
 from bot.terminal.rehearse import BreakGlass, follow_or_start, rehearse_command
+from bot.terminal.render import step_heading
 from tests.engine.fake_steps import as_steps, scripted_steps
 from tests.terminal.test_break_glass import TARGET, parse
 
 BIN = Path(sys.executable).parent / "rollback-bot"
-SECRETS = {"U_BOB": base64.b32encode(b"bob's own secret!!!!").decode(),
+SECRETS = {"U_ALICE": base64.b32encode(b"alice's own secret!!").decode(),
+           "U_BOB": base64.b32encode(b"bob's own secret!!!!").decode(),
            "U_CAROL": base64.b32encode(b"carol's own secret!!").decode()}
 SECRETS_SETTING = ",".join(f"{user}={secret}" for user, secret in SECRETS.items())
 
@@ -88,14 +91,19 @@ async def test_each_approver_types_their_own_code_and_a_code_works_once(
 ) -> None:
     settings = settings_for()
     engine = Engine(bot_sessionmaker, settings, as_steps(scripted_steps()), replica_id="term")
-    # Step 1: Bob types Carol's code (refused), then his own; Carol hers. Step 2: Bob types
-    # his code of step 1 again (replayed: refused), then a fresh one. Then fresh codes only.
-    keyboard = Keyboard(["other", "own", "own", "replay", "own", "own"]
+    # Alice, starting, types Bob's code: nothing starts. Then her own. Step 1: Bob types
+    # Carol's code (refused), then his own; Carol hers. Step 2: Bob types his code of step 1
+    # again (replayed: refused), then a fresh one. Then fresh codes only.
+    keyboard = Keyboard(["other", "own", "other", "own", "own", "replay", "own", "own"]
                         + ["own", "own"] * (len(STEP_ORDER) - 2))
     out = io.StringIO()
     glass = BreakGlass(settings.approver_user_ids, None, settings.break_glass_totp_secrets,
                        keyboard.code, keyboard.clock)
     try:
+        with pytest.raises(FrontError, match="start by U_ALICE refused"):
+            await follow_or_start(engine, out, PromptApprovers(out, keyboard.name),
+                                  "U_ALICE", "slack is down", glass)
+        assert await engine.active_run_id() is None, "a wrong code starts nothing"
         view = await follow_or_start(engine, out, PromptApprovers(out, keyboard.name),
                                      "U_ALICE", "slack is down", glass)
     finally:
@@ -104,11 +112,15 @@ async def test_each_approver_types_their_own_code_and_a_code_works_once(
     assert view.status is RunStatus.COMPLETED, text
     assert "wrong code for U_BOB" in text
     assert "that code of U_BOB was already used" in text
-    assert len(keyboard.code_prompts) == 2 * len(STEP_ORDER) + 2
+    assert "wrong code for U_ALICE" in text
+    assert len(keyboard.code_prompts) == 2 * len(STEP_ORDER) + 4
+    assert keyboard.code_prompts[:2] == ["  U_ALICE, your code (start the rollback): "] * 2
     assert all(prompt.startswith(("  U_BOB, your code", "  U_CAROL, your code"))
-               for prompt in keyboard.code_prompts)
+               for prompt in keyboard.code_prompts[2:])
     async with bot_sessionmaker() as session:
         given = await repo_events.events_of_kind(session, view.run_id, EventKind.APPROVAL_GIVEN)
+        started = await repo_events.events_of_kind(session, view.run_id, EventKind.RUN_STARTED)
+    assert [(e.actor, e.data["proof"]) for e in started] == [("U_ALICE", "totp")]
     assert len(given) == 2 * len(STEP_ORDER), "every refused code approved nothing"
     assert all(e.source == "terminal" and e.data["proof"] == "totp" for e in given)
     steps_used = [(e.actor, e.data["totp_step"]) for e in given]
@@ -120,6 +132,48 @@ async def test_each_approver_types_their_own_code_and_a_code_works_once(
         assert secret not in text
 
 
+async def test_retry_and_abort_at_the_terminal_wait_for_the_operators_code(
+    bot_sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """Step 1 fails twice: Alice (operating) retries it, then aborts; each only once she typed
+    her own code, and the log says so. A wrong code retries nothing."""
+    settings = settings_for()
+    steps = scripted_steps()
+    steps[StepName.BACKUP].fail_times = 2
+    engine = Engine(bot_sessionmaker, settings, as_steps(steps), replica_id="term")
+    # Alice starts; Bob and Carol approve; step 1 fails: Alice's retry (Carol's code: refused).
+    keyboard = Keyboard(["own", "own", "own", "other"])
+    out = io.StringIO()
+    glass = BreakGlass(settings.approver_user_ids, None, settings.break_glass_totp_secrets,
+                       keyboard.code, keyboard.clock)
+    try:
+        with pytest.raises(FrontError, match=r"retry .* by U_ALICE refused: no valid code"):
+            await follow_or_start(engine, out, NamedApprovers(["U_BOB", "U_CAROL"], retries=1),
+                                  "U_ALICE", "slack is down", glass)
+        run_id = await engine.active_run_id()
+        assert run_id is not None
+        async with bot_sessionmaker() as session:
+            kinds = [e.kind for e in await repo_events.all_events(session, run_id)]
+        assert EventKind.RETRY_REQUESTED not in kinds, "a wrong code retries nothing"
+        # Again: her retry, two fresh approvals, the second failure, her abort.
+        keyboard.script.extend(["own", "own", "own", "own"])
+        view = await follow_or_start(engine, out, NamedApprovers(["U_BOB", "U_CAROL"], retries=1),
+                                     "U_ALICE", "slack is down", glass)
+    finally:
+        await engine.shutdown()
+    assert view.status is RunStatus.ABORTED, out.getvalue()
+    BACKUP = step_heading(StepName.BACKUP)
+    assert [p for p in keyboard.code_prompts if p.startswith("  U_ALICE")] == [
+        "  U_ALICE, your code (start the rollback): ",
+        f"  U_ALICE, your code (retry {BACKUP}): ", f"  U_ALICE, your code (retry {BACKUP}): ",
+        f"  U_ALICE, your code (abort at {BACKUP}): "]
+    async with bot_sessionmaker() as session:
+        acts = [e for e in await repo_events.all_events(session, view.run_id)
+                if e.kind in (EventKind.RETRY_REQUESTED, EventKind.RUN_ABORTED)]
+    assert [(e.kind, e.actor, e.data.get("proof")) for e in acts] == [
+        (EventKind.RETRY_REQUESTED, "U_ALICE", "totp"), (EventKind.RUN_ABORTED, "U_ALICE", "totp")]
+
+
 def test_real_refuses_approvers_without_a_secret() -> None:
     bare = Settings(_env_file=None, target_database_url=TARGET,  # type: ignore[call-arg]
                     approver_user_ids="U_ALICE,U_BOB,U_CAROL")
@@ -129,7 +183,7 @@ def test_real_refuses_approvers_without_a_secret() -> None:
     one = Settings(_env_file=None, target_database_url=TARGET,  # type: ignore[call-arg]
                    approver_user_ids="U_ALICE,U_BOB,U_CAROL",
                    break_glass_totp_secrets=f"U_BOB={SECRETS['U_BOB']}")
-    with pytest.raises(SettingsError, match="no TOTP secret for U_CAROL"):
+    with pytest.raises(SettingsError, match="no TOTP secret for U_ALICE, U_CAROL"):
         rehearse_command(parse("--real", "--approver", "U_BOB", "--approver", "U_CAROL",
                                "--initiator", "U_ALICE"), one)
 
