@@ -5,7 +5,9 @@ fake Slack Web API in this process. Idle: SIGTERM with nothing in flight. After 
 `--requests` of `bench.ack_mix`'s mix at `--concurrency`, and SIGTERM the moment the last
 answer arrives, while the clicks it acked are still being processed. For each: seconds to exit,
 the exit code, whether the log says a coroutine was never awaited, and how many acked clicks
-a replacement finds unprocessed in the inbox (handed over) or already done.
+a replacement finds unprocessed in the inbox (handed over) or already done. A third case holds
+Slack's `response_url` unanswered through the burst and the stop (Slack slow in an incident):
+the acked work cannot finish, and the deadline alone ends it.
 
     python -m bench.shutdown [--requests 200 --concurrency 100 --repeat 3]
 """
@@ -77,17 +79,21 @@ class Serve:
 
 
 async def once(env: dict[str, str], work: Path, fake: FakeSlack, step: Message | None,
-               requests: int, concurrency: int, counter: list[int]) -> tuple[
-                   float, int | None, int, Message]:
+               requests: int, concurrency: int, counter: list[int], slack_slow: bool
+               ) -> tuple[float, int | None, int, Message]:
     serve = Serve(env, work / f"serve-{counter[0]}.log")
     await wait_healthy(serve.url, serve.process)
     if step is None:
         step = await live_step(serve.url, fake)
+    held = fake.hold("response_url") if slack_slow else None
     if requests:
         mix = [request(counter[0] * requests + n, step, fake) for n in range(requests)]
         await burst(f"{serve.url}/slack/events", mix, concurrency)
     counter[0] += 1
     seconds, code = await serve.stop()
+    if held is not None:
+        held.set()
+        del fake.held["response_url"]
     return seconds, code, serve.never_awaited(), step
 
 
@@ -118,12 +124,14 @@ async def main() -> None:
         counter = [0]
         step: Message | None = None
         rows = []
-        for label, requests in (("idle", 0), (f"right after {args.requests} requests at "
-                                              f"{args.concurrency} concurrent", args.requests)):
+        after = f"right after {args.requests} requests at {args.concurrency} concurrent"
+        for label, requests, slow in (("idle", 0, False), (after, args.requests, False),
+                                      (after + ", Slack's response_url hanging",
+                                       args.requests, True)):
             times, codes, warned, left = [], [], 0, []
             for _ in range(args.repeat):
                 seconds, code, never, step = await once(env, work, fake, step, requests,
-                                                        args.concurrency, counter)
+                                                        args.concurrency, counter, slow)
                 times.append(seconds)
                 codes.append(code)
                 warned += never
@@ -133,8 +141,8 @@ async def main() -> None:
                         f"{warned} | {max(left)} |")
         print(f"SIGTERM to exit, {args.repeat} runs each (nproc {os.cpu_count()}, load average "
               f"{os.getloadavg()[0]:.1f})\n")
-        print("| when | median | max | exit codes | never-awaited warnings | clicks handed over "
-              "(max) |\n|---|---|---|---|---|---|")
+        print("| when | median | max | exit codes | never-awaited warnings | inbox rows "
+              "unprocessed at exit (max) |\n|---|---|---|---|---|---|")
         print("\n".join(rows))
         # Nothing acked may be left behind for good: a replacement takes what was handed over.
         last = Serve(env, work / "replacement.log")

@@ -3,8 +3,9 @@
 SIGTERM (`docker stop`, systemd, Kubernetes) and SIGINT stop it cleanly, within
 SHUTDOWN_SECONDS and a little: `/ready` answers 503 at once (a load balancer stops sending), the
 listener closes and the requests in flight are answered; acked work (a click's processing, a
-reply) then gets what is left of SHUTDOWN_SECONDS, and what has not finished is handed over: a
-click's inbox row is committed before its ack, so the next replica's inbox watcher does it.
+reply) then gets what is left of SHUTDOWN_SECONDS (its last 2 s only for work already running),
+and what has not finished is handed over: a click's inbox row is committed before its ack, so
+the next replica's inbox watcher does it.
 A running step is cancelled and the programs it runs are killed with their process group —
 never left running orphaned for a second copy to race after the restart — and its lease is
 left to lapse, so the next replica (or this one, restarted) examines it as after a crash.
@@ -25,6 +26,7 @@ from bot.paging.events_api import pager_from_settings
 from bot.readiness import Readiness
 from bot.settings import Settings
 from bot.slack.app import build_slack_front
+from bot.slack.background import FINISH_SECONDS
 from bot.slack.http import build_web_app
 from bot.startup import open_engines
 from bot.targets import Targets
@@ -86,7 +88,9 @@ async def serve(targets: Targets | Settings, *, http: bool, host: str, port: int
                 await runner.cleanup()  # closes the listener, answers the requests in flight
             if handler is not None:
                 await handler.close_async()  # type: ignore[no-untyped-call]
-            await front.background.drain(max(0.0, deadline - loop.time()))
+            left = max(0.0, deadline - loop.time())
+            finish = min(FINISH_SECONDS, left / 3)  # the last of it: only work already running
+            await front.background.drain(left - finish, finish)
             for follow in follows:
                 await follow.stop()
             await front.close(within=0)
