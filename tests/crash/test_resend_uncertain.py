@@ -16,16 +16,15 @@ from bot.slack.actions import ActionId
 from tests.crash.bot_process import (
     Bot,
     approve_step,
-    base_env,
     start_run,
     step_message,
     wait_for_ledger,
 )
+from tests.crash.sandbox_env import sandbox_env
 from tests.fixtures.sandbox import SandboxApi, SandboxSeed
 from tests.fixtures.smtp import SmtpServer
 from tests.slack.harness import CHANNEL, message_text
 from tests.slackwire.fake_web_api import FakeSlack, Message
-from tests.steps.sandbox_settings import ALEMBIC, SANDBOX_DIR
 
 pytestmark = pytest.mark.docker
 
@@ -40,14 +39,9 @@ async def test_emails_in_flight_end_unconfirmed_and_two_approvals_resend_them_on
     bots: list[Bot], fake_slack: FakeSlack, bot_db_url: str, sandbox_api: SandboxApi,
     sandbox_seed: SandboxSeed, smtp_server: SmtpServer, tmp_path: Path,
 ) -> None:
-    env = {**base_env(fake_slack, bot_db_url, sandbox_api.database_url, tmp_path),
-           "DOWNGRADE_WORKDIR": str(SANDBOX_DIR),
-           "DOWNGRADE_COMMAND": f"{ALEMBIC} downgrade 20260201_000006",
-           "CODE_RESTORE_COMMAND": "git checkout -q phase-2",
-           "CODE_RESTORE_WORKDIR": str(sandbox_api.code_dir),
-           "API_COMPOSE_PROJECT": sandbox_api.project, "API_BASE_URL": sandbox_api.base_url,
-           "MAILER": "smtp", "SMTP_HOST": smtp_server.host, "SMTP_PORT": str(smtp_server.port),
-           "EMAIL_CONCURRENCY": "5", "CLIENT_DIRECTORY": str(sandbox_seed.directory_csv)}
+    env = sandbox_env(fake_slack, bot_db_url, sandbox_api, sandbox_seed, tmp_path,
+                      MAILER="smtp", SMTP_HOST=smtp_server.host, SMTP_PORT=str(smtp_server.port),
+                      EMAIL_CONCURRENCY="5")
     contacts = [c for c in sandbox_seed.result.clients if c.has_contact]
     assert len(contacts) == 5
     after_data, before_rcpt = contacts[1:4], contacts[4]

@@ -19,14 +19,14 @@ from pathlib import Path
 import pytest
 
 from bot.slack.actions import ActionId
-from tests.crash.bot_process import Bot, base_env, start_run, step_message
+from tests.crash.bot_process import Bot, start_run, step_message
 from tests.crash.burst import Burst, fetch, inbox_unprocessed, refusals_by_actor
+from tests.crash.sandbox_env import sandbox_env
 from tests.crash.test_sigterm_under_load import EXIT_BOUND, unclean_lines, until_inbox_empty
 from tests.fixtures.sandbox import SandboxApi, SandboxSeed
 from tests.slack.harness import CHANNEL, button_value
 from tests.slackwire.fake_web_api import FakeSlack, Message
 from tests.slackwire.requests import block_actions
-from tests.steps.sandbox_settings import ALEMBIC, SANDBOX_DIR
 
 pytestmark = pytest.mark.docker
 
@@ -95,14 +95,8 @@ async def test_rolling_restart_of_two_replicas_mid_run(
     bots: list[Bot], fake_slack: FakeSlack, bot_db_url: str, sandbox_api: SandboxApi,
     sandbox_seed: SandboxSeed, tmp_path: Path,
 ) -> None:
-    env = {**base_env(fake_slack, bot_db_url, sandbox_api.database_url, tmp_path),
-           "DOWNGRADE_WORKDIR": str(SANDBOX_DIR),
-           "DOWNGRADE_COMMAND": f"{ALEMBIC} downgrade 20260201_000006",
-           "CODE_RESTORE_COMMAND": "git checkout -q phase-2",
-           "CODE_RESTORE_WORKDIR": str(sandbox_api.code_dir),
-           "API_COMPOSE_PROJECT": sandbox_api.project, "API_BASE_URL": sandbox_api.base_url,
-           "MAILER": "outbox", "OUTBOX_DIR": str(tmp_path / "outbox"),
-           "CLIENT_DIRECTORY": str(sandbox_seed.directory_csv)}
+    env = sandbox_env(fake_slack, bot_db_url, sandbox_api, sandbox_seed, tmp_path,
+                      MAILER="outbox", OUTBOX_DIR=str(tmp_path / "outbox"))
     replicas = Replicas(env, tmp_path, fake_slack)
     try:
         a, b = await replicas.start("a1"), await replicas.start("b1")

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from bot.slack.actions import ActionId
-from tests.crash.bot_process import Bot, approve_step, base_env, start_run, step_message
+from tests.crash.bot_process import Bot, approve_step, start_run, step_message
+from tests.crash.sandbox_env import sandbox_env
 from tests.fixtures.sandbox import SandboxApi, SandboxSeed
 from tests.fixtures.smtp import SmtpServer
 from tests.slack.harness import message_text
 from tests.slackwire.fake_web_api import FakeSlack
-from tests.steps.sandbox_settings import ALEMBIC, SANDBOX_DIR
 
 pytestmark = pytest.mark.docker
 
@@ -25,14 +25,8 @@ async def test_sigkill_during_email_never_emails_anyone_twice(
     bots: list[Bot], fake_slack: FakeSlack, bot_db_url: str, sandbox_api: SandboxApi,
     sandbox_seed: SandboxSeed, smtp_server: SmtpServer, tmp_path: Path,
 ) -> None:
-    env = {**base_env(fake_slack, bot_db_url, sandbox_api.database_url, tmp_path),
-           "DOWNGRADE_WORKDIR": str(SANDBOX_DIR),
-           "DOWNGRADE_COMMAND": f"{ALEMBIC} downgrade 20260201_000006",
-           "CODE_RESTORE_COMMAND": "git checkout -q phase-2",
-           "CODE_RESTORE_WORKDIR": str(sandbox_api.code_dir),
-           "API_COMPOSE_PROJECT": sandbox_api.project, "API_BASE_URL": sandbox_api.base_url,
-           "MAILER": "smtp", "SMTP_HOST": smtp_server.host, "SMTP_PORT": str(smtp_server.port),
-           "CLIENT_DIRECTORY": str(sandbox_seed.directory_csv)}
+    env = sandbox_env(fake_slack, bot_db_url, sandbox_api, sandbox_seed, tmp_path,
+                      MAILER="smtp", SMTP_HOST=smtp_server.host, SMTP_PORT=str(smtp_server.port))
     contacts = [c for c in sandbox_seed.result.clients if c.has_contact]
     in_flight = contacts[2]
     smtp_server.stall(in_flight.email)

@@ -16,11 +16,11 @@ import pytest
 
 from bot.slack.actions import ActionId
 from bot.urls import libpq_url
-from tests.crash.bot_process import Bot, approve_step, base_env, start_run, step_message
+from tests.crash.bot_process import Bot, approve_step, start_run, step_message
+from tests.crash.sandbox_env import sandbox_env
 from tests.fixtures.sandbox import SandboxApi, SandboxSeed
 from tests.slack.harness import message_text
 from tests.slackwire.fake_web_api import FakeSlack
-from tests.steps.sandbox_settings import ALEMBIC, SANDBOX_DIR
 
 pytestmark = pytest.mark.docker
 
@@ -34,15 +34,10 @@ async def test_sigkill_mid_step_then_retry_completes_it(
 ) -> None:
     number = STEPS[step]
     restore = "git checkout -q phase-2"
-    env = {**base_env(fake_slack, bot_db_url, sandbox_api.database_url, tmp_path),
-           "DOWNGRADE_WORKDIR": str(SANDBOX_DIR),
-           "DOWNGRADE_COMMAND": f"{ALEMBIC} downgrade 20260201_000006",
-           "CODE_RESTORE_COMMAND": f"sh -c 'sleep 60; {restore}'" if step == "restart"
-           else restore,
-           "CODE_RESTORE_WORKDIR": str(sandbox_api.code_dir),
-           "API_COMPOSE_PROJECT": sandbox_api.project, "API_BASE_URL": sandbox_api.base_url,
-           "MAILER": "outbox", "OUTBOX_DIR": str(tmp_path / "outbox"),
-           "CLIENT_DIRECTORY": str(sandbox_seed.directory_csv)}
+    env = sandbox_env(fake_slack, bot_db_url, sandbox_api, sandbox_seed, tmp_path,
+                      MAILER="outbox", OUTBOX_DIR=str(tmp_path / "outbox"))
+    if step == "restart":
+        env["CODE_RESTORE_COMMAND"] = f"sh -c 'sleep 60; {restore}'"
     log = tmp_path / "bot.log"
     first = Bot(env, log)
     bots.append(first)

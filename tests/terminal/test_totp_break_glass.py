@@ -19,11 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db import repo_events
 from bot.db.session import make_engine, make_sessionmaker
-from bot.domain.events import EventKind, Source
+from bot.domain.events import EventKind
 from bot.domain.states import RunStatus
 from bot.domain.steps import STEP_ORDER, StepName
 from bot.domain.totp import code_at, decode_secret, time_step
-from bot.engine.engine import Actor, Engine
+from bot.engine.engine import Engine
 from bot.settings import Settings, SettingsError
 from bot.slack.blocks import step_message
 from bot.terminal.approvals import NamedApprovers, PromptApprovers
@@ -31,7 +31,7 @@ from bot.terminal.decisions import FrontError
 from bot.terminal.rehearse import BreakGlass, follow_or_start, rehearse_command
 from bot.terminal.render import step_heading
 from tests.engine.fake_steps import as_steps, scripted_steps
-from tests.terminal.test_break_glass import TARGET, parse
+from tests.terminal.test_break_glass import TARGET, parse, start_in_slack
 
 BIN = Path(sys.executable).parent / "rollback-bot"
 SECRETS = {"U_ALICE": base64.b32encode(b"alice's own secret!!").decode(),
@@ -196,17 +196,20 @@ def cli(url: str, *argv: str, typed: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=60, check=False, cwd="/tmp")
 
 
-async def test_escalate_as_someone_needs_their_own_unused_code(bot_db_url: str) -> None:
+async def slack_run(bot_db_url: str) -> str:
+    """A run started in Slack, for the terminal commands to act on; its id."""
     db = make_engine(bot_db_url)
     engine = Engine(make_sessionmaker(db), settings_for(bot_db_url),
                     as_steps(scripted_steps()))
     try:
-        started = await engine.start_run(Actor("U_ALICE", "alice", Source.SLACK, True),
-                                         "Phase 3 broke auth", "C_ONCALL")
-        assert started.run_id
+        return await start_in_slack(engine)
     finally:
         await engine.shutdown()
         await db.dispose()
+
+
+async def test_escalate_as_someone_needs_their_own_unused_code(bot_db_url: str) -> None:
+    run_id = await slack_run(bot_db_url)
     why = ("escalate", "customers", "locked", "out", "--as", "U_BOB")
     wrong = cli(bot_db_url, *why, typed=code_of("U_CAROL") + "\n")
     assert wrong.returncode == 1 and "wrong code for U_BOB" in wrong.stdout
@@ -221,7 +224,7 @@ async def test_escalate_as_someone_needs_their_own_unused_code(bot_db_url: str) 
     db = make_engine(bot_db_url)
     try:
         async with make_sessionmaker(db)() as session:
-            escalated = await repo_events.events_of_kind(session, started.run_id,
+            escalated = await repo_events.events_of_kind(session, run_id,
                                                          EventKind.ESCALATED)
     finally:
         await db.dispose()
@@ -232,16 +235,7 @@ async def test_escalate_as_someone_needs_their_own_unused_code(bot_db_url: str) 
 async def test_a_code_older_than_one_accepted_is_refused(bot_db_url: str) -> None:
     """RFC 6238 5.2: once a code is accepted, none of its time step or before is. Bob's next
     code (accepted: one step of drift) spends the current one too, unused as it is."""
-    db = make_engine(bot_db_url)
-    engine = Engine(make_sessionmaker(db), settings_for(bot_db_url),
-                    as_steps(scripted_steps()))
-    try:
-        started = await engine.start_run(Actor("U_ALICE", "alice", Source.SLACK, True),
-                                         "Phase 3 broke auth", "C_ONCALL")
-        assert started.run_id
-    finally:
-        await engine.shutdown()
-        await db.dispose()
+    await slack_run(bot_db_url)
     newer, older = code_of("U_BOB", 1), code_of("U_BOB")
     why = ("escalate", "customers", "locked", "out", "--as", "U_BOB")
     first = cli(bot_db_url, *why, typed=newer + "\n")
